@@ -1,0 +1,43 @@
+"""Where scoutdoc keeps its files, and the defaults every command shares.
+
+All paths come from here so tests can point everything at a temporary directory with
+`SCOUTDOC_HOME`.
+"""
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def home() -> Path:
+    """The data directory: database, KV snapshots and (unless overridden) the model cache."""
+    override = os.environ.get("SCOUTDOC_HOME")
+    path = Path(override) if override else Path(platformdirs.user_data_dir("scoutdoc"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    """Downloaded model files. `SCOUTDOC_MODELS` lets several homes share one copy of the weights."""
+    override = os.environ.get("SCOUTDOC_MODELS")
+    if override:
+        path = Path(override)
+    elif os.environ.get("SCOUTDOC_HOME"):
+        path = home() / "models"
+    else:
+        path = Path(platformdirs.user_cache_dir("scoutdoc")) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_path() -> Path:
+    return Path(os.environ.get("SCOUTDOC_DB") or home() / "scoutdoc.db")
+
+
+def snapshots_dir() -> Path:
+    path = home() / "snapshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
