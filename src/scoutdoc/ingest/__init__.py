@@ -1,0 +1,191 @@
+"""Turning the paths a user names into located `Document`s, and saying clearly what was skipped.
+
+`load_sources` never raises for a bad source: each one becomes a `Skip` with a one-line reason so the
+other sources are still read. Callers that need at least one document use `require_documents`, which
+raises `IngestError` (exit code 3) when nothing was ingested.
+"""
+
+import errno
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from ..errors import IngestError
+from ..progress import Progress
+from .archive import Budget, Member, iter_members
+from .code import SECRET_SKIP_REASON, is_secret_name, render_tree, walk_directory
+from .document import Document, IngestResult, Segment, Skip, Unreadable
+from .options import ArchiveLimits, IngestOptions
+from .pack import pack
+from .sniff import classify
+from .text import decode_or_skip, read_text
+from .transcript import parse_timed_text, transcript_document
+
+__all__ = [
+    "ArchiveLimits", "Document", "IngestOptions", "IngestResult", "Segment", "Skip",
+    "load_sources", "pack", "require_documents",
+]
+
+_PRIVATE_KEY = re.compile(rb"(?m)^-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+
+
+@dataclass
+class _Work:
+    path: str | Path
+    source: str
+    explicit: bool  # named by the user (no size cap, no secret filter)
+    group: int = -1  # index of the directory argument it came from, -1 for a file argument
+
+
+@dataclass
+class _Collected:
+    documents: list[Document] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+
+
+def load_sources(paths: Iterable[str | os.PathLike], options: IngestOptions | None = None, progress: Progress | None = None) -> IngestResult:
+    """Read every path (file, directory or archive) into documents; bad sources become skips."""
+    options = options or IngestOptions()
+    out = _Collected()
+    work: list[_Work] = []
+    groups: list[str] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        problem = _stat_problem(path)
+        if problem:
+            out.skipped.append(Skip(str(raw), *problem))
+            continue
+        if path.resolve() in seen:  # the same file or folder named twice is read once
+            continue
+        seen.add(path.resolve())
+        if path.is_dir():
+            selected, skips = walk_directory(path, options)
+            out.skipped.extend(skips)
+            groups.append(path.resolve().name or str(raw))
+            work.extend(_Work(s.path, s.rel, False, len(groups) - 1) for s in selected)
+        elif path.is_file():
+            work.append(_Work(path, str(raw), True))
+        else:
+            out.skipped.append(Skip(str(raw), "not a regular file or directory (device, socket or pipe); pass a file", "not_regular"))
+    per_group: dict[int, list[str]] = {}
+    for done, item in enumerate(work, start=1):
+        before = len(out.documents)
+        try:
+            with open(item.path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            out.skipped.append(Skip(item.source, *_os_reason(exc)))
+        else:
+            _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out)
+        if item.group >= 0 and len(out.documents) > before:
+            per_group.setdefault(item.group, []).append(item.source)
+        if progress:
+            progress(done, len(work), "files")
+    trees = [render_tree(groups[g], per_group[g]) for g in sorted(per_group)]
+    return IngestResult(documents=out.documents, skipped=out.skipped, tree="\n\n".join(trees))
+
+
+def require_documents(result: IngestResult) -> IngestResult:
+    """`result` unchanged, or IngestError when no source could be used."""
+    if not result.documents:
+        detail = f"{len(result.skipped)} source(s) skipped, see the reasons above" if result.skipped else "no files were selected"
+        raise IngestError(f"nothing could be ingested ({detail}); fix the paths or selection options and try again")
+    return result
+
+
+def _stat_problem(path: Path) -> tuple[str, str] | None:
+    """(reason, code) when the path cannot be used at all."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return "dangling symbolic link (its target does not exist); fix the link or pass the target", "not_found"
+        return "no such file or directory; check the path", "not_found"
+    except OSError as exc:
+        return _os_reason(exc)
+    return None
+
+
+def _os_reason(exc: OSError) -> tuple[str, str]:
+    if isinstance(exc, PermissionError):
+        return "permission denied; check the file's permissions", "permission"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop; fix or remove the link", "link"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or directory (it disappeared while reading); check the path", "not_found"
+    return f"cannot be read ({exc.strerror or exc}); check the path", "damaged"
+
+
+def _ingest_bytes(source: str, data: bytes, options: IngestOptions, depth: int, explicit: bool, budget: Budget | None, out: _Collected) -> None:
+    """Dispatch one file's bytes by type; appends documents or skips to `out`. `depth` counts enclosing archives."""
+    name = source.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
+    kind, detail = classify(name, data[:8])
+    try:
+        if not data:
+            raise Unreadable("empty file, nothing to read", "empty")
+        if kind == "archive":
+            _ingest_archive(source, data, detail, options, depth, budget, out)
+            return
+        # The format libraries are imported on first use: a codebase run should not pay for pypdf.
+        if kind == "pdf":
+            from .pdf import read_pdf
+
+            out.documents.append(read_pdf(source, data, options.passwords))
+            return
+        if kind == "docx":
+            from .docx import read_docx
+
+            out.documents.append(read_docx(source, data))
+            return
+        text = decode_or_skip(data)
+        if not explicit and not options.include_secrets and b"PRIVATE KEY-----" in data[:65536] and _PRIVATE_KEY.search(data, 0, 65536):
+            raise Unreadable("contains a private key, excluded; pass --include-secrets to read it", "secret")
+        if kind == "transcript":
+            from .transcript import read_subtitles
+
+            out.documents.append(read_subtitles(source, data, text, detail))
+            return
+        if kind in ("text", "unknown"):
+            cues = parse_timed_text(text)
+            if cues:
+                out.documents.append(transcript_document(source, data, cues))
+                return
+        out.documents.append(read_text(source, data, "code" if kind == "code" else "text", detail, options.line_chunk, text))
+    except Unreadable as exc:
+        out.skipped.append(Skip(source, str(exc), exc.code))
+
+
+def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOptions, depth: int, budget: Budget | None, out: _Collected) -> None:
+    limits = options.archive
+    if depth + 1 > limits.max_depth:
+        raise Unreadable(f"archive nested more than {limits.max_depth} levels deep, not opened; extract it and pass the contents", "limit")
+    budget = budget or Budget(limits.max_total_bytes)
+    include = _globs(options.include)
+    exclude = _globs(options.exclude)
+    for entry in iter_members(data, suffix, limits, options.max_file_size, budget):
+        if isinstance(entry, Skip):
+            out.skipped.append(Skip(f"{source}!{entry.source}" if entry.source else source, entry.reason, entry.code))
+            continue
+        member: Member = entry
+        member_source = f"{source}!{member.name}"
+        if exclude and exclude.match_file(member.name):
+            continue
+        leaf = member.name.rsplit("/", 1)[-1]
+        if include and not include.match_file(member.name) and classify(leaf, b"")[0] != "archive":
+            continue
+        if not options.include_secrets and is_secret_name(leaf):
+            out.skipped.append(Skip(member_source, SECRET_SKIP_REASON, "secret"))
+            continue
+        _ingest_bytes(member_source, member.data, options, depth + 1, False, budget, out)
+
+
+def _globs(patterns: tuple[str, ...]) -> pathspec.PathSpec | None:
+    if not patterns:
+        return None
+
+    return pathspec.GitIgnoreSpec.from_lines(patterns)

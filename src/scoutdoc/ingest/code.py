@@ -1,0 +1,268 @@
+"""Choosing the files of a directory the way git would, plus the ignores a prompt needs on top.
+
+The selection equals `git ls-files --cached --others --exclude-standard` (for a tree whose tracked
+files are not ignored) minus DEFAULT_IGNORE_DIRS/FILES and secret files: nested `.gitignore` files
+with negations, `.git/info/exclude`, and the `.gitignore` files of enclosing directories up to the
+repository root. Ignored directories are never entered, which is also how git makes a negation
+inside an ignored directory ineffective. Files force-added to the index despite a matching ignore
+rule are not selected (the index is not read).
+"""
+
+import errno
+import os
+from dataclasses import dataclass, field
+import fnmatch
+import re
+from pathlib import Path
+
+import pathspec
+
+from .document import Skip
+from .options import IngestOptions
+
+DEFAULT_IGNORE_DIRS = frozenset({
+    # version control
+    ".git", ".hg", ".svn", ".bzr", "_darcs", "CVS", ".jj",
+    # dependencies and vendored code
+    "node_modules", "bower_components", "jspm_packages", "vendor", "site-packages", ".pnpm-store",
+    # virtual environments and tool caches
+    ".venv", "venv", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+    ".hypothesis", ".eggs", ".direnv", ".pixi", ".gradle", ".terraform", ".idea",
+    # build output
+    "dist", "build", "target", ".next", ".nuxt", ".svelte-kit", ".parcel-cache", "htmlcov", ".coverage",
+})
+DEFAULT_IGNORE_DIR_GLOBS = ("*.egg-info",)
+DEFAULT_IGNORE_FILES = frozenset({
+    # lockfiles: machine-written, long, and useless to a reader
+    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb", "poetry.lock",
+    "Pipfile.lock", "uv.lock", "pdm.lock", "Cargo.lock", "Gemfile.lock", "composer.lock", "go.sum",
+    "mix.lock", "pubspec.lock", "Podfile.lock", "flake.lock", "packages.lock.json",
+    # desktop droppings
+    ".DS_Store", "Thumbs.db", "desktop.ini",
+})
+SECRET_FILE_GLOBS = (
+    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa", "id_dsa",
+    "id_ecdsa", "id_ed25519", ".netrc", ".pgpass", ".htpasswd", "credentials", "credentials.*",
+    "*credentials*.json", "secrets.yml", "secrets.yaml", "secrets.json", "*.secret", "*.secrets",
+)
+SECRET_SKIP_REASON = "looks like a secret (keys, credentials, .env), excluded; pass --include-secrets to read it"
+
+
+_SECRET_NAME = re.compile("|".join(fnmatch.translate(g) for g in SECRET_FILE_GLOBS))
+_IGNORED_DIR_GLOB = re.compile("|".join(fnmatch.translate(g) for g in DEFAULT_IGNORE_DIR_GLOBS))
+
+
+def is_secret_name(name: str) -> bool:
+    return _SECRET_NAME.match(name) is not None
+
+
+def is_default_ignored_dir(name: str, path: str | Path) -> bool:
+    if name in DEFAULT_IGNORE_DIRS or _IGNORED_DIR_GLOB.match(name):
+        return True
+    return os.path.isfile(os.path.join(path, "pyvenv.cfg"))  # a virtual environment under any name
+
+
+@dataclass
+class _Rules:
+    """The ignore files in force for one directory: (base relative to the repo top, spec), outermost first."""
+
+    levels: list[tuple[str, pathspec.PathSpec]] = field(default_factory=list)
+    exclude: pathspec.PathSpec | None = None  # .git/info/exclude, lowest precedence
+
+    def ignored(self, rel_to_top: str, is_dir: bool) -> bool:
+        probe_suffix = "/" if is_dir else ""
+        for base, spec in reversed(self.levels):
+            sub = rel_to_top[len(base) + 1 :] if base else rel_to_top
+            result = spec.check_file(sub + probe_suffix)
+            if result.include is not None:
+                return result.include
+        if self.exclude is not None:
+            result = self.exclude.check_file(rel_to_top + probe_suffix)
+            if result.include is not None:
+                return result.include
+        return False
+
+    def with_file(self, base: str, ignore_file: Path) -> "_Rules":
+        spec = _load_spec(ignore_file)
+        if spec is None:
+            return self
+        return _Rules([*self.levels, (base, spec)], self.exclude)
+
+
+def _load_spec(path: Path) -> pathspec.PathSpec | None:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _repo_top(directory: Path) -> Path | None:
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def _initial_rules(directory: Path, use_gitignore: bool) -> tuple[_Rules, str]:
+    """Rules from the repository top down to `directory`, and `directory`'s path relative to the top.
+
+    A directory the enclosing repository ignores (say `.venv/lib/.../pkg`) was still named by the
+    user on purpose, so it is then read as a root of its own with only its own ignore files.
+    """
+    if not use_gitignore:
+        return _Rules(), ""
+    top = _repo_top(directory)
+    if top is None:  # not a repository: still honour the .gitignore files the directory carries
+        top = directory
+    rules = _Rules()
+    info_exclude = top / ".git" / "info" / "exclude"
+    if info_exclude.is_file():
+        rules.exclude = _load_spec(info_exclude)
+    prefix = directory.relative_to(top).as_posix()
+    prefix = "" if prefix == "." else prefix
+    current, base = top, ""
+    for part in ["", *Path(prefix).parts]:
+        if part:
+            current, base = current / part, _join(base, part)
+            if rules.ignored(base, True) or is_default_ignored_dir(part, current):
+                own = _Rules()
+                if (directory / ".gitignore").is_file():
+                    own = own.with_file("", directory / ".gitignore")
+                return own, ""
+        if (current / ".gitignore").is_file():
+            rules = rules.with_file(base, current / ".gitignore")
+    return rules, prefix
+
+
+@dataclass
+class Selected:
+    path: str | Path  # on disk (symlinks to files inside the directory resolved)
+    rel: str  # posix path relative to the directory argument
+
+
+def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Selected], list[Skip]]:
+    """Files to read under `directory`, in sorted order, and the ones refused with a reason.
+
+    Ignored files (gitignore, default ignores, --exclude, not matching --include) are left out
+    silently: listing every node_modules file as "skipped" would bury the skips that matter.
+    """
+    directory = directory.resolve()
+    rules, prefix = _initial_rules(directory, options.gitignore)
+    include = pathspec.GitIgnoreSpec.from_lines(options.include) if options.include else None
+    exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude) if options.exclude else None
+    selected: list[Selected] = []
+    skipped: list[Skip] = []
+
+    def visit(current: Path, rel_dir: str, rules: _Rules) -> None:
+        if options.gitignore and rel_dir and (current / ".gitignore").is_file():
+            rules = rules.with_file(_join(prefix, rel_dir), current / ".gitignore")
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(Skip(rel_dir or str(directory), *_os_reason(exc, "directory")))
+            return
+        for entry in entries:
+            rel = _join(rel_dir, entry.name)
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir(follow_symlinks=False)
+                is_file = entry.is_file(follow_symlinks=False)
+            except OSError as exc:
+                skipped.append(Skip(rel, *_os_reason(exc, "file")))
+                continue
+            if is_dir:
+                if is_default_ignored_dir(entry.name, entry.path):
+                    continue
+                if rules.ignored(_join(prefix, rel), True) or (exclude and exclude.match_file(rel + "/")):
+                    continue
+                visit(Path(entry.path), rel, rules)
+                continue
+            if entry.name in DEFAULT_IGNORE_FILES:
+                continue
+            if rules.ignored(_join(prefix, rel), False):
+                continue
+            if exclude and exclude.match_file(rel):
+                continue
+            if include and not include.match_file(rel):
+                continue
+            if not options.include_secrets and is_secret_name(entry.name):
+                skipped.append(Skip(rel, SECRET_SKIP_REASON, "secret"))
+                continue
+            path: str | Path = entry.path
+            if is_link:
+                target = _link_target(Path(entry.path), directory)
+                if isinstance(target, str):
+                    skipped.append(Skip(rel, target, "link"))
+                    continue
+                path = target
+            elif not is_file:
+                skipped.append(Skip(rel, "not a regular file (device, socket or pipe), skipped", "not_regular"))
+                continue
+            try:
+                size = os.stat(path).st_size
+            except OSError as exc:
+                skipped.append(Skip(rel, *_os_reason(exc, "file")))
+                continue
+            if size > options.max_file_size:
+                skipped.append(Skip(rel, f"{size / 1e6:.1f} MB is over the {options.max_file_size / 1e6:.1f} MB per-file cap; raise --max-file-size to include it", "too_large"))
+                continue
+            selected.append(Selected(path, rel))
+
+    try:
+        visit(directory, "", rules)
+    except RecursionError:  # only a pathological tree (hundreds of nested folders) gets here
+        skipped.append(Skip(str(directory), "folders nested too deeply to walk; pass a subfolder instead", "limit"))
+    return selected, skipped
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}/{b}" if a else b
+
+
+def _link_target(link: Path, root: Path) -> Path | str:
+    """The file a symlink points to when it stays inside `root`; otherwise the reason it is refused."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+            return "symbolic link loop; fix or remove the link"
+        return "dangling symbolic link (its target does not exist); fix or remove the link"
+    if target.is_dir():
+        return "symbolic link to a directory, not followed (git does not follow it either)"
+    if not target.is_relative_to(root):
+        return "symbolic link pointing outside the directory, not followed; pass the target path itself to read it"
+    if not target.is_file():
+        return "symbolic link to something that is not a regular file, skipped"
+    return target
+
+
+def _os_reason(exc: OSError, what: str) -> tuple[str, str]:
+    """(reason, code) for an OS error on a file or directory met during the walk."""
+    if isinstance(exc, PermissionError):
+        return f"permission denied reading this {what}; check its permissions", "permission"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop; fix or remove the link", "link"
+    return f"cannot read this {what} ({exc.strerror or exc}); check the path", "damaged"
+
+
+def render_tree(label: str, rel_paths: list[str]) -> str:
+    """An ASCII-art tree of the selected files, so the model sees the layout before the contents."""
+    root: dict = {}
+    for rel in sorted(rel_paths):
+        node = root
+        for part in rel.split("/"):
+            node = node.setdefault(part, {})
+    lines = [label.rstrip("/") + "/"]
+
+    def emit(node: dict, indent: str) -> None:
+        names = sorted(node)  # the order documents follow, so tree and contents line up
+        for i, name in enumerate(names):
+            last = i == len(names) - 1
+            child = node[name]
+            lines.append(f"{indent}{'└── ' if last else '├── '}{name}{'/' if child else ''}")
+            if child:
+                emit(child, indent + ("    " if last else "│   "))
+
+    emit(root, "")
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""What the user chose about which files to read and how far to trust archives.
+
+One dataclass shared by the library and every CLI command that ingests (`inspect`, `ask`, `batch`),
+so the same flags mean the same thing everywhere.
+"""
+
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Caps that keep a hostile archive (zip bomb, million tiny members) from exhausting the machine."""
+
+    max_members: int = 10_000
+    max_total_bytes: int = 512 * MiB  # uncompressed bytes read from one archive, nested ones included
+    max_ratio: float = 100.0  # uncompressed / compressed, checked once a member or archive passes ratio_floor
+    ratio_floor: int = 1 * MiB  # small, very repetitive files are normal; only large ones can be bombs
+    max_depth: int = 3  # archives inside archives: an archive given by the user is depth 1
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Selection and decoding choices.
+
+    `max_file_size` applies to files found by walking a directory or inside an archive; a file the
+    user names explicitly is always read, since they asked for it.
+    """
+
+    include: tuple[str, ...] = ()  # gitignore-style globs; when given, only matching files are kept
+    exclude: tuple[str, ...] = ()
+    gitignore: bool = True  # honour .gitignore files and .git/info/exclude
+    max_file_size: int = 4 * MiB
+    include_secrets: bool = False
+    passwords: tuple[str, ...] = ()  # tried in order on encrypted PDFs (after the empty password)
+    archive: ArchiveLimits = field(default_factory=ArchiveLimits)
+    line_chunk: int = 50  # lines per located segment in text and code files

@@ -1,0 +1,59 @@
+"""The exact text the prompt builder puts in front of the model: tree header, then each document.
+
+Every document is wrapped in a `<document ...>` header naming its source, kind and language, and
+every segment is preceded by its locator in square brackets (`[page 3]`, `[L10-42]`,
+`[00:01:02.500-00:01:05.000]`, `[table 1 row 2]`) so answers can cite it. The output depends only on
+the IngestResult, byte for byte: it becomes a cached token prefix, so nothing here may vary between
+runs (no timestamps, no dict-order surprises, no absolute paths).
+"""
+
+from collections.abc import Iterator
+
+from .document import Document, IngestResult
+
+
+def _attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("\n", " ")
+
+
+def _document_parts(document: Document) -> list[str]:
+    attrs = [f'source="{_attr(document.source)}"', f'kind="{document.kind}"']
+    if document.language:
+        attrs.append(f'language="{_attr(document.language)}"')
+    leaf = document.source.split("!")[-1].rsplit("/", 1)[-1]
+    if document.title and document.title != leaf:
+        attrs.append(f'title="{_attr(document.title)}"')
+    if document.kind == "pdf" and "pages" in document.meta:
+        attrs.append(f'pages="{document.meta["pages"]}"')
+    parts = [f"<document {' '.join(attrs)}>\n"]
+    for segment in document.segments:
+        if segment.where:
+            parts.append(f"[{segment.where}]\n")
+        parts.append(segment.text)
+        parts.append("\n")
+    parts.append("</document>")
+    return parts
+
+
+def pack_document(document: Document) -> str:
+    return "".join(_document_parts(document))
+
+
+def iter_pack(result: IngestResult) -> Iterator[str]:
+    """The pieces of `pack(result)` in order, for writing a large prompt out without building it."""
+    started = False
+    if result.tree:
+        yield f"<directory_tree>\n{result.tree}\n</directory_tree>"
+        started = True
+    for document in result.documents:
+        if started:
+            yield "\n\n"
+        yield from _document_parts(document)
+        started = True
+    if started:
+        yield "\n"
+
+
+def pack(result: IngestResult) -> str:
+    """All documents as one deterministic text block (what `scoutdoc inspect --dump` prints)."""
+    return "".join(iter_pack(result))

@@ -1,0 +1,179 @@
+"""Directory selection matches git, plus default ignores, secrets, size caps, links and the tree header."""
+
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from scoutdoc.ingest import IngestOptions, load_sources
+from scoutdoc.ingest.code import DEFAULT_IGNORE_DIRS, DEFAULT_IGNORE_FILES, is_secret_name, walk_directory
+
+FILES = {
+    ".gitignore": "*.log\n!keep.log\nbuild/\n/secret_dir/\ndocs/*.tmp\nlogs/\n# comment\n\\#hash.txt\nassets/*\n!assets/keep.txt\n**/tmpdir\nsrc/**/*.bak\n",
+    "assets/drop.txt": "ignored by assets/*\n",
+    "assets/keep.txt": "re-included: its directory itself is not ignored\n",
+    "src/tmpdir/t.txt": "ignored by **/tmpdir\n",
+    "src/a/b/old.bak": "ignored by src/**/*.bak\n",
+    "src/old.bak": "also ignored: ** matches zero directories\n",
+    "src/main.c": "int main(void) { return 0; }\n",
+    "other/old.bak": "kept: pattern is anchored to src/\n",
+    "a.py": "print('a')\n",
+    "keep.log": "kept by negation\n",
+    "x.log": "ignored\n",
+    "#hash.txt": "escaped hash pattern\n",
+    "build/out.txt": "ignored dir\n",
+    "build/keep.txt": "negation cannot reach into an ignored dir\n",
+    "sub/build/y.txt": "dir pattern matches at any depth\n",
+    "sub/.gitignore": "!x.log\n*.md\n!README.md\ndata/\n",
+    "sub/x.log": "re-included by the deeper .gitignore\n",
+    "sub/README.md": "# readme\n",
+    "sub/notes.md": "ignored by sub/.gitignore\n",
+    "sub/data/z.txt": "ignored dir in sub\n",
+    "sub/deeper/data/w.txt": "data/ matches at any depth below sub\n",
+    "sub/deeper/x.log": "still re-included\n",
+    "sub2/logs": "a file named like a dir-only pattern is kept\n",
+    "docs/a.tmp": "ignored, anchored pattern\n",
+    "docs/deep/b.tmp": "kept: * does not cross /\n",
+    "docs/guide.md": "kept\n",
+    "with space/file name.txt": "spaces\n",
+    "ünïcødé/naïve.md": "unicode dir\n",
+    "日本語.txt": "unicode file\n",
+    "local-only.txt": "ignored via .git/info/exclude\n",
+    "secret_dir/s.txt": "ignored anchored dir\n",
+    "node_modules/pkg/index.js": "default-ignored dependency\n",
+    "vendor/lib.go": "default-ignored vendor\n",
+    ".venv/lib/x.py": "default-ignored venv\n",
+    "package-lock.json": "{}\n",
+    ".env": "API_KEY=secret\n",
+    "config/.env.production": "API_KEY=secret\n",
+    "certs/server.pem": "not really a cert\n",
+    "id_rsa": "not really a key\n",
+}
+BINARIES = {"image.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))}
+
+
+def make_repo(root: Path, git) -> Path:
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / ".git" / "info").mkdir(exist_ok=True)
+    (root / ".git" / "info" / "exclude").write_text("local-only.txt\n", encoding="utf-8")
+    for rel, text in FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    for rel, data in BINARIES.items():
+        (root / rel).write_bytes(data)
+    git(root, "add", "a.py", "sub/README.md")  # some tracked, the rest untracked
+    return root
+
+
+def git_selection(root: Path, git) -> set[str]:
+    listed = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    return {p for p in listed if p}
+
+
+def documented_removals(rel: str) -> bool:
+    parts = PurePosixPath(rel).parts
+    return (
+        any(part in DEFAULT_IGNORE_DIRS for part in parts[:-1])
+        or parts[-1] in DEFAULT_IGNORE_FILES
+        or is_secret_name(parts[-1])
+    )
+
+
+def test_selection_equals_git_minus_documented_ignores(tmp_path, git):
+    root = make_repo(tmp_path / "repo", git)
+    expected = {p for p in git_selection(root, git) if not documented_removals(p)}
+    # the fixture is meaningful: negations, anchoring and ** all decide something
+    assert {"sub/x.log", "keep.log", "日本語.txt", "assets/keep.txt", "other/old.bak", "src/main.c"} <= expected
+    assert not expected & {"assets/drop.txt", "src/tmpdir/t.txt", "src/a/b/old.bak", "src/old.bak", "build/keep.txt"}
+    selected, skipped = walk_directory(root, IngestOptions())
+    assert {s.rel for s in selected} == expected
+    assert {s.source for s in skipped} == {".env", "config/.env.production", "certs/server.pem", "id_rsa"}
+    assert all("--include-secrets" in s.reason and s.code == "secret" for s in skipped)
+
+    result = load_sources([root])
+    assert {d.source for d in result.documents} == expected - set(BINARIES)
+    binary_skips = [s for s in result.skipped if s.source in BINARIES]
+    assert binary_skips and "binary" in binary_skips[0].reason
+
+
+def test_subdirectory_of_a_repo_uses_enclosing_rules(tmp_path, git):
+    root = make_repo(tmp_path / "repo", git)
+    expected = {p.removeprefix("sub/") for p in git_selection(root, git) if p.startswith("sub/")}
+    result = load_sources([root / "sub"])
+    assert {d.source for d in result.documents} == expected
+    assert "x.log" in expected and "build/y.txt" not in expected
+
+
+def test_no_gitignore_include_exclude_and_secrets(tmp_path, git):
+    root = make_repo(tmp_path / "repo", git)
+    everything = {s.rel for s in walk_directory(root, IngestOptions(gitignore=False))[0]}
+    assert {"x.log", "secret_dir/s.txt", "local-only.txt", "sub/notes.md"} <= everything
+    assert "build/out.txt" not in everything
+    assert not any(p.startswith(("node_modules/", ".git/")) for p in everything)  # defaults still apply
+
+    only_md = {s.rel for s in walk_directory(root, IngestOptions(include=("*.md",)))[0]}
+    assert only_md == {"sub/README.md", "docs/guide.md", "ünïcødé/naïve.md"}
+    no_docs = {s.rel for s in walk_directory(root, IngestOptions(exclude=("docs/",)))[0]}
+    assert not any(p.startswith("docs/") for p in no_docs) and "a.py" in no_docs
+
+    with_secrets = {s.rel for s in walk_directory(root, IngestOptions(include_secrets=True))[0]}
+    assert {".env", "id_rsa", "certs/server.pem"} <= with_secrets
+
+
+def test_private_key_content_is_excluded(tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "deploy.txt").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n")
+    (tmp_path / "proj" / "ok.py").write_text("x = 1\n")
+    result = load_sources([tmp_path / "proj"])
+    assert [d.source for d in result.documents] == ["ok.py"]
+    assert "private key" in result.skipped[0].reason
+
+
+def test_size_cap_and_tree_header(tmp_path):
+    root = tmp_path / "proj"
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "src" / "pkg" / "mod.py").write_text("def f():\n    return 1\n")
+    (root / "README.md").write_text("# proj\n")
+    (root / "big.txt").write_text("x" * 5000)
+    result = load_sources([root], IngestOptions(max_file_size=1000))
+    assert [d.source for d in result.documents] == ["README.md", "src/pkg/mod.py"]
+    assert result.skipped[0].source == "big.txt" and "--max-file-size" in result.skipped[0].reason
+    assert result.tree == "proj/\n├── README.md\n└── src/\n    └── pkg/\n        └── mod.py"
+    code = result.documents[1]
+    assert (code.kind, code.language, code.segments[0].where) == ("code", "python", "L1-2")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_links_loops_and_permissions(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("outside\n")
+    (root / "real.txt").write_text("real\n")
+    (root / "inside-link.txt").symlink_to(root / "real.txt")
+    (root / "outside-link.txt").symlink_to(outside)
+    (root / "loop-a").symlink_to(root / "loop-b")
+    (root / "loop-b").symlink_to(root / "loop-a")
+    (root / "dangling").symlink_to(root / "nope")
+    result = load_sources([root, tmp_path / "top-loop"])
+    assert sorted(d.source for d in result.documents) == ["inside-link.txt", "real.txt"]
+    reasons = {s.source: s.reason for s in result.skipped}
+    assert "outside the directory" in reasons["outside-link.txt"]
+    assert "loop" in reasons["loop-a"] and "loop" in reasons["loop-b"]
+    assert "dangling" in reasons["dangling"]
+
+    (tmp_path / "top-loop").symlink_to(tmp_path / "top-loop")
+    assert "loop" in load_sources([tmp_path / "top-loop"]).skipped[0].reason
+    if os.geteuid() != 0:  # root reads anything
+        locked = tmp_path / "locked.txt"
+        locked.write_text("secret\n")
+        locked.chmod(0)
+        assert "permission denied" in load_sources([locked]).skipped[0].reason
+
+
+def test_an_ignored_directory_named_explicitly_is_read(tmp_path, git):
+    root = make_repo(tmp_path / "repo", git)
+    result = load_sources([root / "build", root / "secret_dir"])
+    assert sorted(d.source for d in result.documents) == ["keep.txt", "out.txt", "s.txt"]

@@ -1,0 +1,36 @@
+"""The packed prompt text: deterministic, delimited, and carrying every segment's locator."""
+
+from scoutdoc.ingest import load_sources, pack
+
+
+def make_project(root):
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "app.py").write_text("\n".join(f"line {i}" for i in range(1, 61)) + "\n")
+    (root / "README.md").write_text('# Title with "quotes"\n')
+    (root / "talk.vtt").write_text("WEBVTT\n\n00:01:02.000 --> 00:01:04.000\n<v Dee>Hello\n")
+    return root
+
+
+def test_pack_layout(tmp_path):
+    root = make_project(tmp_path / "proj")
+    text = pack(load_sources([root]))
+    assert text.startswith("<directory_tree>\nproj/\n├── README.md\n├── src/\n│   └── app.py\n└── talk.vtt\n</directory_tree>\n\n")
+    assert '<document source="src/app.py" kind="code" language="python">\n[L1-50]\nline 1\n' in text
+    assert "[L51-60]\nline 51\n" in text
+    assert '<document source="talk.vtt" kind="transcript">\n[00:01:02.000-00:01:04.000]\nDee: [00:01:02] Hello\n</document>' in text
+    assert text.count("<document ") == text.count("</document>") == 3
+    assert text.endswith("</document>\n")
+
+
+def test_pack_is_byte_identical_across_runs_and_progress_is_reported(tmp_path):
+    root = make_project(tmp_path / "proj")
+    calls = []
+    first = pack(load_sources([root], progress=lambda done, total, unit: calls.append((done, total, unit))))
+    second = pack(load_sources([root]))
+    assert first.encode() == second.encode()
+    assert calls == [(1, 3, "files"), (2, 3, "files"), (3, 3, "files")]
+    assert str(tmp_path) not in first  # no absolute paths for directory arguments
+
+
+def test_pack_of_nothing_is_empty():
+    assert pack(load_sources([])) == ""

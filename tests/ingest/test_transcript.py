@@ -1,0 +1,92 @@
+"""Transcripts: cue timestamps and speakers survive merging; corpus subtitle files never crash."""
+
+from pathlib import Path
+
+import pytest
+
+from scoutdoc.ingest.document import SKIP_CODES
+from scoutdoc.ingest import load_sources
+from scoutdoc.ingest.transcript import parse_timed_text
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+
+VTT = """WEBVTT
+
+00:00:01.000 --> 00:00:03.500
+<v Alice>Welcome to the budget review.
+
+00:00:03.600 --> 00:00:06.000
+<v Alice>We start with the north region.
+
+00:00:06.500 --> 00:00:09.250
+<v Bob>North grew twelve percent.
+
+00:01:02.000 --> 00:01:05.000
+Bob: After a long pause, south was flat.
+"""
+
+
+def test_vtt_speakers_and_timestamps(tmp_path):
+    path = tmp_path / "meeting.vtt"
+    path.write_text(VTT, encoding="utf-8")
+    (document,) = load_sources([path]).documents
+    assert document.kind == "transcript"
+    cues = document.meta["cues"]
+    assert [(c["start"], c["end"], c["speaker"]) for c in cues] == [
+        ("00:00:01.000", "00:00:03.500", "Alice"),
+        ("00:00:03.600", "00:00:06.000", "Alice"),
+        ("00:00:06.500", "00:00:09.250", "Bob"),
+        ("00:01:02.000", "00:01:05.000", "Bob"),
+    ]
+    segments = [(s.where, s.text) for s in document.segments]
+    assert segments == [
+        ("00:00:01.000-00:00:06.000", "Alice: [00:00:01] Welcome to the budget review. [00:00:03] We start with the north region."),
+        ("00:00:06.500-00:00:09.250", "Bob: [00:00:06] North grew twelve percent."),
+        ("00:01:02.000-00:01:05.000", "Bob: [00:01:02] After a long pause, south was flat."),
+    ]
+
+
+def test_srt_and_sbv_formats(tmp_path):
+    (tmp_path / "a.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nHello\n\n2\n00:00:02,500 --> 00:00:04,000\nWorld\n", encoding="utf-8")
+    (tmp_path / "b.sbv").write_text("0:00:01.000,0:00:02.000\nHi there\n\n0:00:03.000,0:00:04.000\nAgain\n", encoding="utf-8")
+    result = load_sources([tmp_path / "a.srt", tmp_path / "b.sbv"])
+    assert [d.segments[0].where for d in result.documents] == ["00:00:01.000-00:00:04.000", "00:00:01.000-00:00:04.000"]
+
+
+def test_whisper_style_plain_text(tmp_path):
+    path = tmp_path / "talk.txt"
+    path.write_text("[00:00.000 --> 00:04.000]  Good morning.\n[00:04.000 --> 00:09.500]  Carol: Thanks for coming.\n", encoding="utf-8")
+    (document,) = load_sources([path]).documents
+    assert document.kind == "transcript"
+    assert [(c["start"], c["end"], c["speaker"]) for c in document.meta["cues"]] == [
+        ("00:00:00.000", "00:00:04.000", ""),
+        ("00:00:04.000", "00:00:09.500", "Carol"),
+    ]
+
+
+def test_prose_is_not_mistaken_for_a_transcript():
+    assert parse_timed_text("Meeting at 10:30 today.\nBring the slides.\nAnd coffee.\n") is None
+
+
+CORPUS_SUBS = sorted(p for p in CORPUS.joinpath("subtitles").iterdir()) if CORPUS.is_dir() else []
+
+
+@pytest.mark.parametrize("path", CORPUS_SUBS, ids=lambda p: p.name)
+def test_every_corpus_subtitle_yields_text_or_a_clear_skip(path):
+    result = load_sources([path])
+    assert len(result.documents) + len(result.skipped) == 1
+    if result.documents:
+        document = result.documents[0]
+        assert document.kind == "transcript" and document.chars > 0
+        assert all(s.where for s in document.segments)
+    else:
+        reason = result.skipped[0].reason
+        assert result.skipped[0].code in SKIP_CODES
+        assert reason and "\n" not in reason
+
+
+def test_corpus_known_files(corpus):
+    (document,) = load_sources([corpus / "subtitles" / "sample.vtt"]).documents
+    assert document.meta["cues"][0]["start"] == "00:00:00.500"
+    assert load_sources([corpus / "subtitles" / "invalid.vtt"]).skipped[0].reason.startswith("not a valid VTT file")
+    assert load_sources([corpus / "subtitles" / "captions_with_bom.vtt"]).documents
