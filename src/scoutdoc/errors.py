@@ -31,6 +31,10 @@ class SessionError(ScoutdocError):
     exit_code = 6
 
 
+class SnapshotError(SessionError):
+    """A KV snapshot belongs to another model/tokenizer/dtype, or is truncated or corrupt; recompute instead."""
+
+
 class EngineError(ScoutdocError):
     """A remote engine could not be reached or answered with an error."""
 

@@ -1,0 +1,343 @@
+"""The memory planner: what a run at a given context will need, decided before any work starts.
+
+Everything is computed from the model config alone (parameter count, KV layout), so a plan can be
+shown for a bare `config.json` and a run that cannot fit is refused with the numbers and the
+options that would make it fit, instead of dying of an out-of-memory kill halfway through.
+
+Global-layer KV grows with the context and is placed in tiers (device, then host, then disk) the
+same way `HybridCache` places it; chunked-layer KV is bounded by the attention chunk.
+"""
+
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import MemoryPlanError, UsageError
+from .config import ModelConfig
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "float8_e4m3": 1, "float8_e5m2": 1}
+STREAM_TOKENS = 16384  # must match CacheOptions.stream_tokens: offloaded KV staging on the device
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
+_SCALE = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str | int) -> int:
+    """"10M" -> 10_000_000, "64k" -> 64_000, "8GiB" -> 8 * 2**30, "1.5GB" -> 1_500_000_000.
+
+    Decimal suffixes are powers of 1000, the "i" forms powers of 1024; a trailing B is optional.
+    """
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise UsageError(f"cannot read size {text!r}; write it like 10M, 64k, 8GiB or 512MB")
+    number, prefix, binary = match.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** _SCALE[prefix.lower()])
+
+
+def format_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Parameters of the text model, from the config alone (Scout: 107.77 B)."""
+    h, d = config.hidden_size, config.head_dim
+    attention = h * d * (2 * config.num_heads + 2 * config.num_kv_heads)  # q, o, k, v
+    total = config.vocab_size * h * (1 if config.tie_word_embeddings else 2) + h  # embed, head, final norm
+    for i in range(config.num_layers):
+        total += attention + 2 * h
+        if config.layer_is_moe[i]:
+            f = config.intermediate_size
+            total += h * config.num_experts + (config.num_experts + 1) * 3 * h * f  # router, experts, shared
+        else:
+            total += 3 * h * config.intermediate_size_mlp
+    return total
+
+
+def kv_bytes_per_token_layer(config: ModelConfig, kv_dtype: str) -> int:
+    return 2 * config.num_kv_heads * config.head_dim * DTYPE_BYTES[kv_dtype]
+
+
+def activation_bytes(config: ModelConfig, piece: int, act_dtype: str, kv_dtype: str, offloaded: bool) -> int:
+    """Peak working memory of one prefill piece, independent of the context length.
+
+    Hidden states and their norms, q/k/v, the fp32 attention accumulators of split attention,
+    the widest FFN intermediate, the grouped-query K/V copy of the causal part, the last token's
+    logits, and the staging buffers for offloaded KV.
+    """
+    a = DTYPE_BYTES[act_dtype]
+    h, d = config.hidden_size, config.head_dim
+    ffn = max(config.intermediate_size, config.intermediate_size_mlp)
+    hidden = 4 * piece * h * a
+    qkv = piece * (config.num_heads + 2 * config.num_kv_heads) * d * a
+    merge = 3 * piece * config.num_heads * (d + 1) * 4
+    ffn_bytes = 3 * piece * ffn * a
+    gqa = 2 * piece * config.num_heads * d * a  # K/V expanded to every query head for the causal part
+    logits = config.vocab_size * 4
+    staging = 2 * STREAM_TOKENS * config.num_kv_heads * d * DTYPE_BYTES[kv_dtype] if offloaded else 0
+    return hidden + qkv + merge + ffn_bytes + gqa + logits + staging
+
+
+@dataclass
+class MemoryPlan:
+    context_tokens: int
+    kv_dtype: str
+    weights_dtype: str
+    device: str
+    params: int
+    weights_bytes: int
+    kv_global_bytes: int
+    kv_local_bytes: int
+    activation_bytes: int
+    total_bytes: int
+    kv_global_bytes_per_token: int
+    kv_local_tokens_per_layer: int
+    global_layers: int
+    local_layers: int
+    prefill_chunk: int
+    kv_device_bytes: int
+    kv_host_bytes: int
+    kv_disk_bytes: int
+    kv_unplaced_bytes: int
+    device_capacity: int | None
+    host_capacity: int | None
+    disk_capacity: int | None
+    problems: list[str] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fits": self.fits}
+
+
+def _available_ram() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _available_device(device: str) -> int | None:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    if device == "cpu":
+        return _available_ram()
+    return None
+
+
+def plan_memory(
+    config: ModelConfig,
+    context_tokens: int,
+    *,
+    weights_dtype: str = "bfloat16",
+    kv_dtype: str | None = None,
+    weights_bytes: int | None = None,
+    device: str = "cpu",
+    kv_device_budget: int | None = None,
+    kv_host_budget: int | None = None,
+    kv_disk: Path | str | None = None,
+    prefill_chunk: int | None = None,
+    device_capacity: int | None = None,
+    host_capacity: int | None = None,
+    disk_capacity: int | None = None,
+    detect: bool = True,
+) -> MemoryPlan:
+    """Bytes for weights, KV (global per tier, local) and activations, and whether they fit.
+
+    `weights_bytes` overrides the estimate from the parameter count (e.g. a quantized file's size).
+    Capacities not given are detected (free device memory, available RAM, free disk) unless
+    `detect` is False, in which case an unknown capacity is not checked. Budgets left at None
+    mean "as much as the tier has free".
+    """
+    kv_dtype = kv_dtype or weights_dtype
+    if kv_dtype == "model":
+        kv_dtype = weights_dtype
+    for name in (kv_dtype, weights_dtype):
+        if name not in DTYPE_BYTES:
+            raise UsageError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_BYTES)}")
+    if context_tokens <= 0:
+        raise UsageError(f"context must be a positive number of tokens, not {context_tokens}")
+    chunk = config.attention_chunk_size
+    n_local = sum(config.layer_is_chunked(i) for i in range(config.num_layers))
+    n_global = config.num_layers - n_local
+    per_layer = kv_bytes_per_token_layer(config, kv_dtype)
+    params = parameter_count(config)
+    weights = weights_bytes if weights_bytes is not None else params * DTYPE_BYTES[weights_dtype]
+    local_tokens = min(context_tokens, chunk) if chunk and n_local else 0
+    kv_local = n_local * local_tokens * per_layer
+    kv_global = n_global * context_tokens * per_layer
+    piece = min(prefill_chunk or chunk or 2048, context_tokens)
+
+    if detect:
+        device_capacity = device_capacity if device_capacity is not None else _available_device(device)
+        host_capacity = host_capacity if host_capacity is not None else _available_ram()
+        if kv_disk is not None and disk_capacity is None:
+            probe = Path(kv_disk)
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            disk_capacity = shutil.disk_usage(probe).free
+    on_cpu = device == "cpu"
+
+    def place(offloaded: bool) -> tuple[int, int, int, int, int]:
+        acts = activation_bytes(config, piece, weights_dtype, kv_dtype, offloaded)
+        fixed = weights + kv_local + acts
+        dev_room = None if device_capacity is None else max(0, device_capacity - fixed)
+        dev_budget = kv_device_budget if kv_device_budget is not None else dev_room
+        dev = kv_global if dev_budget is None else min(kv_global, dev_budget)
+        rest = kv_global - dev
+        if on_cpu and kv_host_budget is None:
+            host_budget = 0  # the device tier already is host memory
+        elif kv_host_budget is not None:
+            host_budget = kv_host_budget
+        else:
+            host_budget = host_capacity
+        host = rest if host_budget is None else min(rest, host_budget)
+        rest -= host
+        disk = rest if kv_disk is not None else 0
+        return acts, dev, host, disk, rest - disk
+
+    acts, dev, host, disk, unplaced = place(False)
+    if host or disk:
+        acts, dev, host, disk, unplaced = place(True)
+    plan = MemoryPlan(
+        context_tokens=context_tokens,
+        kv_dtype=kv_dtype,
+        weights_dtype=weights_dtype,
+        device=device,
+        params=params,
+        weights_bytes=weights,
+        kv_global_bytes=kv_global,
+        kv_local_bytes=kv_local,
+        activation_bytes=acts,
+        total_bytes=weights + kv_global + kv_local + acts,
+        kv_global_bytes_per_token=n_global * per_layer,
+        kv_local_tokens_per_layer=local_tokens,
+        global_layers=n_global,
+        local_layers=n_local,
+        prefill_chunk=piece,
+        kv_device_bytes=dev,
+        kv_host_bytes=host,
+        kv_disk_bytes=disk,
+        kv_unplaced_bytes=unplaced,
+        device_capacity=device_capacity,
+        host_capacity=host_capacity,
+        disk_capacity=disk_capacity,
+    )
+    _check(plan, on_cpu)
+    return plan
+
+
+def _check(plan: MemoryPlan, on_cpu: bool) -> None:
+    fb = format_bytes
+    device_need = plan.weights_bytes + plan.kv_local_bytes + plan.activation_bytes + plan.kv_device_bytes
+    host_need = plan.kv_host_bytes + (device_need if on_cpu else 0)
+    if plan.device_capacity is not None and device_need > plan.device_capacity:
+        plan.problems.append(
+            f"{plan.device} needs {fb(device_need)} (weights {fb(plan.weights_bytes)}, local KV "
+            f"{fb(plan.kv_local_bytes)}, activations {fb(plan.activation_bytes)}, global KV "
+            f"{fb(plan.kv_device_bytes)}) but has {fb(plan.device_capacity)} free"
+        )
+    if not on_cpu and plan.host_capacity is not None and host_need > plan.host_capacity:
+        plan.problems.append(f"host memory needs {fb(host_need)} of global KV but has {fb(plan.host_capacity)} available")
+    if plan.disk_capacity is not None and plan.kv_disk_bytes > plan.disk_capacity:
+        plan.problems.append(f"--kv-disk needs {fb(plan.kv_disk_bytes)} but the disk has {fb(plan.disk_capacity)} free")
+    if plan.kv_unplaced_bytes:
+        plan.problems.append(f"{fb(plan.kv_unplaced_bytes)} of global KV fit in no tier")
+    if not plan.problems:
+        return
+    per_token = plan.kv_global_bytes_per_token
+    room = plan.kv_global_bytes - plan.kv_unplaced_bytes
+    fixed = plan.weights_bytes + plan.kv_local_bytes + plan.activation_bytes
+    if plan.device_capacity is not None and fixed > plan.device_capacity:
+        plan.suggestions.append(
+            f"a quantized model file or a device with more memory (weights alone need {fb(plan.weights_bytes)})"
+        )
+    elif plan.kv_unplaced_bytes and per_token and room // per_token > 0:
+        plan.suggestions.append(f"--context {room // per_token} (what fits now)")
+    if DTYPE_BYTES[plan.kv_dtype] > 1:
+        plan.suggestions.append(
+            f"--kv-dtype float8 (global KV {fb(plan.kv_global_bytes // DTYPE_BYTES[plan.kv_dtype])} instead of "
+            f"{fb(plan.kv_global_bytes)})"
+        )
+    if plan.kv_unplaced_bytes:
+        if not on_cpu:
+            plan.suggestions.append(f"--kv-host-budget {fb(plan.kv_host_bytes + plan.kv_unplaced_bytes)}")
+        plan.suggestions.append(f"--kv-disk DIR with {fb(plan.kv_disk_bytes + plan.kv_unplaced_bytes)} free")
+    if plan.device_capacity is not None and plan.kv_device_bytes and not plan.kv_unplaced_bytes:
+        plan.suggestions.append("a smaller --kv-device-budget (the rest goes to host memory)")
+
+
+def require_fit(plan: MemoryPlan) -> None:
+    """Raise MemoryPlanError, with the numbers and the options that would help, if the plan does not fit."""
+    if plan.fits:
+        return
+    options = "; or ".join(plan.suggestions) or "a smaller model or a shorter context"
+    raise MemoryPlanError(
+        f"a {plan.context_tokens:,}-token context does not fit: {'; '.join(plan.problems)}. Try {options}"
+    )
+
+
+def format_plan(plan: MemoryPlan) -> str:
+    """The plan as a few aligned lines for `scoutdoc models info NAME --context N`."""
+    fb = format_bytes
+    chunk_note = (
+        f"{plan.local_layers} chunked layers x {plan.kv_local_tokens_per_layer:,} tokens (bounded)"
+        if plan.local_layers
+        else "none (no chunked layers)"
+    )
+    rows = [
+        ("context", f"{plan.context_tokens:,} tokens, prefill in pieces of {plan.prefill_chunk:,}"),
+        ("parameters", f"{plan.params / 1e9:.2f} B"),
+        ("weights", f"{fb(plan.weights_bytes)} ({plan.weights_dtype})"),
+        (
+            "KV global",
+            f"{fb(plan.kv_global_bytes)} = {plan.global_layers} layers, "
+            f"{fb(plan.kv_global_bytes_per_token)}/token ({plan.kv_dtype})",
+        ),
+        ("  on device", fb(plan.kv_device_bytes)),
+        ("  in host memory", fb(plan.kv_host_bytes)),
+        ("  on disk", fb(plan.kv_disk_bytes)),
+        ("KV local", f"{fb(plan.kv_local_bytes)} = {chunk_note}"),
+        ("activations", fb(plan.activation_bytes)),
+        ("total", fb(plan.total_bytes)),
+    ]
+    if plan.kv_unplaced_bytes:
+        rows.insert(7, ("  unplaced", fb(plan.kv_unplaced_bytes)))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    if plan.fits:
+        lines.append("fits: yes")
+    else:
+        lines.append("fits: NO - " + "; ".join(plan.problems))
+        lines.append("try: " + "; or ".join(plan.suggestions))
+    return "\n".join(lines)
+
+
+def cache_budgets(plan: MemoryPlan) -> dict[str, int | None]:
+    """The byte budgets a HybridCache should get for this plan (CacheOptions keyword arguments)."""
+    offloaded = plan.kv_host_bytes or plan.kv_disk_bytes
+    return {
+        "device_budget": plan.kv_device_bytes if offloaded else None,
+        "host_budget": plan.kv_host_bytes if plan.kv_disk_bytes else None,
+    }

@@ -1,0 +1,216 @@
+"""KV snapshots of a token prefix: save once, continue later in another process.
+
+The file is a valid safetensors file (readable with `safetensors.safe_open`), written by hand so a
+cache larger than RAM can be streamed tier by tier instead of collected in memory first:
+
+* ``token_ids`` (I64), then per global layer ``global.{i}.k`` / ``.v`` [length, Hkv, d] and per
+  chunked layer ``local.{i}.k`` / ``.v`` [tokens of the current chunk, Hkv, d], in the KV dtype;
+* ``__metadata__``: format tag, the caller's fingerprint (model, tokenizer, dtype...), the cache
+  layout, and a sha256 of the payload (filled in after the payload, in place: the header keeps
+  its length).
+
+It is written to a temporary file in the same directory, fsynced, then renamed, so a crash
+never leaves a half-written snapshot under the real name. Truncation is caught from the file size
+alone; corruption by the checksum (one sequential read, skippable with ``verify=False``). Loading
+maps the file (`torch.from_file`) so tensors are read lazily from the page cache, and tokens
+beyond the host budget can stay in the mapped file as the cache's disk tier.
+"""
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import SnapshotError
+from .config import ModelConfig
+from .kvcache import CacheOptions, HybridCache
+
+FORMAT = "scoutdoc-kv/1"
+_ST_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+    torch.int64: "I64",
+}
+_TORCH_DTYPES = {v: k for k, v in _ST_DTYPES.items()}
+_PIECE_TOKENS = 16384  # device tensors are copied to the host this many tokens at a time
+
+
+def layout_of(config: ModelConfig, kv_dtype: torch.dtype) -> dict[str, Any]:
+    """What the stored tensors mean; a snapshot only fits a cache with the same layout."""
+    return {
+        "num_layers": config.num_layers,
+        "global_layers": [i for i in range(config.num_layers) if not config.layer_is_chunked(i)],
+        "attention_chunk_size": config.attention_chunk_size,
+        "num_kv_heads": config.num_kv_heads,
+        "head_dim": config.head_dim,
+        "kv_dtype": str(kv_dtype).removeprefix("torch."),
+    }
+
+
+def _pieces(tensor: torch.Tensor):
+    for s in range(0, tensor.shape[0], _PIECE_TOKENS):
+        yield tensor[s : s + _PIECE_TOKENS]
+
+
+def save_snapshot(cache: HybridCache, token_ids: list[int], fingerprint: dict[str, Any], path: Path | str) -> int:
+    """Write the cache's KV for `token_ids` (its whole length) to `path`; returns the file size in bytes."""
+    if len(token_ids) != cache.length:
+        raise ValueError(f"snapshot of {cache.length} cached tokens given {len(token_ids)} token ids")
+    path = Path(path)
+    config, n = cache.config, cache.length
+    shape_tail = [config.num_kv_heads, config.head_dim]
+    ids = torch.tensor(token_ids, dtype=torch.int64)
+    entries: list[tuple[str, torch.dtype, list[int], list]] = [("token_ids", torch.int64, [n], [ids])]
+    for layer in cache.global_layers:
+        pieces = list(cache.global_pieces(layer))
+        entries.append((f"global.{layer}.k", cache.kv_dtype, [n, *shape_tail], [p[0] for p in pieces]))
+        entries.append((f"global.{layer}.v", cache.kv_dtype, [n, *shape_tail], [p[1] for p in pieces]))
+    for layer in cache.local_layers:
+        k, v = cache.local_pieces(layer)
+        entries.append((f"local.{layer}.k", cache.kv_dtype, [k.shape[0], *shape_tail], [k]))
+        entries.append((f"local.{layer}.v", cache.kv_dtype, [v.shape[0], *shape_tail], [v]))
+
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, dtype, shape, _ in entries:
+        size = dtype.itemsize
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": _ST_DTYPES[dtype], "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    metadata = {
+        "format": FORMAT,
+        "fingerprint": json.dumps(fingerprint, sort_keys=True),
+        "layout": json.dumps(layout_of(config, cache.kv_dtype), sort_keys=True),
+        "length": str(n),
+        "sha256": "0" * 64,
+    }
+
+    def header_bytes() -> bytes:
+        raw = json.dumps({"__metadata__": metadata, **header}, separators=(",", ":")).encode()
+        return raw + b" " * (-(8 + len(raw)) % 8)  # payload starts 8-byte aligned
+
+    digest = hashlib.sha256()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "wb") as f:
+            head = header_bytes()
+            f.write(struct.pack("<Q", len(head)))
+            f.write(head)
+            for _, _, _, tensors in entries:
+                for tensor in tensors:
+                    for piece in _pieces(tensor):
+                        raw = piece.detach().to("cpu").contiguous().view(torch.uint8).numpy()
+                        digest.update(raw)
+                        f.write(raw)
+            metadata["sha256"] = digest.hexdigest()
+            f.seek(8)
+            f.write(header_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def read_header(path: Path | str) -> tuple[dict[str, Any], int]:
+    """(header dict, payload offset) after checking the file holds everything the header promises."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head_len = struct.unpack("<Q", f.read(8))[0] if size >= 8 else None
+            if head_len is None or head_len > size - 8:
+                raise SnapshotError(f"KV snapshot {path} is truncated or not a snapshot; recompute the prefix")
+            header = json.loads(f.read(head_len))
+    except FileNotFoundError as exc:
+        raise SnapshotError(f"no snapshot at {path}; recompute the prefix") from exc
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"KV snapshot {path} is unreadable ({exc}); recompute the prefix") from exc
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise SnapshotError(f"{path} is not a scoutdoc KV snapshot ({meta.get('format')!r}); recompute the prefix")
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if size != 8 + head_len + end:
+        raise SnapshotError(
+            f"KV snapshot {path} is truncated ({size} bytes, expected {8 + head_len + end}); recompute the prefix"
+        )
+    return header, 8 + head_len
+
+
+def _verify(path: Path, start: int, expected: str) -> None:
+    digest = hashlib.sha256()
+    buf = bytearray(1 << 24)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        f.seek(start)
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+    if digest.hexdigest() != expected:
+        raise SnapshotError(f"KV snapshot {path} is corrupt (checksum mismatch); recompute the prefix")
+
+
+def _compare(kind: str, stored: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
+    diff = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: snapshot {stored.get(k)!r} vs now {expected.get(k)!r}" for k in diff)
+        raise SnapshotError(f"KV snapshot {path} was made for a different {kind} ({detail}); recompute the prefix")
+
+
+def load_snapshot(
+    path: Path | str,
+    expected_fingerprint: dict[str, Any],
+    config: ModelConfig,
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+    options: CacheOptions | None = None,
+    verify: bool = True,
+) -> tuple[HybridCache, list[int]]:
+    """A HybridCache holding the snapshot's prefix, and its token ids.
+
+    Raises SnapshotError when the snapshot belongs to another model/tokenizer/dtype/layout or is
+    truncated or corrupt, so the caller can fall back to recomputing the prefix.
+    """
+    path = Path(path)
+    header, start = read_header(path)
+    meta = header["__metadata__"]
+    try:
+        fingerprint = json.loads(meta["fingerprint"])
+        layout = json.loads(meta["layout"])
+        length = int(meta["length"])
+    except (KeyError, ValueError) as exc:
+        raise SnapshotError(f"KV snapshot {path} has a damaged header ({exc}); recompute the prefix") from exc
+    _compare("model, tokenizer or dtype", fingerprint, expected_fingerprint, path)
+    options = options or CacheOptions()
+    _compare("cache layout or kv dtype", layout, layout_of(config, options.kv_dtype or dtype), path)
+    if verify:
+        _verify(path, start, meta.get("sha256", ""))
+
+    data = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)
+
+    def tensor(name: str) -> torch.Tensor:
+        info = header[name]
+        b, e = info["data_offsets"]
+        return data[start + b : start + e].view(_TORCH_DTYPES[info["dtype"]]).view(info["shape"])
+
+    cache = HybridCache(config, dtype, device, options)
+    try:
+        cache.load_state(
+            length,
+            {i: (tensor(f"global.{i}.k"), tensor(f"global.{i}.v")) for i in cache.global_layers},
+            {i: (tensor(f"local.{i}.k"), tensor(f"local.{i}.v")) for i in cache.local_layers},
+            mapped=True,
+        )
+    except KeyError as exc:
+        raise SnapshotError(f"KV snapshot {path} lacks tensor {exc}; recompute the prefix") from exc
+    token_ids = tensor("token_ids").tolist()
+    return cache, token_ids

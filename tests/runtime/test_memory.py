@@ -1,0 +1,129 @@
+"""The planner against bytes computed by hand for the tiny config and for Scout's published config."""
+
+import json
+
+import pytest
+
+from scoutdoc.errors import MemoryPlanError, UsageError
+from scoutdoc.runtime.config import ModelConfig
+from scoutdoc.runtime.memory import (
+    activation_bytes,
+    cache_budgets,
+    format_plan,
+    parameter_count,
+    parse_size,
+    plan_memory,
+    require_fit,
+)
+
+
+# Llama-4-Scout-17B-16E-Instruct text config (llama4.md §1)
+SCOUT = {
+    "architectures": ["Llama4ForConditionalGeneration"],
+    "model_type": "llama4",
+    "text_config": {
+        "model_type": "llama4_text", "hidden_size": 5120, "intermediate_size": 8192,
+        "intermediate_size_mlp": 16384, "num_hidden_layers": 48, "num_attention_heads": 40,
+        "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 202048, "num_local_experts": 16,
+        "num_experts_per_tok": 1, "interleave_moe_layer_step": 1, "no_rope_layers": [1, 1, 1, 0] * 12,
+        "attention_chunk_size": 8192, "use_qk_norm": True, "attn_temperature_tuning": 4,
+        "floor_scale": 8192, "attn_scale": 0.1, "rope_theta": 500000.0,
+        "rope_scaling": {"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 1.0, "original_max_position_embeddings": 8192},
+        "max_position_embeddings": 10485760, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+        "bos_token_id": 200000, "eos_token_id": [200001, 200007, 200008],
+    },
+}
+GIB = 1 << 30
+
+
+@pytest.fixture
+def scout() -> ModelConfig:
+    return ModelConfig.from_hf(SCOUT)
+
+
+def test_parse_size():
+    assert parse_size("10M") == 10_000_000
+    assert parse_size("64k") == 64_000
+    assert parse_size("8GiB") == 8 * GIB
+    assert parse_size("1.5GB") == 1_500_000_000
+    assert parse_size("512") == 512
+    assert parse_size("4Ki") == 4096
+    with pytest.raises(UsageError):
+        parse_size("lots")
+
+
+def test_scout_published_numbers(scout):
+    plan = plan_memory(scout, 10_000_000, detect=False)
+    assert plan.kv_global_bytes_per_token == 48 * 1024
+    assert plan.kv_global_bytes == 10_000_000 * 49152
+    assert plan.kv_local_bytes == 36 * 8192 * 4096  # 1.125 GiB, constant
+    assert round(plan.params / 1e9, 2) == 107.77
+    assert plan.weights_bytes == 2 * plan.params
+    assert plan.total_bytes == plan.weights_bytes + plan.kv_global_bytes + plan.kv_local_bytes + plan.activation_bytes
+    text = format_plan(plan)
+    assert "48.00 KiB/token" in text and "1.12 GiB" in text
+    fp8 = plan_memory(scout, 10_000_000, kv_dtype="float8", detect=False)
+    assert fp8.kv_global_bytes_per_token == 24 * 1024 and fp8.kv_local_bytes == plan.kv_local_bytes // 2
+    # local KV stays the same from one chunk to ten million tokens
+    assert plan_memory(scout, 8192, detect=False).kv_local_bytes == plan.kv_local_bytes
+
+
+def test_tiny_by_hand(tiny):
+    config = ModelConfig.from_hf(tiny.LLAMA4)
+    # embed+head 2*128*64, final norm 64; per layer attention 64*16*(2*4+2*2) + norms 2*64;
+    # dense layers 0,3: 3*64*96; MoE layers 1,2: router 64*4 + (4+1) experts * 3*64*32
+    attention = 64 * 16 * 12 + 128
+    by_hand = 2 * 128 * 64 + 64 + 4 * attention + 2 * 3 * 64 * 96 + 2 * (64 * 4 + 5 * 3 * 64 * 32)
+    assert parameter_count(config) == by_hand
+    plan = plan_memory(config, 100, weights_dtype="float32", detect=False)
+    assert plan.kv_global_bytes == 2 * 100 * (2 * 2 * 16 * 4)
+    assert plan.kv_local_bytes == 2 * 8 * (2 * 2 * 16 * 4)
+    assert plan.weights_bytes == 4 * by_hand
+    assert plan.activation_bytes == activation_bytes(config, 8, "float32", "float32", False)
+    assert plan.fits
+    assert plan_memory(config, 100, weights_bytes=12345, detect=False).weights_bytes == 12345
+
+
+def test_tiers_and_refusal(scout, tmp_path):
+    gpu = dict(device="cuda", device_capacity=80 * GIB, host_capacity=128 * GIB, detect=False)
+    plan = plan_memory(scout, 1_000_000, weights_bytes=57 * GIB, **gpu)
+    assert plan.kv_device_bytes + plan.kv_host_bytes == plan.kv_global_bytes and plan.kv_host_bytes > 0
+    assert plan.fits
+    assert cache_budgets(plan)["device_budget"] == plan.kv_device_bytes
+    too_long = plan_memory(scout, 10_000_000, weights_bytes=57 * GIB, **gpu)
+    assert not too_long.fits and too_long.kv_unplaced_bytes > 0
+    with pytest.raises(MemoryPlanError) as err:
+        require_fit(too_long)
+    message = str(err.value)
+    assert "--kv-dtype float8" in message and "--kv-disk" in message and "--context" in message
+    with_disk = plan_memory(
+        scout, 2_000_000, weights_bytes=57 * GIB, kv_host_budget=8 * GIB, kv_disk=tmp_path,
+        disk_capacity=1 << 50, **{k: v for k, v in gpu.items() if k != "detect"}, detect=False,
+    )
+    assert with_disk.kv_disk_bytes > 0 and with_disk.fits
+    weights_alone = plan_memory(scout, 1000, weights_dtype="bfloat16", **gpu)
+    assert not weights_alone.fits and "cuda needs" in weights_alone.problems[0]
+
+
+def test_json_fields(scout):
+    data = json.loads(json.dumps(plan_memory(scout, 1_000_000, detect=False).to_dict()))
+    for key in ("weights_bytes", "kv_global_bytes", "kv_local_bytes", "activation_bytes", "total_bytes", "context_tokens"):
+        assert isinstance(data[key], int)
+    assert data["kv_dtype"] == "bfloat16"
+
+
+def test_cli_models_info_context_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from scoutdoc.cli import app
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(SCOUT))
+    result = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["context_tokens"] == 10_000_000 and data["kv_dtype"] == "bfloat16"
+    assert data["kv_global_bytes"] == 10_000_000 * 49152 and data["kv_local_bytes"] == 36 * 8192 * 4096
+    text = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--kv-dtype", "float8"])
+    assert text.exit_code == 0 and "24.00 KiB/token" in text.output
