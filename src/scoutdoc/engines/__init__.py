@@ -86,3 +86,36 @@ class Engine(Protocol):
         ...
 
     def load(self, path: Path) -> State: ...
+
+
+def open_engine(
+    kind: str = "embedded",
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    tokenizer: str | None = None,
+    context_limit: int | None = None,
+    **runtime: Any,
+) -> Engine:
+    """The engine the user chose; each implementation is imported only when asked for.
+
+    `runtime` options (dtype, device, prefill_chunk) go to the embedded engine; `base_url`, `api_key`,
+    `tokenizer` (for counting tokens locally) and `context_limit` (for servers that do not report
+    theirs) to the remote one.
+    """
+    from ..errors import UsageError
+    from ..settings import DEFAULT_MODEL
+
+    if kind == "embedded":
+        from .embedded import EmbeddedEngine
+
+        return EmbeddedEngine(model or DEFAULT_MODEL, **runtime)
+    if kind == "remote":
+        if not base_url:
+            raise UsageError("--engine remote needs --base-url (an OpenAI-compatible server, e.g. http://localhost:8000/v1)")
+        from .remote import RemoteEngine
+
+        return RemoteEngine(
+            base_url=base_url, model=model, api_key=api_key, tokenizer=tokenizer, context_limit=context_limit
+        )
+    raise UsageError(f"unknown engine {kind!r}; use --engine embedded or --engine remote")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Ask the same question about every example document, one JSON line per document.
+# Re-run with --resume after an interruption: documents already answered are skipped.
+set -euo pipefail
+cd "$(dirname "$0")"
+scoutdoc batch contract.pdf contract.docx meeting.vtt \
+  --question "List the dates mentioned and what happens on each." \
+  --max-tokens 128 --out batch-results.jsonl --resume "$@"

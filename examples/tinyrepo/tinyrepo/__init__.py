@@ -1,0 +1,1 @@
+"""tinyrepo: read orders from a CSV file and report revenue per product."""

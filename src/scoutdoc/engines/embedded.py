@@ -1,0 +1,197 @@
+"""The engine that runs our own runtime in this process.
+
+It turns a message-structured `Prompt` into tokens with `prompt.render` (stable document prefix,
+split at a special token), reuses a loaded snapshot for as many leading tokens as match, prefills the
+rest in pieces, and streams the answer. After the answer it extends the state to exactly the tokens
+the *next* turn's rendering will start with (answer re-tokenized as the template renders it, closed
+by its end-of-turn token), so a snapshot saved then lets a follow-up prefill only its new question.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ModelError
+from ..progress import Progress
+from ..prompt import cut_after_last_special, special_strings, render
+from . import GenerationParams, Message, Prompt, Stats
+
+
+ANSWER_HEADROOM = 1024  # tokens planned beyond the prompt for the answer and a follow-up or two
+
+
+@dataclass
+class EmbeddedState:
+    session: object  # runtime.Session: the KV cache and the token ids it holds
+    prompt: Prompt | None = None
+    ids: list[int] = field(default_factory=list)  # the full prompt's token ids for this turn
+    stats: Stats = field(default_factory=Stats)
+    prefill_started: float = 0.0
+    prefill_s: float = 0.0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class EmbeddedEngine:
+    name = "embedded"
+
+    def __init__(self, model: str, dtype: str = "float32", device: str = "auto", prefill_chunk: int | None = None):
+        from ..runtime import load_model
+
+        self.model = load_model(model, dtype=dtype, device=device)
+        self.tokenizer = self.model.tokenizer
+        self.model_id = self.model.fingerprint
+        self.model_name = self.model.config.name or Path(str(model)).name
+        self.context_limit = int(self.model.config.max_position_embeddings)
+        self.prefill_chunk = prefill_chunk
+        self._last_render: tuple | None = None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, special=False))
+
+    def _render(self, prompt: Prompt):
+        """`render`, remembered for the last prompt: a turn counts, checks and prefills the same
+        prompt, and tokenizing a long document prefix once instead of three times matters."""
+        key = tuple((m.role, m.content) for m in prompt.messages)
+        if self._last_render is None or self._last_render[0] != key:
+            self._last_render = (key, render(self.tokenizer, prompt))
+        return self._last_render[1]
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        return len(self._render(prompt).ids)
+
+    def prefix_tokens(self, prompt: Prompt) -> int:
+        return len(self._render(prompt).prefix_ids)
+
+    def _prefill(self, session, ids: list[int], progress: Progress | None) -> None:
+        kwargs = {"progress": progress}
+        if self.prefill_chunk:
+            kwargs["chunk"] = self.prefill_chunk
+        self.model.prefill(ids, session=session, **kwargs)
+
+    def _rewind(self, state: EmbeddedState | None, ids: list[int]) -> tuple[object, int]:
+        """A session holding the longest usable prefix of `ids`, and how many tokens it holds."""
+        if state is not None:
+            session = state.session
+            common = _common_prefix(session.ids, ids)
+            # Keep at least one token for the forward pass that produces the first answer logits.
+            common = min(common, len(ids) - 1)
+            if common == len(session.ids):
+                return session, common
+            truncate = getattr(session.cache, "truncate", None)  # False when the cache cannot rewind that far
+            if common > 0 and truncate is not None and truncate(common) is not False:
+                del session.ids[common:]
+                return session, common
+        return self._new_session(min(self.context_limit, len(ids) + ANSWER_HEADROOM)), 0
+
+    def _new_session(self, tokens: int):
+        """A session over the hybrid cache (the kind snapshots are written from and read into).
+
+        The memory planner sizes its tiers for `tokens` and refuses, with MemoryPlanError, a context
+        whose KV cache and activations cannot fit next to the already loaded weights.
+        """
+        from ..runtime.kvcache import CacheOptions, HybridCache
+        from ..runtime.memory import cache_budgets, plan_memory, require_fit
+
+        plan = plan_memory(
+            self.model.config, max(1, tokens), weights_dtype=str(self.model.dtype).removeprefix("torch."),
+            weights_bytes=0, device=self.model.device.type, prefill_chunk=self.prefill_chunk,
+        )
+        require_fit(plan)
+        options = CacheOptions(**cache_budgets(plan))
+        return self.model.new_session(HybridCache(self.model.config, self.model.dtype, self.model.device, options))
+
+    def _fingerprint(self) -> dict:
+        return {"model": self.model.fingerprint, "tokenizer": str(getattr(self.tokenizer, "fingerprint", ""))}
+
+    def prefill(self, prompt: Prompt, snapshot: EmbeddedState | None = None, progress: Progress | None = None) -> EmbeddedState:
+        ids = self._render(prompt).ids
+        started = time.perf_counter()
+        session, cached = self._rewind(snapshot, ids)
+        if len(ids) - 1 > cached:
+            self._prefill(session, ids[:-1], progress)
+        state = EmbeddedState(session=session, prompt=prompt, ids=ids, prefill_started=started)
+        state.prefill_s = time.perf_counter() - started
+        state.stats = Stats(prompt_tokens=len(ids), cached_tokens=cached, prefilled_tokens=len(ids) - cached)
+        return state
+
+    def generate(self, state: EmbeddedState, params: GenerationParams) -> Iterator[str]:
+        from ..runtime import Sampling
+
+        sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed)
+        text_gen = self.model.generate_text(
+            state.ids, max_new_tokens=params.max_tokens, sampling=sampling, stop=params.stop, session=state.session,
+        )
+        stats = state.stats
+        pieces: list[str] = []
+        first_at = None
+        state.stats.finish_reason = "interrupted"
+        try:
+            for piece in text_gen:
+                if first_at is None:
+                    first_at = time.perf_counter()
+                pieces.append(piece)
+                yield piece
+            stats.finish_reason = text_gen.finish_reason
+        finally:
+            end = time.perf_counter()
+            first_at = first_at or end
+            stats.generated_tokens = len(text_gen.new_ids)
+            stats.ttft_s = first_at - state.prefill_started
+            stats.prefill_s = stats.ttft_s
+            stats.decode_s = end - first_at
+            stats.tokens_per_s = (stats.generated_tokens - 1) / stats.decode_s if stats.decode_s > 0 and stats.generated_tokens > 1 else 0.0
+        if stats.finish_reason != "interrupted":
+            self._close_turn(state, "".join(pieces))
+
+    def _close_turn(self, state: EmbeddedState, answer: str) -> None:
+        """Bring the cache to exactly the tokens the next turn's prompt will start with.
+
+        Those are the template's rendering of the conversation with this answer as an assistant
+        turn, cut right after its last special token (the answer's end-of-turn marker). The document
+        prefix is the one this turn already tokenized; only the turns part is tokenized again.
+        """
+        assert state.prompt is not None
+        closed = Prompt(prefix=state.prompt.prefix, turns=[*state.prompt.turns, Message("assistant", answer)])
+        rendered = self._render(state.prompt)
+        text = self.tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in closed.messages], add_generation_prompt=False
+        )
+        cut = cut_after_last_special(text, special_strings(self.tokenizer))
+        if not text.startswith(rendered.prefix_text) or cut <= len(rendered.prefix_text):
+            raise ModelError("the chat template does not close an assistant turn with a special token")
+        target = rendered.prefix_ids + self.tokenizer.encode(text[len(rendered.prefix_text) : cut], special=True)
+        session, held = self._rewind(state, target + [-1])  # the sentinel lets every real token be kept
+        if held < len(target):
+            self._prefill(session, target, None)
+        state.session = session
+        state.prompt = closed
+        state.ids = list(session.ids)
+
+    def save(self, state: EmbeddedState, path: Path) -> int:
+        from ..runtime.snapshot import save_snapshot
+
+        return save_snapshot(state.session.cache, list(state.session.ids), self._fingerprint(), Path(path))
+
+    def load(self, path: Path) -> EmbeddedState:
+        """The state saved at `path`; SnapshotError when it is missing, corrupt or from another model."""
+        from ..errors import SnapshotError
+        from ..runtime.snapshot import load_snapshot
+
+        path = Path(path)
+        if not path.is_file():
+            raise SnapshotError(f"KV snapshot {path} is missing")
+        cache, ids = load_snapshot(path, self._fingerprint(), self.model.config, self.model.dtype, self.model.device)
+        session = self.model.new_session(cache)
+        session.ids = list(ids)
+        return EmbeddedState(session=session)

@@ -1,0 +1,448 @@
+"""Sessions, their sources, turns, KV snapshot records and batch items, in one SQLite file.
+
+Why these choices:
+- WAL mode and a busy timeout, so several scoutdoc processes (two batches, a batch and a `sessions
+  list`) can share one database without "database is locked" errors or lost writes.
+- Every write is one explicit `BEGIN IMMEDIATE` transaction: the write lock is taken up front, so
+  two writers queue instead of failing halfway through, and a crash leaves no half-written session.
+- The schema carries a version (`PRAGMA user_version`) and an ordered list of migrations, applied
+  inside the same kind of transaction so two processes opening an old database migrate it once.
+- Turn texts are indexed with FTS5 (kept in step by triggers) for `sessions search`.
+
+sqlite-utils supplies table creation, introspection and row dictionaries; writes go through plain
+SQL in our own transactions because sqlite-utils' insert helpers commit on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import sqlite_utils
+
+from .errors import SessionError
+from .settings import snapshots_dir
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(
+        {
+            "id": str,
+            "created_at": float,
+            "updated_at": float,
+            "title": str,
+            "command": str,  # ask, summarize, chat, batch
+            "engine": str,
+            "model": str,  # what the user asked for (catalog name, file, or served model name)
+            "model_id": str,  # the engine's fingerprint of weights and tokenizer
+            "system": str,  # the user's --system text, empty for the default
+            "prefix": str,  # the whole system message (instructions + packed documents), reused by -c
+            "inputs": str,  # JSON: the paths as given, then "cwd:<dir>" they were given from, for --refresh
+            "options": str,  # JSON: the ingestion options, for --refresh
+            "prefix_tokens": int,
+            "context_limit": int,
+        },
+        pk="id",
+        not_null={"id", "created_at", "updated_at"},
+    )
+    db["sources"].create(
+        {
+            "id": int,
+            "session_id": str,
+            "position": int,
+            "path": str,
+            "abs_path": str,  # where to re-read the file for --refresh; empty for archive members
+            "sha256": str,
+            "kind": str,
+            "tokens": int,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id")],
+        not_null={"session_id", "path", "sha256"},
+    )
+    db["turns"].create(
+        {
+            "id": int,
+            "session_id": str,
+            "position": int,
+            "role": str,
+            "text": str,
+            "prompt_tokens": int,
+            "cached_tokens": int,
+            "prefilled_tokens": int,
+            "generated_tokens": int,
+            "ttft_s": float,
+            "tokens_per_s": float,
+            "model": str,
+            "finish_reason": str,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id")],
+        not_null={"session_id", "role", "text"},
+    )
+    db["snapshots"].create(
+        {
+            "id": int,
+            "session_id": str,
+            "turn_id": int,
+            "path": str,
+            "tokens": int,
+            "fingerprint": str,
+            "bytes": int,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id"), ("turn_id", "turns", "id")],
+        not_null={"session_id", "path"},
+    )
+    db["batch_items"].create(
+        {
+            "id": int,
+            "source": str,
+            "sha256": str,
+            "question": str,  # the question, or the summary instruction for --summarize
+            "model": str,
+            "status": str,  # ok, error
+            "session_id": str,
+            "answer": str,
+            "error": str,
+            "result": str,  # the JSON line written to the output file
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id")],
+        not_null={"source", "question", "model", "status"},
+    )
+    for table, cols in [
+        ("sources", ["session_id"]),
+        ("turns", ["session_id", "position"]),
+        ("snapshots", ["session_id"]),
+        ("sessions", ["updated_at"]),
+        ("batch_items", ["sha256", "question", "model"]),
+    ]:
+        db[table].create_index(cols)
+    # External-content FTS5 index over turn texts, kept in step by triggers.
+    db.execute("CREATE VIRTUAL TABLE turns_fts USING fts5(text, content='turns', content_rowid='id')")
+    db.execute(
+        "CREATE TRIGGER turns_ai AFTER INSERT ON turns BEGIN "
+        "INSERT INTO turns_fts(rowid, text) VALUES (new.id, new.text); END"
+    )
+    db.execute(
+        "CREATE TRIGGER turns_ad AFTER DELETE ON turns BEGIN "
+        "INSERT INTO turns_fts(turns_fts, rowid, text) VALUES ('delete', old.id, old.text); END"
+    )
+    db.execute(
+        "CREATE TRIGGER turns_au AFTER UPDATE ON turns BEGIN "
+        "INSERT INTO turns_fts(turns_fts, rowid, text) VALUES ('delete', old.id, old.text); "
+        "INSERT INTO turns_fts(rowid, text) VALUES (new.id, new.text); END"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class TurnRecord:
+    role: str
+    text: str
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    prefilled_tokens: int = 0
+    generated_tokens: int = 0
+    ttft_s: float = 0.0
+    tokens_per_s: float = 0.0
+    model: str = ""
+    finish_reason: str = ""
+
+
+@dataclass
+class SourceRecord:
+    path: str
+    sha256: str
+    kind: str
+    tokens: int = 0
+    abs_path: str = ""
+
+
+def snapshot_file(recorded: str) -> Path:
+    """Where a recorded snapshot lives: names are stored relative to the snapshots directory, so a
+    data directory can be moved or copied (SCOUTDOC_HOME) without its records pointing elsewhere."""
+    path = Path(recorded)
+    return path if path.is_absolute() else snapshots_dir() / path
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Store:
+    """One open database. Not shared between threads: each worker thread opens its own `Store`."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise SessionError(f"cannot open the session database {self.path}: {exc} (move it away or pass --db)") from exc
+        self.db = sqlite_utils.Database(conn)
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any exception (Ctrl-C included)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        if self.schema_version() == SCHEMA_VERSION:
+            return
+        with self.transaction() as db:
+            version = self.schema_version()  # re-read under the write lock: another process may have migrated
+            if version > SCHEMA_VERSION:
+                raise SessionError(
+                    f"the session database {self.path} was written by a newer scoutdoc (schema {version}); upgrade scoutdoc"
+                )
+            for migration in MIGRATIONS[version:]:
+                migration(db)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        cols = ", ".join(f"[{c}]" for c in row)
+        marks = ", ".join("?" for _ in row)
+        cur = self.db.execute(f"INSERT INTO [{table}] ({cols}) VALUES ({marks})", list(row.values()))
+        return cur.lastrowid
+
+    # sessions -----------------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        *,
+        title: str,
+        command: str,
+        engine: str,
+        model: str,
+        system: str,
+        prefix_tokens: int,
+        context_limit: int,
+        sources: list[SourceRecord],
+        model_id: str = "",
+        prefix: str = "",
+        inputs: list[str] | None = None,
+        options: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> str:
+        sid = session_id or new_session_id()
+        now = time.time()
+        with self.transaction():
+            self._insert(
+                "sessions",
+                dict(
+                    id=sid, created_at=now, updated_at=now, title=title, command=command, engine=engine,
+                    model=model, model_id=model_id, system=system, prefix=prefix,
+                    inputs=json.dumps(inputs or []), options=json.dumps(options or {}),
+                    prefix_tokens=prefix_tokens, context_limit=context_limit,
+                ),
+            )
+            for i, src in enumerate(sources):
+                self._insert(
+                    "sources",
+                    dict(session_id=sid, position=i, path=src.path, abs_path=src.abs_path, sha256=src.sha256,
+                         kind=src.kind, tokens=src.tokens),
+                )
+        return sid
+
+    def add_exchange(
+        self,
+        session_id: str,
+        question: TurnRecord,
+        answer: TurnRecord,
+        snapshot: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a question, its answer and (optionally) the KV snapshot taken after it, atomically.
+
+        Returns the answer turn's id. Only the newest snapshot is ever resumed from, so callers then
+        `drop_snapshots(keep_id=...)` the older ones and delete their files.
+        """
+        now = time.time()
+        with self.transaction():
+            position = self.db.execute(
+                "SELECT COALESCE(MAX(position), -1) + 1 FROM turns WHERE session_id = ?", [session_id]
+            ).fetchone()[0]
+            for offset, turn in enumerate((question, answer)):
+                turn_id = self._insert(
+                    "turns",
+                    dict(session_id=session_id, position=position + offset, created_at=now, **turn.__dict__),
+                )
+            if snapshot is not None:
+                self._insert("snapshots", dict(session_id=session_id, turn_id=turn_id, created_at=now, **snapshot))
+            self.db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", [now, session_id])
+        return turn_id
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        rows = list(self.db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+        if not rows:
+            rows = list(self.db.query("SELECT * FROM sessions WHERE id LIKE ? || '%'", [session_id]))
+            if len(rows) > 1:
+                raise SessionError(f"session id '{session_id}' is ambiguous; give more characters (see `scoutdoc sessions list`)")
+        if not rows:
+            raise SessionError(f"no session '{session_id}'; see `scoutdoc sessions list`")
+        return rows[0]
+
+    def latest_session(self) -> dict[str, Any]:
+        rows = list(
+            self.db.query("SELECT * FROM sessions WHERE command != 'batch' ORDER BY updated_at DESC, rowid DESC LIMIT 1")
+        )
+        if not rows:
+            raise SessionError("there is no session to continue yet; ask a question about some documents first")
+        return rows[0]
+
+    def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT s.*, (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id AND t.role = 'user') AS questions, "
+            "(SELECT COUNT(*) FROM sources r WHERE r.session_id = s.id) AS source_count "
+            "FROM sessions s ORDER BY s.updated_at DESC, s.rowid DESC"
+        )
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return list(self.db.query(sql))
+
+    def sources(self, session_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM sources WHERE session_id = ? ORDER BY position", [session_id]))
+
+    def turns(self, session_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM turns WHERE session_id = ? ORDER BY position", [session_id]))
+
+    def latest_snapshot(self, session_id: str) -> dict[str, Any] | None:
+        rows = list(
+            self.db.query("SELECT * FROM snapshots WHERE session_id = ? ORDER BY id DESC LIMIT 1", [session_id])
+        )
+        return rows[0] if rows else None
+
+    def snapshots(self, session_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM snapshots WHERE session_id = ? ORDER BY id", [session_id]))
+
+    def drop_snapshots(self, session_id: str, keep_id: int | None = None) -> list[str]:
+        """Forget a session's snapshot records (all but `keep_id`) and return their file paths."""
+        with self.transaction():
+            rows = [r for r in self.snapshots(session_id) if r["id"] != keep_id]
+            for r in rows:
+                self.db.execute("DELETE FROM snapshots WHERE id = ?", [r["id"]])
+        return [r["path"] for r in rows]
+
+    def update_sources(self, session_id: str, sources: list[SourceRecord], prefix: str, prefix_tokens: int) -> None:
+        """Replace a session's sources and prefix after --refresh re-read them."""
+        with self.transaction():
+            self.db.execute("DELETE FROM sources WHERE session_id = ?", [session_id])
+            for i, src in enumerate(sources):
+                self._insert(
+                    "sources",
+                    dict(session_id=session_id, position=i, path=src.path, abs_path=src.abs_path, sha256=src.sha256,
+                         kind=src.kind, tokens=src.tokens),
+                )
+            self.db.execute(
+                "UPDATE sessions SET prefix = ?, prefix_tokens = ?, updated_at = ? WHERE id = ?",
+                [prefix, prefix_tokens, time.time(), session_id],
+            )
+
+    def delete_session(self, session_id: str) -> list[str]:
+        """Delete a session and everything that belongs to it; remove its snapshot files afterwards.
+
+        Files are removed after the commit: a crash in between leaves orphan files (harmless), never
+        records pointing at missing files.
+        """
+        sid = self.session(session_id)["id"]
+        with self.transaction():
+            paths = [r["path"] for r in self.snapshots(sid)]
+            self.db.execute("UPDATE batch_items SET session_id = NULL WHERE session_id = ?", [sid])
+            for table in ("snapshots", "turns", "sources"):
+                self.db.execute(f"DELETE FROM {table} WHERE session_id = ?", [sid])
+            self.db.execute("DELETE FROM sessions WHERE id = ?", [sid])
+        for p in paths:
+            snapshot_file(p).unlink(missing_ok=True)
+        return paths
+
+    def search(self, text: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Full-text search over questions and answers; `text` is taken as plain words, not FTS syntax."""
+        words = [w for w in text.replace('"', " ").split() if w]
+        if not words:
+            return []
+        query = " ".join(f'"{w}"' for w in words)
+        return list(
+            self.db.query(
+                "SELECT t.session_id, t.position, t.role, t.created_at, "
+                "snippet(turns_fts, 0, '[', ']', '…', 12) AS snippet "
+                "FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid "
+                "WHERE turns_fts MATCH ? ORDER BY rank LIMIT ?",
+                [query, limit],
+            )
+        )
+
+    # batch --------------------------------------------------------------------------------------
+
+    def record_batch_item(
+        self,
+        *,
+        source: str,
+        sha256: str,
+        question: str,
+        model: str,
+        status: str,
+        result: dict[str, Any],
+        session_id: str | None = None,
+        answer: str = "",
+        error: str = "",
+    ) -> int:
+        with self.transaction():
+            return self._insert(
+                "batch_items",
+                dict(source=source, sha256=sha256, question=question, model=model, status=status,
+                     session_id=session_id, answer=answer, error=error, result=json.dumps(result),
+                     created_at=time.time()),
+            )
+
+    def answered_batch_item(self, sha256: str, question: str, model: str) -> dict[str, Any] | None:
+        """The earliest successful answer for this content, question and model, if any."""
+        rows = list(
+            self.db.query(
+                "SELECT * FROM batch_items WHERE sha256 = ? AND question = ? AND model = ? AND status = 'ok' "
+                "ORDER BY id LIMIT 1",
+                [sha256, question, model],
+            )
+        )
+        return rows[0] if rows else None
+
+    def batch_items(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM batch_items ORDER BY id"))

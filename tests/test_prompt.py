@@ -1,0 +1,83 @@
+"""Prompt layout with the default model's real tokenizer and chat template (SmolLM2, ChatML)."""
+
+import pytest
+
+from scoutdoc.engines import Message
+from scoutdoc.errors import ContextTooLongError
+from scoutdoc.prompt import (
+    CITATION_RULES,
+    CODEBASE_SUMMARY_INSTRUCTION,
+    SUMMARY_INSTRUCTION,
+    build_prompt,
+    check_fits,
+    render,
+    summary_instruction,
+)
+
+DOCS = '<document source="contract.pdf" kind="pdf" pages="2">\n[page 1]\nNotice: sixty days.\n</document>'
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_gguf):
+    from scoutdoc.runtime.tokenizer import Tokenizer
+
+    return Tokenizer.from_gguf(smollm2_gguf)
+
+
+def test_order_system_then_documents_then_conversation():
+    prompt = build_prompt(DOCS, [Message("user", "q1"), Message("assistant", "a1")], "q2", system="Be terse.")
+    [system] = prompt.prefix
+    assert system.role == "system"
+    body = system.content
+    assert body.index("Be terse.") < body.index(CITATION_RULES) < body.index(DOCS)
+    assert [(m.role, m.content) for m in prompt.turns] == [("user", "q1"), ("assistant", "a1"), ("user", "q2")]
+
+
+def test_split_tokenization_equals_whole(tokenizer):
+    prompt = build_prompt(DOCS, [Message("user", "q1"), Message("assistant", "a1")], "What is the notice?")
+    r = render(tokenizer, prompt)
+    assert r.prefix_text.endswith("<|im_end|>")  # cut right after the special token closing the system turn
+    assert r.turns_text.startswith("\n<|im_start|>user\n")
+    assert r.turns_text.endswith("<|im_start|>assistant\n")
+    assert r.ids == tokenizer.encode(r.prefix_text + r.turns_text, special=True)
+    assert r.prefix_ids[-1] in tokenizer.eos_ids
+
+
+@pytest.mark.parametrize("tail", ["", "  ", "\n\n", "end.", " \t", "é", "<|im_start|"])
+def test_prefix_tokens_never_depend_on_what_follows(tokenizer, tail):
+    docs = DOCS + tail
+    first = render(tokenizer, build_prompt(docs, [], "Who signed?"))
+    later = render(
+        tokenizer,
+        build_prompt(docs, [Message("user", "Who signed?"), Message("assistant", "Ana and Tom.")], "When? "),
+    )
+    assert first.prefix_ids == later.prefix_ids
+    assert later.ids[: len(first.prefix_ids)] == first.prefix_ids
+    assert later.ids == tokenizer.encode(later.prefix_text + later.turns_text, special=True)
+
+
+def test_history_is_a_token_prefix_of_the_next_turn(tokenizer):
+    """What the embedded engine relies on: turn N's closed conversation starts turn N+1's prompt."""
+    one = render(tokenizer, build_prompt(DOCS, [Message("user", "q1"), Message("assistant", "a1")], "q2"))
+    closed = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content}
+         for m in build_prompt(DOCS, [Message("user", "q1")], "").prefix + [Message("user", "q1"), Message("assistant", "a1")]],
+        add_generation_prompt=False,
+    )
+    assert (one.prefix_text + one.turns_text).startswith(closed.rstrip("\n"))
+
+
+def test_check_fits_names_both_numbers():
+    check_fits(7000, 512, 8192)
+    with pytest.raises(ContextTooLongError) as exc:
+        check_fits(20_000, 512, 8192, "smollm2-135m")
+    message = str(exc.value)
+    assert "20,000" in message and "8,192" in message and "--include" in message and "\n" not in message
+    with pytest.raises(ContextTooLongError, match="--max-tokens"):
+        check_fits(8000, 512, 8192)
+
+
+def test_summary_instruction_by_kind():
+    assert summary_instruction(["code", "code", "text"]) == CODEBASE_SUMMARY_INSTRUCTION
+    assert summary_instruction(["pdf"]) == SUMMARY_INSTRUCTION
+    assert summary_instruction([]) == SUMMARY_INSTRUCTION

@@ -1,0 +1,178 @@
+"""The session store against a real SQLite file: schema, transactions, FTS, deletion, concurrency."""
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from scoutdoc.errors import SessionError
+from scoutdoc.store import SCHEMA_VERSION, SourceRecord, Store, TurnRecord, snapshot_file
+
+
+def _session(store: Store, **kw) -> str:
+    args = dict(
+        title="contract", command="ask", engine="embedded", model="m1", system="be brief",
+        prefix_tokens=120, context_limit=8192,
+        sources=[SourceRecord("contract.pdf", "a" * 64, "pdf", 100, "/abs/contract.pdf")],
+    )
+    args.update(kw)
+    return store.create_session(**args)
+
+
+def test_pragmas_and_schema_version(tmp_path):
+    store = Store(tmp_path / "s.db")
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert {"sessions", "sources", "turns", "snapshots", "batch_items", "turns_fts"} <= set(store.db.table_names())
+
+
+def test_reopen_does_not_migrate_twice(tmp_path):
+    Store(tmp_path / "s.db").close()
+    store = Store(tmp_path / "s.db")
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(tmp_path):
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SessionError, match="newer scoutdoc"):
+        Store(tmp_path / "s.db")
+
+
+def test_not_a_database_is_a_session_error(tmp_path):
+    (tmp_path / "s.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SessionError):
+        Store(tmp_path / "s.db")
+
+
+def test_session_roundtrip(tmp_path):
+    store = Store(tmp_path / "s.db")
+    sid = _session(store)
+    turn_id = store.add_exchange(
+        sid,
+        TurnRecord("user", "What is the notice period?", prompt_tokens=130),
+        TurnRecord("assistant", "Thirty days.", prompt_tokens=130, cached_tokens=0, prefilled_tokens=130,
+                   generated_tokens=4, ttft_s=0.5, tokens_per_s=20.0, model="m1", finish_reason="stop"),
+        snapshot=dict(path=str(tmp_path / "a.kv"), tokens=134, fingerprint="fp", bytes=10),
+    )
+    assert store.session(sid)["prefix_tokens"] == 120
+    assert store.session(sid[:6])["id"] == sid  # unique prefixes work like git's short hashes
+    turns = store.turns(sid)
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert turns[1]["generated_tokens"] == 4 and turns[1]["id"] == turn_id
+    assert store.sources(sid)[0]["sha256"] == "a" * 64
+    snap = store.latest_snapshot(sid)
+    assert snap["turn_id"] == turn_id and snap["tokens"] == 134
+    assert store.latest_session()["id"] == sid
+    listed = store.sessions()
+    assert listed[0]["questions"] == 1 and listed[0]["source_count"] == 1
+
+
+def test_unknown_session_and_no_sessions(tmp_path):
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(SessionError, match="sessions list"):
+        store.session("nope")
+    with pytest.raises(SessionError, match="no session to continue"):
+        store.latest_session()
+
+
+def test_foreign_keys_enforced(tmp_path):
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_exchange("missing", TurnRecord("user", "q"), TurnRecord("assistant", "a"))
+    assert store.db.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 0  # rolled back as a whole
+
+
+def test_transaction_rolls_back_on_interrupt(tmp_path):
+    store = Store(tmp_path / "s.db")
+    sid = _session(store)
+    with pytest.raises(KeyboardInterrupt):
+        with store.transaction() as db:
+            db.execute("DELETE FROM sources WHERE session_id = ?", [sid])
+            raise KeyboardInterrupt
+    assert len(store.sources(sid)) == 1
+
+
+def test_delete_removes_rows_and_snapshot_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCOUTDOC_HOME", str(tmp_path / "home"))
+    store = Store(tmp_path / "s.db")
+    sid = _session(store)
+    relative = snapshot_file("rel.kv")  # recorded by name, inside the data directory
+    absolute = tmp_path / "abs.kv"
+    for path in (relative, absolute):
+        path.write_bytes(b"kv")
+    store.add_exchange(sid, TurnRecord("user", "q"), TurnRecord("assistant", "a"),
+                       snapshot=dict(path="rel.kv", tokens=3, fingerprint="fp", bytes=2))
+    store.add_exchange(sid, TurnRecord("user", "q"), TurnRecord("assistant", "a"),
+                       snapshot=dict(path=str(absolute), tokens=3, fingerprint="fp", bytes=2))
+    assert relative == tmp_path / "home" / "snapshots" / "rel.kv"
+    store.delete_session(sid)
+    assert not relative.exists() and not absolute.exists()
+    for table in ("sessions", "sources", "turns", "snapshots"):
+        assert store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+    assert store.search("q") == []
+
+
+def test_drop_older_snapshots(tmp_path):
+    store = Store(tmp_path / "s.db")
+    sid = _session(store)
+    store.add_exchange(sid, TurnRecord("user", "q1"), TurnRecord("assistant", "a1"),
+                       snapshot=dict(path="/x/1.kv", tokens=3, fingerprint="fp", bytes=2))
+    store.add_exchange(sid, TurnRecord("user", "q2"), TurnRecord("assistant", "a2"),
+                       snapshot=dict(path="/x/2.kv", tokens=5, fingerprint="fp", bytes=2))
+    keep = store.latest_snapshot(sid)
+    assert store.drop_snapshots(sid, keep_id=keep["id"]) == ["/x/1.kv"]
+    assert [s["path"] for s in store.snapshots(sid)] == ["/x/2.kv"]
+
+
+def test_search_questions_and_answers(tmp_path):
+    store = Store(tmp_path / "s.db")
+    sid = _session(store)
+    store.add_exchange(sid, TurnRecord("user", "Who pays the invoices?"), TurnRecord("assistant", "The Client pays within 30 days."))
+    other = _session(store)
+    store.add_exchange(other, TurnRecord("user", "Summarize the meeting"), TurnRecord("assistant", "They chose Postgres."))
+    hits = store.search("invoices")
+    assert [(h["session_id"], h["role"]) for h in hits] == [(sid, "user")]
+    assert "[invoices]" in hits[0]["snippet"]
+    assert {h["session_id"] for h in store.search("postgres")} == {other}
+    assert store.search('"unbalanced quote AND (') == []  # user text is never parsed as FTS syntax
+
+
+def test_batch_items_resume_key(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.record_batch_item(source="a.pdf", sha256="h1", question="Q", model="m", status="error",
+                            result={"error": "x"}, error="x")
+    assert store.answered_batch_item("h1", "Q", "m") is None
+    store.record_batch_item(source="a.pdf", sha256="h1", question="Q", model="m", status="ok",
+                            result={"answer": "y"}, answer="y")
+    assert store.answered_batch_item("h1", "Q", "m")["answer"] == "y"
+    assert store.answered_batch_item("h1", "Q", "other-model") is None
+    assert store.answered_batch_item("h1", "other question", "m") is None
+
+
+def _writer(path: str, tag: str, n: int) -> None:
+    store = Store(path)
+    for i in range(n):
+        sid = _session(store, title=f"{tag}-{i}")
+        store.add_exchange(sid, TurnRecord("user", f"q {tag} {i}"), TurnRecord("assistant", f"a {tag} {i}"))
+        store.record_batch_item(source=f"{tag}-{i}", sha256=f"{tag}{i}", question="Q", model="m",
+                                status="ok", result={}, session_id=sid)
+    store.close()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = str(tmp_path / "s.db")
+    ctx = multiprocessing.get_context("spawn")  # fresh processes, like two `scoutdoc batch` runs
+    procs = [ctx.Process(target=_writer, args=(path, tag, 40)) for tag in ("x", "y", "z")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = Store(path)
+    assert len(store.sessions()) == 120
+    assert store.db.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 240
+    assert len(store.batch_items()) == 120
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
