@@ -177,3 +177,25 @@ def test_an_ignored_directory_named_explicitly_is_read(tmp_path, git):
     root = make_repo(tmp_path / "repo", git)
     result = load_sources([root / "build", root / "secret_dir"])
     assert sorted(d.source for d in result.documents) == ["keep.txt", "out.txt", "s.txt"]
+
+
+def test_matcher_pre_check_agrees_with_pathspec():
+    """The one-regex pre-check may only skip paths no pattern matches: verdicts equal pathspec's."""
+    import pathspec
+
+    from scoutdoc.ingest.code import Matcher
+
+    lines = FILES[".gitignore"].splitlines() + ["*.py[cod]", "!important.pyc", "/top_only", "deep/**/x", "name with space", "dir_only/"]
+    matcher = Matcher(lines)
+    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    names = ["a.py", "x.log", "keep.log", "build/", "build/out.txt", "sub/build/", "secret_dir/", "sub/secret_dir/",
+             "docs/a.tmp", "docs/sub/a.tmp", "#hash.txt", "assets/drop.txt", "assets/keep.txt", "src/tmpdir/", "src/a/b/old.bak",
+             "other/old.bak", "m.pyc", "important.pyc", "top_only", "sub/top_only", "deep/a/b/x", "name with space",
+             "dir_only", "dir_only/", "sub/dir_only/f", "logs/", "logs", "plain.txt"]
+    for name in names:
+        assert matcher.check(name) == spec.check_file(name).include, name
+        assert matcher.match_file(name) == spec.match_file(name), name
+    assert Matcher(["# only a comment", ""]).check("a.py") is None
+    unanchored = Matcher(["*.log", "/build", "docs/"])  # mixes any-depth and rooted patterns
+    for name in ["x.log", "a/x.log", "build", "a/build", "docs/", "a/docs/", "docs", "x.logs"]:
+        assert unanchored.check(name) == pathspec.GitIgnoreSpec.from_lines(["*.log", "/build", "docs/"]).check_file(name).include, name

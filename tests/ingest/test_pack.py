@@ -34,3 +34,32 @@ def test_pack_is_byte_identical_across_runs_and_progress_is_reported(tmp_path):
 
 def test_pack_of_nothing_is_empty():
     assert pack(load_sources([])) == ""
+
+
+def test_dump_and_write_pack_equal_pack_byte_for_byte(tmp_path):
+    """The streaming writers (spilled to a temp file, or per-document writes) print exactly pack()."""
+    import io
+
+    from scoutdoc.ingest.dump import dump_sources
+    from scoutdoc.ingest.pack import write_pack
+
+    root = make_project(tmp_path / "proj")
+    (root / "note.txt").write_text("caf\u00e9 \u2014 \U0001f600\n")  # 1-, 2- and 4-byte characters
+    (root / "blob.bin").write_bytes(b"\x00\x01binary")
+    loose = tmp_path / "loose.py"
+    loose.write_text("x = 1")
+    for paths in ([root, loose], [loose], [tmp_path / "missing"]):
+        expected = pack(load_sources(paths)).encode()
+        for write in (lambda s: dump_sources(paths, s), lambda s: write_pack(load_sources(paths), s)):
+            raw = io.BytesIO()
+            stream = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            write(stream)
+            stream.flush()
+            assert raw.getvalue() == expected
+        text = io.StringIO()  # no byte layer underneath: the text path
+        result = dump_sources(paths, text)
+        assert text.getvalue().encode() == expected
+    result = dump_sources([root], io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    assert [d.source for d in result.documents] == [d.source for d in load_sources([root]).documents]
+    assert all(d.segments == [] and d.sha256 for d in result.documents)
+    assert [s.code for s in result.skipped] == ["binary"]

@@ -5,25 +5,30 @@ other sources are still read. Callers that need at least one document use `requi
 raises `IngestError` (exit code 3) when nothing was ingested.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from ..errors import IngestError
 from ..progress import Progress
-from .archive import Budget, Member, iter_members
-from .code import SECRET_SKIP_REASON, is_secret_name, render_tree, walk_directory
+from .code import SECRET_SKIP_REASON, gitignore_spec, is_secret_name, render_tree, walk_directory
 from .document import Document, IngestResult, Segment, Skip, Unreadable
 from .options import ArchiveLimits, IngestOptions
 from .pack import pack
 from .sniff import classify
 from .text import decode_or_skip, read_text
 from .transcript import parse_timed_text, transcript_document
+
+if TYPE_CHECKING:  # archives and glob matching load their modules on first use, not at start-up
+    import pathspec
+
+    from .archive import Budget
 
 __all__ = [
     "ArchiveLimits", "Document", "IngestOptions", "IngestResult", "Segment", "Skip",
@@ -47,8 +52,17 @@ class _Collected:
     skipped: list[Skip] = field(default_factory=list)
 
 
-def load_sources(paths: Iterable[str | os.PathLike], options: IngestOptions | None = None, progress: Progress | None = None) -> IngestResult:
-    """Read every path (file, directory or archive) into documents; bad sources become skips."""
+def load_sources(
+    paths: Iterable[str | os.PathLike],
+    options: IngestOptions | None = None,
+    progress: Progress | None = None,
+    on_document: Callable[[Document], Document] | None = None,
+) -> IngestResult:
+    """Read every path (file, directory or archive) into documents; bad sources become skips.
+
+    `on_document` sees each document as soon as it is read, and the result keeps what it returns
+    instead: a caller that writes documents out as they come can hand back a lighter copy.
+    """
     options = options or IngestOptions()
     out = _Collected()
     work: list[_Work] = []
@@ -82,6 +96,8 @@ def load_sources(paths: Iterable[str | os.PathLike], options: IngestOptions | No
             out.skipped.append(Skip(item.source, *_os_reason(exc)))
         else:
             _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out)
+            if on_document:
+                out.documents[before:] = map(on_document, out.documents[before:])
         if item.group >= 0 and len(out.documents) > before:
             per_group.setdefault(item.group, []).append(item.source)
         if progress:
@@ -143,8 +159,8 @@ def _ingest_bytes(source: str, data: bytes, options: IngestOptions, depth: int, 
             out.documents.append(read_docx(source, data))
             return
         text = decode_or_skip(data)
-        if not explicit and not options.include_secrets and b"PRIVATE KEY-----" in data[:65536] and _PRIVATE_KEY.search(data, 0, 65536):
-            raise Unreadable("contains a private key, excluded; pass --include-secrets to read it", "secret")
+        if not explicit and not options.include_secrets:
+            _refuse_private_key(data)
         if kind == "transcript":
             from .transcript import read_subtitles
 
@@ -160,7 +176,15 @@ def _ingest_bytes(source: str, data: bytes, options: IngestOptions, depth: int, 
         out.skipped.append(Skip(source, str(exc), exc.code))
 
 
+def _refuse_private_key(data: bytes) -> None:
+    # the plain substring test first: it is a fast scan, the anchored regex is not
+    if data.find(b"PRIVATE KEY-----", 0, 65536) != -1 and _PRIVATE_KEY.search(data, 0, 65536):
+        raise Unreadable("contains a private key, excluded; pass --include-secrets to read it", "secret")
+
+
 def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOptions, depth: int, budget: Budget | None, out: _Collected) -> None:
+    from .archive import Budget, Member, iter_members
+
     limits = options.archive
     if depth + 1 > limits.max_depth:
         raise Unreadable(f"archive nested more than {limits.max_depth} levels deep, not opened; extract it and pass the contents", "limit")
@@ -185,7 +209,4 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
 
 
 def _globs(patterns: tuple[str, ...]) -> pathspec.PathSpec | None:
-    if not patterns:
-        return None
-
-    return pathspec.GitIgnoreSpec.from_lines(patterns)
+    return gitignore_spec(patterns) if patterns else None

@@ -8,17 +8,22 @@ inside an ignored directory ineffective. Files force-added to the index despite 
 rule are not selected (the index is not read).
 """
 
-import errno
-import os
-from dataclasses import dataclass, field
-import fnmatch
-import re
-from pathlib import Path
+from __future__ import annotations
 
-import pathspec
+import errno
+import fnmatch
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .document import Skip
 from .options import IngestOptions
+
+if TYPE_CHECKING:
+    import pathspec
 
 DEFAULT_IGNORE_DIRS = frozenset({
     # version control
@@ -62,39 +67,100 @@ def is_default_ignored_dir(name: str, path: str | Path) -> bool:
     return os.path.isfile(os.path.join(path, "pyvenv.cfg"))  # a virtual environment under any name
 
 
+class Matcher:
+    """A compiled gitignore-style spec with a one-regex pre-check.
+
+    pathspec tries each pattern in turn from Python, which made rule checks most of the walk's time
+    on a repository with a 60-line .gitignore. Most paths match no pattern at all, so the patterns'
+    own regexes joined into one answer that case in a single call, and only a path that matches
+    something gets pathspec's exact last-match-wins verdict.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.spec = gitignore_spec(lines)
+        regexes = [p.regex for p in self.spec.patterns if p.include is not None and p.regex is not None]
+        self._empty = not regexes  # only comments and blank lines, like git's stock info/exclude
+        self._any = _any_matcher(regexes)
+
+    def check(self, path: str) -> bool | None:
+        """True: ignored (or, for --include, selected); False: re-included by a negation; None: no pattern matched.
+
+        `path` is relative and uses "/" (as the walk builds it), the form pathspec normalizes to.
+        """
+        if self._empty or (self._any is not None and self._any(path) is None):
+            return None
+        return self.spec.check_file(path).include
+
+    def match_file(self, path: str) -> bool:
+        return bool(self.check(path))
+
+
+_NAMED_GROUP = re.compile(r"\(\?P<\w+>")
+_ANY_DEPTH = "^(?:.+/)?"  # how pathspec starts a pattern that may match in any directory
+
+
+def _any_matcher(regexes: list[re.Pattern]) -> Callable[[str], re.Match | None] | None:
+    """A function finding a match wherever one of `regexes` would search one, or None when they cannot be joined.
+
+    pathspec anchors every pattern at the start, and most begin with the same any-depth prefix:
+    written once in front of the alternation, the engine tries each directory split once for all
+    patterns instead of once per pattern (4x faster than a plain alternation on a Python .gitignore).
+    """
+    if not regexes or any(r.flags != regexes[0].flags or not isinstance(r.pattern, str) or "(?P=" in r.pattern for r in regexes):
+        return None
+    patterns = [_NAMED_GROUP.sub("(?:", r.pattern) for r in regexes]  # the group names would clash in one regex
+    try:
+        if not all(p.startswith("^") for p in patterns):
+            return re.compile("|".join(f"(?:{p})" for p in patterns), regexes[0].flags).search
+        any_depth = [p[len(_ANY_DEPTH) :] for p in patterns if p.startswith(_ANY_DEPTH)]
+        anchored = [p[1:] for p in patterns if not p.startswith(_ANY_DEPTH)]
+        branches = [f"(?:.+/)?(?:{'|'.join(f'(?:{p})' for p in any_depth)})"] if any_depth else []
+        branches += [f"(?:{p})" for p in anchored]
+        return re.compile("|".join(branches), regexes[0].flags).match
+    except re.error:
+        return None
+
+
 @dataclass
 class _Rules:
-    """The ignore files in force for one directory: (base relative to the repo top, spec), outermost first."""
+    """The ignore files in force for one directory: (base relative to the repo top, matcher), outermost first."""
 
-    levels: list[tuple[str, pathspec.PathSpec]] = field(default_factory=list)
-    exclude: pathspec.PathSpec | None = None  # .git/info/exclude, lowest precedence
+    levels: list[tuple[str, Matcher]] = field(default_factory=list)
+    exclude: Matcher | None = None  # .git/info/exclude, lowest precedence
 
     def ignored(self, rel_to_top: str, is_dir: bool) -> bool:
         probe_suffix = "/" if is_dir else ""
-        for base, spec in reversed(self.levels):
+        for base, matcher in reversed(self.levels):
             sub = rel_to_top[len(base) + 1 :] if base else rel_to_top
-            result = spec.check_file(sub + probe_suffix)
-            if result.include is not None:
-                return result.include
+            verdict = matcher.check(sub + probe_suffix)
+            if verdict is not None:
+                return verdict
         if self.exclude is not None:
-            result = self.exclude.check_file(rel_to_top + probe_suffix)
-            if result.include is not None:
-                return result.include
+            verdict = self.exclude.check(rel_to_top + probe_suffix)
+            if verdict is not None:
+                return verdict
         return False
 
     def with_file(self, base: str, ignore_file: Path) -> "_Rules":
-        spec = _load_spec(ignore_file)
-        if spec is None:
+        matcher = _load_matcher(ignore_file)
+        if matcher is None:
             return self
-        return _Rules([*self.levels, (base, spec)], self.exclude)
+        return _Rules([*self.levels, (base, matcher)], self.exclude)
 
 
-def _load_spec(path: Path) -> pathspec.PathSpec | None:
+def gitignore_spec(lines: Iterable[str]) -> pathspec.PathSpec:
+    """Compiled gitignore-style patterns; pathspec is imported on first use, not at start-up."""
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _load_matcher(path: Path) -> Matcher | None:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    return Matcher(lines)
 
 
 def _repo_top(directory: Path) -> Path | None:
@@ -118,7 +184,7 @@ def _initial_rules(directory: Path, use_gitignore: bool) -> tuple[_Rules, str]:
     rules = _Rules()
     info_exclude = top / ".git" / "info" / "exclude"
     if info_exclude.is_file():
-        rules.exclude = _load_spec(info_exclude)
+        rules.exclude = _load_matcher(info_exclude)
     prefix = directory.relative_to(top).as_posix()
     prefix = "" if prefix == "." else prefix
     current, base = top, ""
@@ -149,8 +215,8 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
     """
     directory = directory.resolve()
     rules, prefix = _initial_rules(directory, options.gitignore)
-    include = pathspec.GitIgnoreSpec.from_lines(options.include) if options.include else None
-    exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude) if options.exclude else None
+    include = Matcher(options.include) if options.include else None
+    exclude = Matcher(options.exclude) if options.exclude else None
     selected: list[Selected] = []
     skipped: list[Skip] = []
 

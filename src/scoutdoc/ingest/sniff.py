@@ -17,6 +17,7 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+_BOM_PREFIXES = tuple(bom for bom, _ in _BOMS)
 
 _COMMON_LEGACY = ("cp1252", "iso8859_15", "latin_1", "cp1251", "koi8_r", "cp1250", "shift_jis", "gb18030", "big5", "euc_kr")
 
@@ -93,13 +94,14 @@ def decode_text(data: bytes) -> str | None:
     A NUL byte in the probe means binary unless a UTF-16/32 BOM explains it; otherwise UTF-8, then
     charset-normalizer for legacy code pages.
     """
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding)
-            except UnicodeDecodeError:
-                return None
-    if b"\x00" in data[:PROBE_BYTES]:
+    if data.startswith(_BOM_PREFIXES):
+        for bom, encoding in _BOMS:
+            if data.startswith(bom):
+                try:
+                    return data.decode(encoding)
+                except UnicodeDecodeError:
+                    return None
+    if data.find(b"\x00", 0, PROBE_BYTES) != -1:  # find with bounds: no copy of the probe
         return None
     try:
         return data.decode("utf-8")
