@@ -1,0 +1,144 @@
+"""The embedded runtime's public Python API (kept stable for the engine and for library users).
+
+    from scoutdoc.runtime import load_model
+    m = load_model("smollm2-135m", dtype="bfloat16", device="cpu")
+    ids = m.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
+    for token in m.generate(ids, max_new_tokens=32): ...
+
+Loaded models are cached by fingerprint and device: the only global state in the runtime.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from ..progress import Progress
+from .config import ModelConfig
+from .generate import DEFAULT_PREFILL_CHUNK, Sampling, Session, TextGeneration, generate_ids, prefill
+from .kvcache import ContiguousCache, KVCache
+from .model import Transformer
+from .weights import Checkpoint, build_model, fingerprint, open_checkpoint, resolve_device, resolve_dtype
+
+__all__ = ["LoadedModel", "ModelConfig", "Sampling", "Session", "load_model"]
+
+
+@dataclass
+class LoadedModel:
+    config: ModelConfig
+    module: Transformer
+    checkpoint: Checkpoint
+    dtype: torch.dtype
+    device: torch.device
+    fingerprint: str
+    _tokenizer: object = field(default=None, repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self.checkpoint.path
+
+    @property
+    def tokenizer(self):
+        """The model's own tokenizer (GGUF metadata or the HF directory's files), loaded on first use."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+
+            if self.checkpoint.kind == "gguf":
+                self._tokenizer = Tokenizer.from_gguf(self.path)
+            else:
+                self._tokenizer = Tokenizer.from_hf_dir(self.path)
+        return self._tokenizer
+
+    @property
+    def stop_ids(self) -> list[int]:
+        ids = set(self.config.eos_token_ids)
+        try:
+            ids.update(self.tokenizer.eos_ids)
+        except (ImportError, ModelError):
+            pass
+        return sorted(ids)
+
+    def new_cache(self) -> KVCache:
+        return ContiguousCache(self.config, self.dtype, self.device)
+
+    def new_session(self, cache: KVCache | None = None) -> Session:
+        return Session(cache=cache if cache is not None else self.new_cache())
+
+    def logits(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
+        """Full forward on a fresh cache: fp32 logits [len(ids), vocab]."""
+        ids_t = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            return self.module(ids_t, self.new_cache()).float()
+
+    def prefill(
+        self, ids: list[int], session: Session | None = None, chunk: int = DEFAULT_PREFILL_CHUNK,
+        progress: Progress | None = None,
+    ) -> tuple[Session, torch.Tensor]:
+        """Process ids (extending `session` if given); returns the session and the last position's logits."""
+        session = session if session is not None else self.new_session()
+        return session, prefill(self.module, session, list(ids), chunk, progress)
+
+    def generate(
+        self,
+        ids: list[int],
+        max_new_tokens: int = 256,
+        sampling: Sampling | None = None,
+        session: Session | None = None,
+        stop_ids: Iterable[int] | None = None,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        progress: Progress | None = None,
+    ) -> Iterator[int]:
+        """Yield new token ids; stops on the model's end tokens (not yielded) or after max_new_tokens."""
+        session = session if session is not None else self.new_session()
+        return generate_ids(
+            self.module, session, list(ids), max_new_tokens, sampling or Sampling(),
+            self.stop_ids if stop_ids is None else stop_ids, prefill_chunk, progress,
+        )
+
+    def generate_text(
+        self,
+        ids: list[int],
+        max_new_tokens: int = 256,
+        sampling: Sampling | None = None,
+        stop: list[str] | None = None,
+        session: Session | None = None,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        progress: Progress | None = None,
+    ) -> TextGeneration:
+        """Stream text pieces (never a split UTF-8 character), stopping at any of `stop` (not included)."""
+        return TextGeneration(
+            token_source=lambda: self.generate(
+                ids, max_new_tokens, sampling, session, None, prefill_chunk, progress
+            ),
+            tokenizer=self.tokenizer,
+            stop=list(stop or []),
+            max_new_tokens=max_new_tokens,
+        )
+
+
+_LOADED: dict[tuple[str, str], LoadedModel] = {}
+
+
+def _resolve_ref(ref: str | Path) -> Path:
+    """An existing path as given; anything else goes through the catalog (pulled if needed)."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    from ..models import resolve  # imported here: models.py builds on the runtime
+
+    return Path(resolve(str(ref)))
+
+
+def load_model(ref: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto") -> LoadedModel:
+    """Load (or reuse) a model from a catalog name, a GGUF file or an HF directory."""
+    torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device)
+    ckpt = open_checkpoint(_resolve_ref(ref))
+    fp = fingerprint(ckpt, torch_dtype)
+    key = (fp, str(dev))
+    if key not in _LOADED:
+        module = build_model(ckpt, torch_dtype, dev)
+        _LOADED[key] = LoadedModel(ckpt.config, module, ckpt, torch_dtype, dev, fp)
+    return _LOADED[key]

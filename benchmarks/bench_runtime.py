@@ -1,0 +1,228 @@
+"""Prefill and decode speed of scoutdoc's runtime against llama.cpp and transformers on the default model.
+
+Every engine runs in its own subprocess (so its peak RSS is its own) on the same token ids: real
+text (this repository's Python sources and docs) tokenized once by the parent. Per engine:
+load time, prefill tokens/s at each prompt length (fresh cache each time), decode tokens/s for
+greedy tokens after a 512-token prompt, process CPU seconds for each phase (wall time is
+unreliable on a shared machine; CPU seconds / threads is what an idle machine would show), and
+peak RSS over the whole run (the longest prefill dominates).
+
+    python benchmarks/bench_runtime.py                        # all engines, 512/2048/7000, 128 decode
+    python benchmarks/bench_runtime.py --engines scoutdoc --dtype float32 --json out.json
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = ("scoutdoc", "llama_cpp", "transformers")
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Timer:
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def _median_run(fn, repeats: int) -> tuple[float, float]:
+    walls, cpus = [], []
+    for _ in range(repeats):
+        with Timer() as t:
+            fn()
+        walls.append(t.wall)
+        cpus.append(t.cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+# --- engines: each gets (gguf path, threads, dtype) and exposes prefill(ids) and decode(ids, n) ----------
+
+def _scoutdoc(gguf: Path, threads: int, dtype: str):
+    import torch
+
+    torch.set_num_threads(threads)
+    from scoutdoc.runtime import load_model
+
+    m = load_model(gguf, dtype=dtype, device="cpu")
+
+    def prefill(ids):
+        m.prefill(ids, chunk=512)
+
+    def decode(ids, n):
+        session, _ = m.prefill(ids[:-1], chunk=512)
+        with Timer() as t:
+            out = list(m.generate(ids, max_new_tokens=n + 1, session=session, stop_ids=[]))
+        assert len(out) == n + 1  # one-token prefill + n decode steps (the last token is never fed)
+        return t
+
+    return prefill, decode
+
+
+def _transformers(gguf: Path, threads: int, dtype: str):
+    import torch
+
+    torch.set_num_threads(threads)
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)).eval()
+
+    def prefill(ids):
+        with torch.inference_mode():
+            model(torch.tensor([ids]), past_key_values=DynamicCache(), logits_to_keep=1)
+
+    def decode(ids, n):
+        with torch.inference_mode():
+            cache = DynamicCache()
+            out = model(torch.tensor([ids[:-1]]), past_key_values=cache, logits_to_keep=1)
+            token = ids[-1]
+            with Timer() as t:
+                for _ in range(n + 1):
+                    out = model(torch.tensor([[token]]), past_key_values=cache)
+                    token = int(out.logits[0, -1].argmax())
+        return t
+
+    return prefill, decode
+
+
+def _llama_cpp(gguf: Path, threads: int, dtype: str):
+    import llama_cpp
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=8192, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
+                verbose=False)
+
+    def prefill(ids):
+        llm.reset()
+        llm.eval(ids)
+
+    def decode(ids, n):
+        llm.reset()
+        llm.eval(ids[:-1])
+        token = ids[-1]
+        with Timer() as t:
+            for _ in range(n + 1):
+                llm.eval([token])
+                logits = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)  # scores are kept only with logits_all
+                token = int(np.argmax(np.ctypeslib.as_array(logits, shape=(llm.n_vocab(),))))
+        return t
+
+    return prefill, decode
+
+
+def worker(engine: str, gguf: Path, ids_file: Path, lengths: list[int], decode_tokens: int, threads: int,
+           dtype: str, repeats: int) -> dict:
+    ids = json.loads(ids_file.read_text())
+    rss_before = _peak_rss_mib()
+    with Timer() as load:
+        prefill, decode = {"scoutdoc": _scoutdoc, "transformers": _transformers, "llama_cpp": _llama_cpp}[engine](
+            gguf, threads, dtype
+        )
+    result = {"engine": engine, "load_s": load.wall, "rss_after_load_mib": _peak_rss_mib(),
+              "rss_at_start_mib": rss_before, "prefill": {}}
+    prefill(ids[:64])  # warm-up: first-call allocations and kernel selection
+    for n in lengths:
+        wall, cpu = _median_run(lambda: prefill(ids[:n]), repeats if n <= 2048 else 1)
+        result["prefill"][n] = {"tok_s": n / wall, "wall_s": wall, "cpu_s": cpu, "tok_per_cpu_s": n / cpu}
+    t = decode(ids[:512], decode_tokens)
+    result["decode"] = {"tokens": decode_tokens, "tok_s": decode_tokens / t.wall, "wall_s": t.wall, "cpu_s": t.cpu,
+                        "ms_per_token": 1e3 * t.wall / decode_tokens}
+    result["peak_rss_mib"] = _peak_rss_mib()
+    return result
+
+
+def corpus_ids(gguf: Path, n: int) -> list[int]:
+    """Real text (repository sources and docs) tokenized by transformers' GGUF tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    text, ids = "", []
+    files = sorted(ROOT.glob("src/**/*.py")) + sorted(ROOT.glob("docs/*.md")) + sorted(ROOT.glob("tests/**/*.py"))
+    for f in files:
+        text += f"\n# {f.relative_to(ROOT)}\n" + f.read_text(errors="replace")
+        if len(text) > 6 * n:
+            ids = tok.encode(text, add_special_tokens=False)
+            if len(ids) >= n:
+                return ids[:n]
+    raise SystemExit(f"not enough text in the repository for {n} tokens")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m", help="catalog name or GGUF path")
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--lengths", default="512,2048,7000")
+    ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="bfloat16", help="torch dtype for scoutdoc and transformers")
+    ap.add_argument("--repeats", type=int, default=3, help="median over this many runs (prompts up to 2048)")
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+
+    if args.worker == "tokenize":
+        args.ids.write_text(json.dumps(corpus_ids(Path(args.model), max(lengths))))
+        return
+    if args.worker:
+        res = worker(args.worker, Path(args.model), args.ids, lengths, args.decode, args.threads, args.dtype, args.repeats)
+        print("RESULT " + json.dumps(res))
+        return
+
+    from scoutdoc.models import resolve
+
+    gguf = Path(resolve(args.model))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_file = Path(tmp) / "ids.json"
+        # Tokenize in a child too: Linux carries a parent's peak RSS into forked children's ru_maxrss.
+        subprocess.run([sys.executable, __file__, "--worker", "tokenize", "--model", str(gguf), "--ids", str(ids_file),
+                        "--lengths", args.lengths], check=True)
+        for engine in args.engines.split(","):
+            cmd = [sys.executable, __file__, "--worker", engine, "--model", str(gguf), "--ids", str(ids_file),
+                   "--lengths", args.lengths, "--decode", str(args.decode), "--threads", str(args.threads),
+                   "--dtype", args.dtype, "--repeats", str(args.repeats)]
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode or line is None:
+                print(f"{engine}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results.append(json.loads(line.removeprefix("RESULT ")))
+            print(f"{engine}: done", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(report(results, lengths, args))
+
+
+def report(results: list[dict], lengths: list[int], args) -> str:
+    head = "| engine | load s | " + " | ".join(f"prefill {n} tok/s (per CPU-s)" for n in lengths)
+    head += f" | decode {args.decode} tok/s (ms/token) | peak RSS MiB |"
+    rows = [head, "|" + " --- |" * (len(lengths) + 4)]
+    for r in results:
+        cells = [f"{r['prefill'][str(n)]['tok_s']:.0f} ({r['prefill'][str(n)]['tok_per_cpu_s']:.0f})"
+                 if str(n) in r["prefill"] else f"{r['prefill'][n]['tok_s']:.0f}" for n in lengths]
+        name = r["engine"] + (f" {args.dtype}" if r["engine"] != "llama_cpp" else " (Q4_1 native)")
+        rows.append(f"| {name} | {r['load_s']:.2f} | " + " | ".join(cells)
+                    + f" | {r['decode']['tok_s']:.1f} ({r['decode']['ms_per_token']:.1f}) | {r['peak_rss_mib']:.0f} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Chunked prefill, the decode loop, sampling, stop conditions and UTF-8-safe text streaming.
+
+Prefill runs in pieces of `prefill_chunk` tokens and asks the model for the last position's
+logits only, so activation memory is bounded by the piece size rather than the prompt length (the
+vocabulary projection alone would be T x vocab floats otherwise).
+"""
+
+import codecs
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from ..progress import Progress
+from .kvcache import KVCache
+
+DEFAULT_PREFILL_CHUNK = 512
+
+
+class Model(Protocol):
+    def __call__(self, ids: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor: ...
+
+
+@dataclass
+class Session:
+    """A conversation's state: the cache and the token ids whose keys/values it holds."""
+
+    cache: KVCache
+    ids: list[int] = field(default_factory=list)
+
+    def common_prefix(self, ids: list[int]) -> int:
+        n = 0
+        for a, b in zip(self.ids, ids):
+            if a != b:
+                break
+            n += 1
+        return n
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k cut
+    seed: int | None = None
+
+
+def prefill(
+    model: Model,
+    session: Session,
+    ids: list[int],
+    chunk: int = DEFAULT_PREFILL_CHUNK,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Extend the session with ids (which must start with session.ids); fp32 logits of the last position.
+
+    At least the final token is always run through the model so there are logits to sample from.
+    """
+    if ids[: len(session.ids)] != session.ids:
+        raise ValueError("prefill ids must extend the session's ids; start a new session to rewind")
+    todo = ids[len(session.ids) :]
+    if not todo:
+        raise ValueError("nothing to prefill: the session already holds all of these tokens")
+    device = _device_of(model)
+    total, done = len(todo), 0
+    logits = None
+    with torch.inference_mode():
+        while done < total:
+            piece = todo[done : done + chunk]
+            logits = model(torch.tensor(piece, dtype=torch.long, device=device), session.cache, last_only=True)
+            session.ids.extend(piece)
+            done += len(piece)
+            if progress is not None:
+                progress(done, total, "tokens")
+    return logits[-1].float()
+
+
+def _device_of(model: Model) -> torch.device:
+    return next(model.parameters()).device  # type: ignore[attr-defined]
+
+
+def sample(logits: torch.Tensor, params: Sampling, generator: torch.Generator | None) -> int:
+    """Greedy when temperature is 0, otherwise temperature -> top-k -> top-p -> multinomial."""
+    if params.temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of strictly more likely tokens
+        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)  # always keeps the first
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def make_generator(params: Sampling, device: torch.device) -> torch.Generator | None:
+    if params.temperature <= 0:
+        return None
+    gen = torch.Generator(device=device)
+    if params.seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(params.seed)
+    return gen
+
+
+def generate_ids(
+    model: Model,
+    session: Session,
+    ids: list[int],
+    max_new_tokens: int,
+    sampling: Sampling | None = None,
+    stop_ids: Iterable[int] = (),
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    progress: Progress | None = None,
+) -> Iterator[int]:
+    """Yield new token ids until a stop id (not yielded), or max_new_tokens.
+
+    The session's cache holds every yielded token except the last one (it is fed to the model only
+    when the next token is needed), so `session.ids` always names exactly what the cache contains.
+    """
+    sampling = sampling or Sampling()
+    stop = set(stop_ids)
+    device = _device_of(model)
+    generator = make_generator(sampling, device)
+    logits = prefill(model, session, ids, prefill_chunk, progress)
+    for n in range(max_new_tokens):
+        token = sample(logits, sampling, generator)
+        if token in stop:
+            return
+        yield token
+        if n + 1 == max_new_tokens:
+            return
+        with torch.inference_mode():
+            logits = model(torch.tensor([token], device=device), session.cache)[-1].float()
+        session.ids.append(token)
+
+
+class TextStream:
+    """Turns token ids into text pieces that never split a UTF-8 character.
+
+    Uses the tokenizer's byte-level `decode_bytes(ids)` with an incremental UTF-8 decoder, so an
+    emoji spread over three tokens is emitted once complete. Tokenizers without byte access fall
+    back to decoding the whole tail and holding back a trailing replacement character.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.byte_level = hasattr(tokenizer, "decode_bytes")
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.ids: list[int] = []
+        self.emitted = 0
+
+    def push(self, token: int) -> str:
+        if self.byte_level:
+            return self.decoder.decode(self.tokenizer.decode_bytes([token]))
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""
+        piece, self.emitted = text[self.emitted :], len(text)
+        return piece
+
+    def flush(self) -> str:
+        if self.byte_level:
+            return self.decoder.decode(b"", final=True)
+        text = self.tokenizer.decode(self.ids)
+        piece, self.emitted = text[self.emitted :], len(text)
+        return piece
+
+
+class StopMatcher:
+    """Holds back text that could be the start of a stop string; reports when one is complete."""
+
+    def __init__(self, stops: Iterable[str]):
+        self.stops = [s for s in stops if s]
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Text that is safe to emit now; sets `stopped` (and drops the stop string) on a match."""
+        self.buffer += text
+        if not self.stops:
+            out, self.buffer = self.buffer, ""
+            return out
+        hits = [i for i in (self.buffer.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            out, self.buffer = self.buffer[: min(hits)], ""
+            return out
+        keep = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.buffer)), 0, -1):
+                if self.buffer.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        out, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = self.buffer, ""
+        return out
+
+
+@dataclass
+class TextGeneration:
+    """Iterate to stream text; afterwards `finish_reason` is "stop" or "length" and `new_ids` the tokens."""
+
+    token_source: Callable[[], Iterator[int]]
+    tokenizer: object
+    stop: list[str]
+    max_new_tokens: int
+    finish_reason: str = ""
+    new_ids: list[int] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:
+        stream, matcher = TextStream(self.tokenizer), StopMatcher(self.stop)
+        self.finish_reason = "stop"
+        for token in self.token_source():
+            self.new_ids.append(token)
+            piece = matcher.feed(stream.push(token))
+            if piece:
+                yield piece
+            if matcher.stopped:
+                return
+        if len(self.new_ids) >= self.max_new_tokens:
+            self.finish_reason = "length"
+        tail = matcher.feed(stream.flush())
+        if not matcher.stopped:
+            tail += matcher.flush()
+        if tail:
+            yield tail

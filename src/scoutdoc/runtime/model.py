@@ -1,0 +1,186 @@
+"""The decoder: one code path for Llama 4 text models (MoE, RoPE/NoPE, chunked attention) and dense Llama.
+
+Plain PyTorch in the gpt-fast style: batch 1, no padding, tensors shaped [T, ...]. Positions come
+from the cache (`cache.length ..`), and each layer hands its keys/values to `cache.attend`, which
+stores them and applies the layer's mask, so the model never builds masks itself.
+
+Weights arrive already normalised by `weights.py`: q/k rows in rotate-half order, q|k|v fused into
+one matrix and gate|up fused into one, so a layer runs few large matmuls and few Python-level ops
+(decode speed on CPU is dominated by per-op dispatch, not FLOPs).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .kvcache import KVCache
+from .rope import apply_rope, inverse_frequencies, rope_tables
+
+
+class RMSNorm(nn.Module):
+    """HF order: normalise in fp32, cast back to the activation dtype, then multiply by the weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return unit_rms(x, self.eps) * self.weight
+
+
+def unit_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) over the last dim (also Llama 4's weightless QK-norm).
+
+    `F.rms_norm` computes in fp32 for half-precision inputs and casts back, which is HF's order;
+    one fused op instead of six matters in decode, where per-op dispatch dominates.
+    """
+    return F.rms_norm(x, (x.shape[-1],), eps=eps)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) with gate and up fused in one [2F, H] matrix (gate rows first)."""
+
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.width = width
+        self.gate_up = nn.Linear(hidden, 2 * width, bias=False)
+        self.down = nn.Linear(width, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.width, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class MoE(nn.Module):
+    """Top-k router with sigmoid scores applied to each expert's *input*, plus an always-on shared expert.
+
+    Only the selected experts run: tokens are grouped by expert, so cost grows with k, not with the
+    number of experts. Expert weights are [E, out, in] so each expert is an `F.linear`.
+    """
+
+    def __init__(self, hidden: int, width: int, num_experts: int, top_k: int):
+        super().__init__()
+        self.width = width
+        self.top_k = top_k
+        self.router = nn.Linear(hidden, num_experts, bias=False)
+        self.experts_gate_up = nn.Parameter(torch.empty(num_experts, 2 * width, hidden))
+        self.experts_down = nn.Parameter(torch.empty(num_experts, hidden, width))
+        self.shared = SwiGLU(hidden, width)
+
+    def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, self.experts_gate_up[e]).split(self.width, dim=-1)
+        return F.linear(F.silu(gate) * up, self.experts_down[e])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.router(x)
+        top_logits, top_experts = torch.topk(logits, self.top_k, dim=-1)
+        scores = torch.sigmoid(top_logits.float()).to(x.dtype)  # [T, k]
+        out = self.shared(x)
+        if x.shape[0] == 1:  # decode: no grouping needed
+            for slot, e in enumerate(top_experts[0].tolist()):
+                out = out + self._expert(e, x * scores[:, slot : slot + 1])
+            return out
+        flat_experts = top_experts.flatten()
+        order = torch.argsort(flat_experts, stable=True)
+        counts = torch.bincount(flat_experts, minlength=self.experts_gate_up.shape[0]).tolist()
+        token_of = order // self.top_k
+        scaled = x[token_of] * scores.flatten()[order][:, None]
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                rows = slice(start, start + n)
+                out.index_add_(0, token_of[rows], self._expert(e, scaled[rows]))
+                start += n
+        return out
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        self.eps = config.rms_norm_eps
+        self.uses_rope = config.layer_uses_rope[layer]
+        self.qk_norm = config.use_qk_norm and self.uses_rope
+        self.temperature = config.attn_temperature_tuning and not self.uses_rope
+        qkv_rows = (config.num_heads + 2 * config.num_kv_heads) * config.head_dim
+        self.qkv = nn.Linear(config.hidden_size, qkv_rows, bias=False)
+        self.o = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, q_scale: torch.Tensor | None, cache: KVCache
+    ) -> torch.Tensor:
+        T = x.shape[0]
+        nq, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = self.qkv(x).view(T, nq + 2 * nkv, d)
+        qk, v = qkv[:, : nq + nkv], qkv[:, nq + nkv :]
+        if self.uses_rope:
+            qk = apply_rope(qk, cos, sin)  # q and k in one call
+            if self.qk_norm:
+                qk = unit_rms(qk, self.eps)
+        q, k = qk[:, :nq], qk[:, nq:]
+        if self.temperature:
+            q = (q * q_scale).to(x.dtype)
+        out = cache.attend(self.layer, q, k, v)
+        return self.o(out.reshape(T, nq * d))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = Attention(config, layer)
+        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        if config.layer_is_moe[layer]:
+            self.ffn: nn.Module = MoE(
+                config.hidden_size, config.intermediate_size, config.num_experts, config.experts_per_token
+            )
+        else:
+            self.ffn = SwiGLU(config.hidden_size, config.intermediate_size_mlp)
+
+    def forward(self, x, cos, sin, q_scale, cache):
+        h = x + self.attn(self.attn_norm(x), cos, sin, q_scale, cache)
+        return h + self.ffn(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.register_buffer(
+            "inv_freq",
+            inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling),
+            persistent=False,
+        )
+        self._needs_temperature = config.attn_temperature_tuning and not all(config.layer_uses_rope)
+
+    def tie_weights(self) -> None:
+        self.lm_head.weight = self.embed.weight
+
+    def temperature_scales(self, positions: torch.Tensor) -> torch.Tensor:
+        """fp32 [T, 1, 1] query scales for NoPE layers: 1 + attn_scale * ln(1 + floor((p + 1) / floor_scale))."""
+        c = self.config
+        p = positions.to(torch.float32)
+        return (torch.log1p(torch.floor((p + 1.0) / c.floor_scale)) * c.attn_scale + 1.0)[:, None, None]
+
+    def forward(self, ids: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
+        """Logits [T, vocab] (or [1, vocab] with `last_only`) for ids [T] at positions cache.length.."""
+        T = ids.shape[0]
+        x = self.embed(ids)
+        positions = torch.arange(cache.length, cache.length + T, device=ids.device)
+        cos, sin = rope_tables(positions, self.inv_freq, x.dtype)
+        q_scale = self.temperature_scales(positions) if self._needs_temperature else None
+        for block in self.layers:
+            x = block(x, cos, sin, q_scale, cache)
+        cache.advance(T)
+        if last_only:
+            x = x[-1:]
+        return self.lm_head(self.norm(x))

@@ -1,0 +1,364 @@
+"""Checkpoints (HF safetensors, GGUF) into the model's parameters, tensor by tensor.
+
+Both formats are first mapped to one neutral naming (`embed`, `3.q`, `3.exp_gate`, ...) in
+[out, in] layout; `_Assembler` then casts each tensor to the target dtype as it arrives,
+reorders q/k rows of adjacent-pair checkpoints to rotate-half (one RoPE kernel in the model) and
+fuses q|k|v and gate|up as soon as all parts of a layer are in. Files are memory-mapped and only
+one source tensor is materialised at a time, so peak memory stays near the model's own size.
+"""
+
+import hashlib
+import json
+import math
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelError
+from .config import ModelConfig, from_gguf_metadata
+from .model import Transformer
+from .rope import inverse_frequencies, pairs_to_halves
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GGUF_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"}
+
+
+@dataclass
+class Checkpoint:
+    """Where a model's weights live and how they are laid out."""
+
+    config: ModelConfig
+    kind: str  # "safetensors" or "gguf"
+    files: list[Path]
+    pair_rope: bool  # q/k rows in adjacent-pair RoPE order (Llama 4 HF, every GGUF)
+    gguf_fields: dict[str, Any] = field(default_factory=dict, repr=False)
+    gguf_tensors: list[Any] = field(default_factory=list, repr=False)  # tokenizer.GGUFTensorInfo rows
+    gguf_data_offset: int = 0  # where tensor data starts in the file
+
+    @property
+    def path(self) -> Path:
+        return self.files[0] if self.kind == "gguf" else self.files[0].parent
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was requested but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return dev
+
+
+def open_checkpoint(path: Path | str) -> Checkpoint:
+    """Read the configuration and list the weight files of a GGUF file or an HF model directory."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model path {path} does not exist; pass a .gguf file, an HF model directory or a catalog name")
+    if path.is_file() and path.suffix == ".gguf":
+        return _open_gguf(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        path = path.parent
+    if path.is_dir():
+        return _open_hf_dir(path)
+    raise ModelError(f"{path} is neither a .gguf file nor a directory with config.json and .safetensors files")
+
+
+def _open_hf_dir(path: Path) -> Checkpoint:
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ModelError(f"{path} has no config.json; point --model at a complete Hugging Face model directory")
+    config = ModelConfig.from_file(config_file)
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise ModelError(f"{index} is not a valid safetensors index ({exc}); re-download the model") from exc
+        files = [path / name for name in sorted(set(weight_map.values()))]
+        absent = [f.name for f in files if not f.exists()]
+        if absent:
+            raise ModelError(f"{path} lacks shard(s) {', '.join(absent)} listed in its index; re-download the model")
+    else:
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise ModelError(f"{path} has no .safetensors files; download the weights or use a GGUF file")
+    return Checkpoint(config=config, kind="safetensors", files=files, pair_rope=config.arch == "llama4")
+
+
+def _open_gguf(path: Path) -> Checkpoint:
+    """Parse the header with the tokenizer's plain `struct` reader.
+
+    `gguf.GGUFReader` builds a numpy view per metadata array element: for a 49k-token vocabulary
+    that is seconds of CPU and ~200 MB of Python objects, more than the model itself costs to load.
+    Tensor data is then read through one memory map and dequantized with `gguf.quants`.
+    """
+    from .tokenizer import _parse_gguf_header
+
+    try:
+        with open(path, "rb", buffering=1 << 20) as fh:
+            fields = _parse_gguf_header(fh, tensors=True)
+            header_end = fh.tell()
+    except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"cannot read GGUF file {path} ({exc}); it is truncated or damaged, download it again") from exc
+    tensors = fields.pop("__tensors__")
+    alignment = int(fields.get("general.alignment", 32))
+    config = from_gguf_metadata(fields)
+    config.tie_word_embeddings = not any(t.name == "output.weight" for t in tensors)
+    return Checkpoint(
+        config=config, kind="gguf", files=[path], pair_rope=True, gguf_fields=fields, gguf_tensors=tensors,
+        gguf_data_offset=-(-header_end // alignment) * alignment,
+    )
+
+
+# --- neutral names ---------------------------------------------------------------------------
+
+_HF_LAYER = {
+    "input_layernorm.weight": "attn_norm",
+    "post_attention_layernorm.weight": "ffn_norm",
+    "self_attn.q_proj.weight": "q",
+    "self_attn.k_proj.weight": "k",
+    "self_attn.v_proj.weight": "v",
+    "self_attn.o_proj.weight": "o",
+    "mlp.gate_proj.weight": "gate",
+    "mlp.up_proj.weight": "up",
+    "mlp.down_proj.weight": "down",
+    "feed_forward.gate_proj.weight": "gate",
+    "feed_forward.up_proj.weight": "up",
+    "feed_forward.down_proj.weight": "down",
+    "feed_forward.router.weight": "router",
+    "feed_forward.experts.gate_up_proj": "exp_gate_up",  # [E, H, 2F], used as x @ W
+    "feed_forward.experts.down_proj": "exp_down",  # [E, F, H]
+    "feed_forward.shared_expert.gate_proj.weight": "sh_gate",
+    "feed_forward.shared_expert.up_proj.weight": "sh_up",
+    "feed_forward.shared_expert.down_proj.weight": "sh_down",
+}
+_HF_TOP = {"embed_tokens.weight": "embed", "norm.weight": "norm", "lm_head.weight": "lm_head"}
+_GGUF_LAYER = {
+    "attn_norm": "attn_norm",
+    "ffn_norm": "ffn_norm",
+    "attn_q": "q",
+    "attn_k": "k",
+    "attn_v": "v",
+    "attn_output": "o",
+    "ffn_gate": "gate",
+    "ffn_up": "up",
+    "ffn_down": "down",
+    "ffn_gate_inp": "router",
+    "ffn_gate_exps": "exp_gate",  # [E, F, H]
+    "ffn_up_exps": "exp_up",
+    "ffn_down_exps": "exp_down",  # [E, H, F]
+    "ffn_gate_shexp": "sh_gate",
+    "ffn_up_shexp": "sh_up",
+    "ffn_down_shexp": "sh_down",
+}
+_GGUF_TOP = {"token_embd": "embed", "output_norm": "norm", "output": "lm_head", "rope_freqs": "rope_freqs"}
+_SKIP_PREFIXES = ("vision_model.", "multi_modal_projector.", "v.", "mm.")
+_LAYER_RE = re.compile(r"^layers\.(\d+)\.(.+)$")
+_BLK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.weight$")
+
+
+def _hf_name(name: str) -> str | None:
+    if name.startswith(_SKIP_PREFIXES) or name.endswith("rotary_emb.inv_freq"):
+        return None
+    name = name.removeprefix("language_model.").removeprefix("model.")
+    if name in _HF_TOP:
+        return _HF_TOP[name]
+    m = _LAYER_RE.match(name)
+    if m and m.group(2) in _HF_LAYER:
+        return f"{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+    return None
+
+
+def _gguf_name(name: str) -> str | None:
+    m = _BLK_RE.match(name)
+    if m:
+        part = _GGUF_LAYER.get(m.group(2))
+        return f"{m.group(1)}.{part}" if part else None
+    return _GGUF_TOP.get(name.removesuffix(".weight"))
+
+
+def _iter_safetensors(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import SafetensorError, safe_open
+
+    for file in ckpt.files:
+        try:
+            with safe_open(file, framework="pt") as f:
+                for name in f.keys():
+                    neutral = _hf_name(name)
+                    if neutral is None:
+                        continue
+                    tensor = f.get_tensor(name)
+                    if neutral.endswith(("exp_gate_up", "exp_down")):
+                        tensor = tensor.transpose(1, 2)  # x @ W layout -> [E, out, in]
+                    yield neutral, tensor
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise ModelError(
+                f"cannot read {file} ({exc}); the file is truncated or damaged, download the model again"
+            ) from exc
+
+
+def _iter_gguf(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
+    import gguf
+    import numpy as np
+
+    path = ckpt.files[0]
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    for t in ckpt.gguf_tensors:
+        neutral = _gguf_name(t.name)
+        if neutral is None:
+            continue
+        try:
+            qtype = gguf.GGMLQuantizationType(t.type)
+        except ValueError:
+            qtype = None
+        if qtype is None or qtype.name not in GGUF_TYPES:
+            raise ModelError(
+                f"{path}: tensor {t.name} uses ggml type {qtype.name if qtype else t.type}, which scoutdoc does not "
+                f"read; use a GGUF quantised as one of {', '.join(sorted(GGUF_TYPES))}"
+            )
+        block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        row_bytes = t.shape[0] // block * block_bytes  # GGUF shapes list the fastest-varying dimension first
+        rows = math.prod(t.shape[1:])
+        start = ckpt.gguf_data_offset + t.offset
+        if start + rows * row_bytes > data.shape[0]:
+            raise ModelError(f"{path} ends inside tensor {t.name}: the file is truncated, download it again")
+        raw = data[start : start + rows * row_bytes].reshape(*reversed(t.shape[1:]), row_bytes)
+        values = gguf.quants.dequantize(raw, qtype)
+        yield neutral, torch.from_numpy(np.array(values, dtype=np.float32))  # copy: never alias the file map
+
+
+# --- assembly --------------------------------------------------------------------------------
+
+# neutral part -> (our parameter suffix, slot, number of slots)
+_PARTS = {
+    "attn_norm": ("attn_norm.weight", 0, 1),
+    "ffn_norm": ("ffn_norm.weight", 0, 1),
+    "q": ("attn.qkv.weight", 0, 3),
+    "k": ("attn.qkv.weight", 1, 3),
+    "v": ("attn.qkv.weight", 2, 3),
+    "o": ("attn.o.weight", 0, 1),
+    "gate": ("ffn.gate_up.weight", 0, 2),
+    "up": ("ffn.gate_up.weight", 1, 2),
+    "down": ("ffn.down.weight", 0, 1),
+    "router": ("ffn.router.weight", 0, 1),
+    "exp_gate_up": ("ffn.experts_gate_up", 0, 1),
+    "exp_gate": ("ffn.experts_gate_up", 0, 2),
+    "exp_up": ("ffn.experts_gate_up", 1, 2),
+    "exp_down": ("ffn.experts_down", 0, 1),
+    "sh_gate": ("ffn.shared.gate_up.weight", 0, 2),
+    "sh_up": ("ffn.shared.gate_up.weight", 1, 2),
+    "sh_down": ("ffn.shared.down.weight", 0, 1),
+}
+_TOP = {"embed": "embed.weight", "norm": "norm.weight", "lm_head": "lm_head.weight"}
+
+
+class _Assembler:
+    """Collects neutral tensors into the model's state dict, fusing multi-part parameters when complete."""
+
+    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype, device: torch.device):
+        self.ckpt, self.dtype, self.device = ckpt, dtype, device
+        self.state: dict[str, torch.Tensor] = {}
+        self.pending: dict[str, dict[int, torch.Tensor]] = {}
+        self.rope_freqs: torch.Tensor | None = None
+
+    def add(self, neutral: str, tensor: torch.Tensor) -> None:
+        if neutral == "rope_freqs":
+            self.rope_freqs = tensor.float()
+            return
+        if neutral in _TOP:
+            self.state[_TOP[neutral]] = self._cast(tensor)
+            return
+        layer, part = neutral.split(".", 1)
+        suffix, slot, slots = _PARTS[part]
+        tensor = self._cast(tensor)
+        if part in ("q", "k") and self.ckpt.pair_rope:
+            heads = self.ckpt.config.num_heads if part == "q" else self.ckpt.config.num_kv_heads
+            tensor = pairs_to_halves(tensor, heads)
+        target = f"layers.{layer}.{suffix}"
+        if slots == 1:
+            self.state[target] = tensor.contiguous()
+            return
+        parts = self.pending.setdefault(target, {})
+        parts[slot] = tensor
+        if len(parts) == slots:
+            self.state[target] = torch.cat([parts[i] for i in range(slots)], dim=-2)
+            del self.pending[target]
+
+    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device=self.device, dtype=self.dtype)
+
+
+def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> Transformer:
+    """Instantiate the model without allocating weights, then assign the checkpoint's tensors."""
+    config = ckpt.config
+    with torch.device("meta"):
+        model = Transformer(config)
+    assembler = _Assembler(ckpt, dtype, device)
+    tensors = _iter_gguf(ckpt) if ckpt.kind == "gguf" else _iter_safetensors(ckpt)
+    for neutral, tensor in tensors:
+        try:
+            assembler.add(neutral, tensor)
+        except (RuntimeError, IndexError) as exc:
+            raise ModelError(
+                f"{ckpt.path}: tensor {neutral} does not fit the configuration ({exc}); "
+                "the weights and config.json/metadata disagree"
+            ) from exc
+    state = assembler.state
+    expected = set(model.state_dict().keys())
+    if config.tie_word_embeddings:
+        expected.discard("lm_head.weight")
+        state.pop("lm_head.weight", None)
+    missing = sorted(expected - set(state)) + sorted(assembler.pending)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ModelError(
+            f"{ckpt.path}: missing tensor(s) {shown}; the checkpoint is incomplete or does not match its "
+            "configuration, download the model again"
+        )
+    shapes = model.state_dict()
+    for name, tensor in state.items():
+        if name in shapes and shapes[name].shape != tensor.shape:
+            raise ModelError(
+                f"{ckpt.path}: tensor {name} has shape {tuple(tensor.shape)}, the configuration expects "
+                f"{tuple(shapes[name].shape)}; the weights and config.json/metadata disagree"
+            )
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
+    if assembler.rope_freqs is not None:  # llama.cpp stores llama3 scaling as per-frequency divisors
+        inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, None) / assembler.rope_freqs
+    model.inv_freq = inv_freq.to(device)
+    return model.eval()
+
+
+def fingerprint(ckpt: Checkpoint, dtype: torch.dtype) -> str:
+    """Stable id of the model as run: its configuration, the dtype, and each weight file's name, size
+    and first/last MiB.
+
+    Cheap to compute for multi-GB files yet changes whenever a file is replaced; KV snapshots are
+    only valid for the exact weights, configuration and dtype that produced them.
+    """
+    h = hashlib.sha256(str(dtype).encode())
+    h.update(json.dumps(ckpt.config.to_dict(), sort_keys=True, default=str).encode())
+    for file in ckpt.files:
+        size = file.stat().st_size
+        h.update(f"{file.name}:{size}".encode())
+        with open(file, "rb") as f:
+            h.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]

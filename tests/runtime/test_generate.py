@@ -1,0 +1,115 @@
+"""Generation: chunked prefill, stop ids/strings, max tokens, UTF-8-safe streaming, seeded sampling."""
+
+import pytest
+import torch
+
+from scoutdoc.runtime import Sampling, load_model
+from scoutdoc.runtime.generate import StopMatcher, TextGeneration, TextStream, sample
+
+
+@pytest.fixture(scope="module")
+def model(tiny, tmp_path_factory, byte_tokenizer):
+    hf = tiny.llama4(vocab_size=257, eos_token_id=256)
+    m = load_model(tiny.save(hf, tmp_path_factory.mktemp("gen")), dtype="float32", device="cpu")
+    m._tokenizer = byte_tokenizer  # the tiny model speaks bytes
+    return m
+
+
+PROMPT = list("The sea, the wind".encode())
+
+
+def test_max_new_tokens_and_finish_reason(model):
+    tokens = list(model.generate(PROMPT, max_new_tokens=7, stop_ids=[]))
+    assert len(tokens) == 7
+    gen = model.generate_text(PROMPT, max_new_tokens=7)
+    text = "".join(gen)
+    if gen.finish_reason == "length":
+        assert len(gen.new_ids) == 7
+    assert text.encode("utf-8", errors="replace")  # decodes without raising
+
+
+def test_stop_id_ends_generation_without_yielding_it(model):
+    free = list(model.generate(PROMPT, max_new_tokens=12, stop_ids=[]))
+    stop = free[4]
+    first = free.index(stop)
+    assert list(model.generate(PROMPT, max_new_tokens=12, stop_ids=[stop])) == free[:first]
+
+
+def test_stop_string_truncates_text(model):
+    gen = model.generate_text(PROMPT, max_new_tokens=24)
+    full = "".join(gen)
+    stop = full[6:9]
+    assert len(stop) == 3
+    stopped = model.generate_text(PROMPT, max_new_tokens=24, stop=[stop, "never-appears"])
+    assert "".join(stopped) == full[: full.index(stop)]
+    assert stopped.finish_reason == "stop"
+
+
+def test_seeded_sampling_is_reproducible(model):
+    s = Sampling(temperature=1.0, top_p=0.95, top_k=50, seed=1234)
+    a = list(model.generate(PROMPT, max_new_tokens=16, sampling=s, stop_ids=[]))
+    b = list(model.generate(PROMPT, max_new_tokens=16, sampling=s, stop_ids=[]))
+    c = list(model.generate(PROMPT, max_new_tokens=16, sampling=Sampling(1.0, 0.95, 50, seed=99), stop_ids=[]))
+    assert a == b
+    assert a != c
+
+
+def test_greedy_equals_argmax_of_full_forward(model):
+    tokens = list(model.generate(PROMPT, max_new_tokens=10, stop_ids=[], prefill_chunk=3))
+    logits = model.logits(PROMPT + tokens[:-1])
+    assert tokens == logits[len(PROMPT) - 1 :].argmax(-1).tolist()
+
+
+def test_prefill_progress_and_session_continuation(model):
+    calls = []
+    session, _ = model.prefill(PROMPT, chunk=4, progress=lambda d, t, u: calls.append((d, t, u)))
+    assert calls == [(min(i, len(PROMPT)), len(PROMPT), "tokens") for i in range(4, len(PROMPT) + 4, 4)]
+    more = PROMPT + list(" and the shore".encode())
+    _, continued = model.prefill(more, session=session)
+    _, fresh = model.prefill(more)
+    assert session.ids == more and session.cache.length == len(more)
+    assert (continued - fresh).abs().max() <= 1e-5
+    with pytest.raises(ValueError):
+        model.prefill(list(b"different start"), session=session)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([0.0, 3.0, 2.9, -1.0, 1.0])
+    gen = torch.Generator().manual_seed(0)
+    assert sample(logits, Sampling(), None) == 1
+    assert {sample(logits, Sampling(temperature=5.0, top_k=1), gen) for _ in range(50)} == {1}
+    assert {sample(logits, Sampling(temperature=5.0, top_k=2), gen) for _ in range(200)} == {1, 2}
+    assert {sample(logits, Sampling(temperature=1.0, top_p=0.01), gen) for _ in range(50)} == {1}
+    assert {sample(logits, Sampling(temperature=100.0), gen) for _ in range(500)} == {0, 1, 2, 3, 4}
+
+
+TEXT = "héllo 🙂 漢字, naïve café — ok"
+
+
+@pytest.mark.parametrize("byte_level", [True, False])
+def test_streaming_never_splits_utf8(byte_tokenizer, byte_level):
+    class TextOnly:  # a tokenizer without byte access exercises the fallback path
+        decode = staticmethod(byte_tokenizer.decode)
+
+    stream = TextStream(byte_tokenizer if byte_level else TextOnly())
+    pieces = [stream.push(t) for t in byte_tokenizer.encode(TEXT)] + [stream.flush()]
+    assert "".join(pieces) == TEXT
+    assert all("\ufffd" not in p for p in pieces)
+    assert "🙂" in pieces and "漢" in pieces  # 4- and 3-byte characters emitted whole, once complete
+
+
+def test_text_generation_streams_over_stop_string_across_pieces(byte_tokenizer):
+    ids = byte_tokenizer.encode("abc STOP def")
+    gen = TextGeneration(lambda: iter(ids), byte_tokenizer, stop=["STOP"], max_new_tokens=100)
+    pieces = list(gen)
+    assert "".join(pieces) == "abc " and gen.finish_reason == "stop"
+    gen = TextGeneration(lambda: iter(ids), byte_tokenizer, stop=["STOPX"], max_new_tokens=len(ids))
+    assert "".join(gen) == "abc STOP def" and gen.finish_reason == "length"
+
+
+def test_stop_matcher_holds_back_partial_matches():
+    m = StopMatcher(["</end>"])
+    assert m.feed("answer </e") == "answer "
+    assert m.feed("xtra") == "</extra"
+    assert m.feed(" </en") == " "
+    assert m.feed("d> tail") == "" and m.stopped

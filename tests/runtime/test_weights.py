@@ -1,0 +1,252 @@
+"""Loading checkpoints: safetensors (single, sharded, multimodal prefix), GGUF (llama and llama4 names), bad files."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from scoutdoc.errors import ModelError
+from scoutdoc.runtime import load_model
+from scoutdoc.runtime.weights import fingerprint, open_checkpoint
+
+
+def hf_logits(hf, ids):
+    with torch.no_grad():
+        return hf(ids[None]).logits[0]
+
+
+IDS = torch.randint(0, 128, (40,), generator=torch.Generator().manual_seed(5))
+
+
+# --- GGUF written the way llama.cpp's converter lays it out ---------------------------------
+
+def _halves_to_pairs(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """llama.cpp's converter permutes HF Llama q/k rows from rotate-half to adjacent pairs."""
+    out, inp = w.shape
+    return w.reshape(heads, 2, out // heads // 2, inp).transpose(1, 2).reshape(out, inp)
+
+
+def write_gguf(path, hf, arch: str, qtype: str = "F32"):
+    import gguf
+
+    c = hf.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_key_length(c.head_dim)
+    w.add_value_length(c.head_dim)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_vocab_size(c.vocab_size)
+    if arch == "llama4":
+        w.add_feed_forward_length(c.intermediate_size_mlp)
+        w.add_expert_feed_forward_length(c.intermediate_size)
+        w.add_expert_count(c.num_local_experts)
+        w.add_expert_used_count(c.num_experts_per_tok)
+        w.add_interleave_moe_layer_step(c.interleave_moe_layer_step)
+    else:
+        w.add_feed_forward_length(c.intermediate_size)
+    tensors = {}
+    inv = hf.model.rotary_emb.inv_freq
+    base = 1.0 / (c.rope_parameters["rope_theta"] ** (torch.arange(0, c.head_dim, 2).float() / c.head_dim))
+    tensors["rope_freqs.weight"] = base / inv  # llama3 scaling as divisors, like llama.cpp's converter
+    layer_names = {
+        "input_layernorm.weight": "attn_norm", "post_attention_layernorm.weight": "ffn_norm",
+        "self_attn.q_proj.weight": "attn_q", "self_attn.k_proj.weight": "attn_k",
+        "self_attn.v_proj.weight": "attn_v", "self_attn.o_proj.weight": "attn_output",
+        "mlp.gate_proj.weight": "ffn_gate", "mlp.up_proj.weight": "ffn_up", "mlp.down_proj.weight": "ffn_down",
+        "feed_forward.gate_proj.weight": "ffn_gate", "feed_forward.up_proj.weight": "ffn_up",
+        "feed_forward.down_proj.weight": "ffn_down", "feed_forward.router.weight": "ffn_gate_inp",
+        "feed_forward.shared_expert.gate_proj.weight": "ffn_gate_shexp",
+        "feed_forward.shared_expert.up_proj.weight": "ffn_up_shexp",
+        "feed_forward.shared_expert.down_proj.weight": "ffn_down_shexp",
+    }
+    for name, t in hf.state_dict().items():
+        t = t.detach().float()
+        if name == "model.embed_tokens.weight":
+            tensors["token_embd.weight"] = t
+        elif name == "model.norm.weight":
+            tensors["output_norm.weight"] = t
+        elif name == "lm_head.weight" and not c.tie_word_embeddings:
+            tensors["output.weight"] = t
+        elif name.startswith("model.layers."):
+            n, rest = name.removeprefix("model.layers.").split(".", 1)
+            if rest == "feed_forward.experts.gate_up_proj":
+                f = t.shape[-1] // 2
+                tensors[f"blk.{n}.ffn_gate_exps.weight"] = t[:, :, :f].transpose(1, 2)
+                tensors[f"blk.{n}.ffn_up_exps.weight"] = t[:, :, f:].transpose(1, 2)
+            elif rest == "feed_forward.experts.down_proj":
+                tensors[f"blk.{n}.ffn_down_exps.weight"] = t.transpose(1, 2)
+            else:
+                if arch == "llama" and rest == "self_attn.q_proj.weight":
+                    t = _halves_to_pairs(t, c.num_attention_heads)
+                if arch == "llama" and rest == "self_attn.k_proj.weight":
+                    t = _halves_to_pairs(t, c.num_key_value_heads)
+                tensors[f"blk.{n}.{layer_names[rest]}.weight"] = t
+    for name, t in tensors.items():
+        data = t.contiguous().numpy()
+        is_matrix = data.ndim >= 2 and name != "rope_freqs.weight"
+        qt = gguf.GGMLQuantizationType[qtype if is_matrix else "F32"]
+        w.add_tensor(name, gguf.quants.quantize(data, qt), raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def gguf_llama4(tiny, tmp_path_factory):
+    # llama.cpp's llama4 GGUF fixes NoPE on every 4th layer and chunk/floor 8192, so the HF twin must too.
+    hf = tiny.llama4(no_rope_layers=None, moe_layers=None, interleave_moe_layer_step=2,
+                     attention_chunk_size=8192, floor_scale=8192, attn_scale=0.1)
+    return hf, write_gguf(tmp_path_factory.mktemp("g4") / "tiny-llama4.gguf", hf, "llama4")
+
+
+@pytest.fixture(scope="module")
+def gguf_llama(tiny, tmp_path_factory):
+    hf = tiny.llama(vocab_size=128)
+    return hf, write_gguf(tmp_path_factory.mktemp("g") / "tiny-llama.gguf", hf, "llama")
+
+
+@pytest.mark.parametrize("which", ["gguf_llama4", "gguf_llama"])
+def test_gguf_matches_transformers(which, request):
+    hf, path = request.getfixturevalue(which)
+    ours = load_model(path, dtype="float32", device="cpu")
+    if which == "gguf_llama4":
+        assert ours.config.layer_uses_rope == [True, True, True, False]
+        assert ours.config.layer_is_moe == [False, True, False, True]
+    assert (ours.logits(IDS) - hf_logits(hf, IDS)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("qtype", ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1"])
+def test_gguf_quantised_types_load(gguf_llama, tmp_path, qtype):
+    """Against an HF twin whose matrices went through the same quantise/dequantise round trip: exact."""
+    import copy
+
+    import gguf
+
+    hf, _ = gguf_llama
+    twin = copy.deepcopy(hf)
+    qt = gguf.GGMLQuantizationType[qtype]
+    with torch.no_grad():
+        for p in twin.parameters():
+            if p.ndim == 2:  # rows of [out, in] are quantised in blocks along `in`, as in GGUF
+                p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(p.numpy(), qt), qt)))
+    ours = load_model(write_gguf(tmp_path / f"q-{qtype}.gguf", hf, "llama", qtype), dtype="float32", device="cpu")
+    assert (ours.logits(IDS) - hf_logits(twin, IDS)).abs().max() <= 1e-4
+
+
+# --- safetensors variants -----------------------------------------------------------------------
+
+def test_sharded_safetensors(tiny, tmp_path):
+    hf = tiny.llama4()
+    tiny.save(hf, tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    assert len(open_checkpoint(tmp_path).files) > 1
+    ours = load_model(tmp_path, dtype="float32", device="cpu")
+    assert (ours.logits(IDS) - hf_logits(hf, IDS)).abs().max() <= 1e-4
+
+
+def test_multimodal_checkpoint_prefix_and_vision_tensors(tiny, tmp_path):
+    hf = tiny.llama4()
+    state = {f"language_model.{k}": v.contiguous() for k, v in hf.state_dict().items()}
+    state["vision_model.patch_embedding.linear.weight"] = torch.zeros(8, 4)
+    save_file(state, tmp_path / "model.safetensors")
+    text = hf.config.to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4",
+        "text_config": text, "vision_config": {},
+    }))
+    ours = load_model(tmp_path, dtype="float32", device="cpu")
+    assert (ours.logits(IDS) - hf_logits(hf, IDS)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_dtypes(tiny, tmp_path, dtype):
+    hf = tiny.llama4()
+    ours = load_model(tiny.save(hf, tmp_path), dtype=dtype, device="cpu")
+    assert all(p.dtype == getattr(torch, dtype) for p in ours.module.parameters())
+    ref = hf_logits(hf, IDS)
+    # the tiny model's init std 0.2 amplifies rounding; this only guards against gross errors
+    assert torch.corrcoef(torch.stack([ours.logits(IDS).flatten(), ref.flatten()]))[0, 1] > 0.99
+
+
+def test_fingerprint_depends_on_weights_and_dtype(tiny, tmp_path):
+    a = tiny.save(tiny.llama(seed=0), tmp_path / "a")
+    b = tiny.save(tiny.llama(seed=1), tmp_path / "b")
+    fa = fingerprint(open_checkpoint(a), torch.float32)
+    assert fa == fingerprint(open_checkpoint(a), torch.float32)
+    assert fa != fingerprint(open_checkpoint(a), torch.bfloat16)
+    assert fa != fingerprint(open_checkpoint(b), torch.float32)
+    c = tiny.save(tiny.llama(seed=0, rms_norm_eps=1e-6), tmp_path / "c")  # same weights, other config
+    assert fa != fingerprint(open_checkpoint(c), torch.float32)
+
+
+# --- errors a user can cause --------------------------------------------------------------------
+
+def _truncate(path, fraction=0.6):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def test_truncated_safetensors(tiny, tmp_path):
+    tiny.save(tiny.llama(), tmp_path)
+    _truncate(tmp_path / "model.safetensors")
+    with pytest.raises(ModelError, match=r"model\.safetensors.*download"):
+        load_model(tmp_path, device="cpu")
+
+
+@pytest.mark.parametrize("fraction", [0.6, 0.001])
+def test_truncated_gguf(gguf_llama, tmp_path, fraction):
+    _, path = gguf_llama
+    broken = tmp_path / "broken.gguf"
+    shutil.copy(path, broken)
+    _truncate(broken, fraction)
+    with pytest.raises(ModelError, match=r"broken\.gguf.*download"):
+        load_model(broken, device="cpu")
+
+
+def test_unknown_architecture_hf(tiny, tmp_path):
+    tiny.save(tiny.llama(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(architectures=["MistralForCausalLM"], model_type="mistral")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="unsupported architecture"):
+        load_model(tmp_path, device="cpu")
+
+
+def test_unknown_architecture_gguf(tmp_path):
+    import gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ModelError, match="unsupported GGUF architecture 'gpt2'"):
+        load_model(tmp_path / "gpt2.gguf", device="cpu")
+
+
+def test_missing_tensor(tiny, tmp_path):
+    tiny.save(tiny.llama4(), tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["model.layers.2.feed_forward.experts.down_proj"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelError, match=r"missing tensor.*layers\.2\.ffn\.experts_down"):
+        load_model(tmp_path, device="cpu")
+
+
+def test_missing_path_and_bad_dtype(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "nope.gguf", device="cpu")
+    with pytest.raises(ModelError, match="unknown dtype"):
+        load_model(tmp_path, dtype="int3", device="cpu")
