@@ -118,6 +118,15 @@ def test_changed_source_is_reported_and_refresh_rereads(smollm2_gguf, tmp_path):
     assert "Friday" in prefix and "Tuesday" not in prefix
 
 
+def test_kv_budget_spilling_to_disk_gives_the_default_answer(asked, smollm2_gguf, tmp_path):
+    home, first, _ = asked
+    spill = tmp_path / "kv"
+    proc = run(tmp_path / "home", "ask", str(CONTRACT), "What is the termination notice period?", "--max-tokens", "16",
+               "--json", "--kv-device-budget", "1k", "--kv-disk", str(spill), "--attn", "sdpa", "--model", str(smollm2_gguf))
+    assert json.loads(proc.stdout)["answer"] == first["answer"]
+    assert spill.is_dir() and not any(spill.iterdir())  # the disk tier was used, and its files are gone
+
+
 def test_sessions_commands(asked, tmp_path):
     home, first, _ = asked
     sid = first["session_id"]
@@ -173,6 +182,21 @@ def test_model_error_exit_5(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file")
     _one_error_line(run(tmp_path, "ask", str(CONTRACT), "Q?", "--model", str(bad), check=False), 5)
+
+
+def test_forced_attention_backend_unavailable_exit_5(smollm2_gguf, tmp_path):
+    line = _one_error_line(run(tmp_path, "ask", str(CONTRACT), "Q?", "--attn", "flash", "--device", "cpu",
+                               "--model", str(smollm2_gguf), check=False), 5)
+    assert "--attn flash" in line
+
+
+def test_memory_plan_refusal_exit_8(smollm2_gguf, tmp_path):
+    proc = run(tmp_path, "ask", str(CONTRACT), "Q?", "--kv-device-budget", "1k", "--kv-host-budget", "1k",
+               "--device", "cpu", "--model", str(smollm2_gguf), check=False)
+    line = _one_error_line(proc, 8)
+    assert "does not fit" in line and "--kv-disk" in line
+    conn = sqlite3.connect(tmp_path / "scoutdoc.db")
+    assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0  # nothing half-recorded
 
 
 def test_no_session_to_continue_exit_6(tmp_path):

@@ -196,6 +196,31 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="Embedded engine: cpu, 
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Embedded engine: float32, bfloat16 or float16.")]
 ContextLimitOpt = Annotated[Optional[int], typer.Option("--context-limit", min=1, help="Remote engine: the served model's context in tokens, for servers that do not report it (llama-cpp-python); never above what the server reports.")]
 TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", help="Remote engine: the served model's tokenizer (tokenizer.json, model directory or .gguf) for exact token counts.")]
+AttnOpt = Annotated[str, typer.Option("--attn", help="Embedded engine: attention backend auto, sdpa, flex, math or flash (flash needs CUDA and flash-attn).")]
+KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="Embedded engine: KV cache dtype: model, float16, bfloat16 or float8.")]
+KvDeviceBudgetOpt = Annotated[Optional[str], typer.Option("--kv-device-budget", help="Embedded engine: most global-layer KV bytes on the device, e.g. 20GiB; the rest goes to host memory or --kv-disk.")]
+KvHostBudgetOpt = Annotated[Optional[str], typer.Option("--kv-host-budget", help="Embedded engine: most global-layer KV bytes in host memory; the rest goes to --kv-disk.")]
+KvDiskOpt = Annotated[Optional[Path], typer.Option("--kv-disk", help="Embedded engine: directory for KV beyond the device and host budgets (memory-mapped, deleted afterwards).")]
+PrefillChunkOpt = Annotated[Optional[int], typer.Option("--prefill-chunk", min=1, help="Embedded engine: prompt tokens per forward pass (default: 512, or the attention chunk for chunked models).")]
+
+
+def runtime_options(
+    device: str = "auto",
+    dtype: str = "float32",
+    attn: str = "auto",
+    kv_dtype: Optional[str] = None,
+    kv_device_budget: Optional[str] = None,
+    kv_host_budget: Optional[str] = None,
+    kv_disk: Optional[Path] = None,
+    prefill_chunk: Optional[int] = None,
+):
+    """RuntimeOptions from the embedded-engine flags above; commands declare those flags and pass them here."""
+    from .engines import RuntimeOptions
+
+    return RuntimeOptions(
+        dtype=dtype, device=device, attn=attn, kv_dtype=kv_dtype, kv_device_budget=kv_device_budget,
+        kv_host_budget=kv_host_budget, kv_disk=kv_disk, prefill_chunk=prefill_chunk,
+    )
 
 
 def open_store(db: Optional[Path]):
@@ -206,12 +231,16 @@ def open_store(db: Optional[Path]):
 
 
 def _engine(
-    engine: str, model: Optional[str], base_url: Optional[str], api_key: Optional[str], device: str, dtype: str,
+    engine: str, model: Optional[str], base_url: Optional[str], api_key: Optional[str], runtime,
     context_limit: Optional[int] = None, tokenizer: Optional[str] = None,
 ):
-    from .engines import open_engine
+    from dataclasses import asdict
+
+    from .engines import RuntimeOptions, open_engine
 
     if engine == "remote":
+        if runtime != RuntimeOptions(device=runtime.device, dtype=runtime.dtype):
+            _notice("--attn, --kv-* and --prefill-chunk apply to the embedded engine; the server manages its own cache")
         remote = open_engine(
             "remote", model=model, base_url=base_url, api_key=api_key, tokenizer=tokenizer, context_limit=context_limit
         )
@@ -220,7 +249,7 @@ def _engine(
                     "pass --tokenizer PATH for exact counts")
         return remote
     with err.status(f"loading {model or 'the default model'}…"):
-        return open_engine(engine, model=model, device=device, dtype=dtype)
+        return open_engine(engine, model=model, **asdict(runtime))
 
 
 def _notice(message: str) -> None:
@@ -234,20 +263,27 @@ def _params(max_tokens: int, temperature: float, top_p: float, seed: Optional[in
 
 
 class _PrefillBar:
-    """A transient rich progress bar for prefill, shown only for prompts long enough to wait on."""
+    """A transient rich progress bar for prefill: tokens done of the total, tokens/s and time left."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("reading the prompt"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
-                            TimeRemainingColumn(), console=err, transient=True)
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=True)
         self.task = None
+        self.first: tuple[float, int] = (0.0, 0)  # when the first piece was reported, and its tokens
 
     def __call__(self, done: int, total: int, unit: str) -> None:
+        import time
+
+        now = time.perf_counter()
         if self.task is None:
+            self.first = (now, done)
             self.bar.start()
-            self.task = self.bar.add_task("prefill", total=total)
-        self.bar.update(self.task, completed=done, total=total)
+            self.task = self.bar.add_task("prefill", total=total, rate="")
+        elapsed = now - self.first[0]
+        rate = f"{(done - self.first[1]) / elapsed:,.0f} tokens/s" if elapsed > 0 else ""
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
         if done >= total:
             self.bar.stop()
 
@@ -287,7 +323,7 @@ def _emit(result, as_json: bool) -> None:
 
 def _answer(
     args: list[str], *, command: str, question_for, continue_: bool, session: Optional[str], refresh: bool,
-    model, system, max_tokens, temperature, top_p, seed, as_json, engine, base_url, api_key, device, dtype, db,
+    model, system, max_tokens, temperature, top_p, seed, as_json, engine, base_url, api_key, runtime, db,
     options, context_limit=None, tokenizer=None,
 ) -> None:
     from . import session as conv
@@ -300,7 +336,7 @@ def _answer(
             raise UsageError("give the follow-up question, e.g. scoutdoc ask -c \"And the notice period?\"")
         with open_store(db) as store:
             record = store.session(session) if session else store.latest_session()
-            eng = _engine(engine, model or record["model"] or None, base_url, api_key, device, dtype, context_limit=context_limit, tokenizer=tokenizer)
+            eng = _engine(engine, model or record["model"] or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
             result = conv.continue_session(
                 store, eng, session_id=record["id"], question=question, params=params, on_text=sink,
                 notice=_notice, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
@@ -309,7 +345,7 @@ def _answer(
         paths, question = question_for(args)
         result_docs = read_sources([Path(p) for p in paths], options)
         require_documents(result_docs)
-        eng = _engine(engine, model, base_url, api_key, device, dtype, context_limit=context_limit, tokenizer=tokenizer)
+        eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
         with open_store(db) as store:
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=params, on_text=sink,
@@ -345,6 +381,12 @@ def ask(
     tokenizer: TokenizerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    attn: AttnOpt = "auto",
+    kv_dtype: KvDtypeOpt = None,
+    kv_device_budget: KvDeviceBudgetOpt = None,
+    kv_host_budget: KvHostBudgetOpt = None,
+    kv_disk: KvDiskOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
     db: DbOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
@@ -355,10 +397,11 @@ def ask(
 ) -> None:
     """Read the sources into one prompt and stream the answer to QUESTION; -c asks a follow-up."""
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     _answer(
         args, command="ask", question_for=_split_ask_args, continue_=continue_, session=session, refresh=refresh,
         model=model, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-        as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, device=device, dtype=dtype, db=db,
+        as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, runtime=runtime, db=db,
         options=options,
     )
 
@@ -381,6 +424,12 @@ def summarize(
     tokenizer: TokenizerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    attn: AttnOpt = "auto",
+    kv_dtype: KvDtypeOpt = None,
+    kv_device_budget: KvDeviceBudgetOpt = None,
+    kv_host_budget: KvHostBudgetOpt = None,
+    kv_disk: KvDiskOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
     db: DbOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
@@ -393,11 +442,12 @@ def summarize(
     from .prompt import summary_instruction
 
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     question = instruction or (lambda documents: summary_instruction(d.kind for d in documents))
     _answer(
         paths, command="summarize", question_for=lambda a: (a, question), continue_=False, session=None,
         refresh=False, model=model, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        seed=seed, as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, device=device, dtype=dtype,
+        seed=seed, as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, runtime=runtime,
         db=db, options=options,
     )
 
@@ -419,6 +469,12 @@ def chat(
     tokenizer: TokenizerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    attn: AttnOpt = "auto",
+    kv_dtype: KvDtypeOpt = None,
+    kv_device_budget: KvDeviceBudgetOpt = None,
+    kv_host_budget: KvHostBudgetOpt = None,
+    kv_disk: KvDiskOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
     db: DbOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
@@ -433,6 +489,7 @@ def chat(
     if not paths and not session:
         raise UsageError("give the sources to chat about, or --session ID to resume a session")
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     params = _params(max_tokens, temperature, top_p, seed)
     interactive = sys.stdin.isatty()
     result_docs = None
@@ -440,7 +497,7 @@ def chat(
         result_docs = require_documents(read_sources([Path(p) for p in paths or []], options))
     with open_store(db) as store:
         sid = store.session(session)["id"] if session else None
-        eng = _engine(engine, model or (store.session(sid)["model"] if sid else None) or None, base_url, api_key, device, dtype, context_limit=context_limit, tokenizer=tokenizer)
+        eng = _engine(engine, model or (store.session(sid)["model"] if sid else None) or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
         err.print("[dim]ask a question; Ctrl-D to leave[/dim]", markup=True)
         while True:
             if interactive:
@@ -622,6 +679,12 @@ def batch(
     tokenizer: TokenizerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    attn: AttnOpt = "auto",
+    kv_dtype: KvDtypeOpt = None,
+    kv_device_budget: KvDeviceBudgetOpt = None,
+    kv_host_budget: KvHostBudgetOpt = None,
+    kv_disk: KvDiskOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
     db: DbOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
@@ -636,8 +699,9 @@ def batch(
     if bool(question) == summarize_:
         raise UsageError("give exactly one of --question Q or --summarize")
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     inputs = expand_inputs(inputs)
-    eng = _engine(engine, model, base_url, api_key, device, dtype, context_limit=context_limit, tokenizer=tokenizer)
+    eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
     workers = concurrency or (4 if engine == "remote" else 1)
     if eng.name == "embedded" and workers > 1:
         _notice("the embedded engine answers one document at a time; --concurrency applies to --engine remote")

@@ -1,9 +1,11 @@
 """The embedded engine on the real default model: prefix reuse through snapshots is exact."""
 
 import pytest
+import torch
 
 from scoutdoc.engines import GenerationParams, Message, Prompt, open_engine
-from scoutdoc.errors import SnapshotError
+from scoutdoc.engines.embedded import rewind
+from scoutdoc.errors import ModelError, SnapshotError
 from scoutdoc.prompt import build_prompt, render
 
 DOCS = (
@@ -91,3 +93,56 @@ def test_diverging_history_rewinds_to_the_common_prefix(engine):
     fresh, _ = _answer(engine, edited)
     assert reused_state.stats.cached_tokens == common < held
     assert reused == fresh
+
+
+@pytest.fixture(scope="module")
+def chunked_model(tmp_path_factory):
+    """A tiny random Llama 4 written by transformers: RoPE layers attend within chunks of 8 tokens."""
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    from scoutdoc.runtime import load_model
+
+    torch.manual_seed(0)
+    config = Llama4TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=32, intermediate_size_mlp=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_local_experts=2, num_experts_per_tok=1,
+        moe_layers=[1], no_rope_layers=[1, 0], attention_chunk_size=8, max_position_embeddings=128,
+        initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama4")
+    Llama4ForCausalLM(config).eval().save_pretrained(path)
+    return load_model(path, dtype="float32", device="cpu")
+
+
+def test_rewind_into_an_earlier_chunk_restarts_at_that_chunk(chunked_model):
+    m = chunked_model
+    ids = list(range(3, 23))  # 20 tokens: chunks 0-7, 8-15, and 16-19 held by the chunked layers
+    session, _ = m.prefill(ids)
+    assert session.cache.truncate(13) is False  # position 13's chunk is gone from the chunked layers
+    edited = ids[:13] + [40, 41, 42, 43]
+    assert rewind(session, edited) == 8  # the start of that chunk is the longest usable point
+    assert session.ids == edited[:8] and session.cache.length == 8
+    _, last = m.prefill(edited, session=session)
+    _, fresh = m.prefill(edited, session=m.new_session(m.new_cache("contiguous")))
+    assert (last - fresh).abs().max() <= 1e-4
+
+    session, _ = m.prefill(ids)
+    assert rewind(session, ids[:18] + [50, 51]) == 18  # inside the current chunk: kept as is
+    assert rewind(m.prefill(ids)[0], [9] + ids) == 0  # nothing in common: a fresh session
+
+
+def test_forced_backend_that_cannot_run_fails_before_loading(smollm2_gguf):
+    with pytest.raises(ModelError, match="--attn flash"):
+        open_engine("embedded", model=str(smollm2_gguf), device="cpu", attn="flash")
+
+
+def test_kv_options_spill_to_disk_and_snapshots_load_with_them(smollm2_gguf, engine, tmp_path):
+    spill = tmp_path / "kv"
+    tiered = open_engine("embedded", model=str(smollm2_gguf), device="cpu", kv_device_budget="1k", kv_disk=spill)
+    prompt = build_prompt(DOCS, [], "How much does the Client pay?")
+    answer, state = _answer(tiered, prompt)
+    assert state.session.cache.memory_bytes()["global_disk"] > 0
+    assert answer == _answer(engine, prompt)[0]
+    tiered.save(state, tmp_path / "s.kv")
+    loaded = tiered.load(tmp_path / "s.kv")
+    assert loaded.session.cache.options.disk_dir == spill and loaded.session.cache.options.device_budget is not None

@@ -113,3 +113,30 @@ def test_stop_matcher_holds_back_partial_matches():
     assert m.feed("xtra") == "</extra"
     assert m.feed(" </en") == " "
     assert m.feed("d> tail") == "" and m.stopped
+
+
+def test_default_prefill_pieces_are_aligned_to_the_attention_chunk(model, tiny):
+    from scoutdoc.runtime.config import ModelConfig
+    from scoutdoc.runtime.generate import DEFAULT_PREFILL_CHUNK, default_prefill_chunk
+
+    assert default_prefill_chunk(ModelConfig.from_hf(tiny.LLAMA)) == DEFAULT_PREFILL_CHUNK  # dense
+    assert default_prefill_chunk(ModelConfig.from_hf({**tiny.LLAMA4, "attention_chunk_size": 8192})) == 8192
+    assert default_prefill_chunk(ModelConfig.from_hf({**tiny.LLAMA4, "attention_chunk_size": 300})) == 600
+    assert default_prefill_chunk(model.config) % model.config.attention_chunk_size == 0
+
+
+def test_prefill_reports_tokens_done_of_total(model):
+    seen = []
+    session = model.new_session()
+    model.prefill(PROMPT * 3, session=session, chunk=20, progress=lambda done, total, unit: seen.append((done, total, unit)))
+    n = len(PROMPT) * 3
+    assert seen == [(min(d, n), n, "tokens") for d in range(20, n + 20, 20)]
+
+
+def test_new_cache_is_hybrid_unless_contiguous_is_asked_for(model):
+    from scoutdoc.runtime.kvcache import ContiguousCache, HybridCache
+
+    assert isinstance(model.new_cache(), HybridCache) and isinstance(model.new_session().cache, HybridCache)
+    assert isinstance(model.new_cache("contiguous"), ContiguousCache)
+    with pytest.raises(ValueError):
+        model.new_cache("paged")

@@ -80,7 +80,9 @@ def test_tiny_by_hand(tiny):
     assert plan.kv_global_bytes == 2 * 100 * (2 * 2 * 16 * 4)
     assert plan.kv_local_bytes == 2 * 8 * (2 * 2 * 16 * 4)
     assert plan.weights_bytes == 4 * by_hand
-    assert plan.activation_bytes == activation_bytes(config, 8, "float32", "float32", False)
+    # prefill runs pieces of 512 tokens (a multiple of the 8-token chunk), so all 100 tokens at once
+    assert plan.prefill_chunk == 100
+    assert plan.activation_bytes == activation_bytes(config, 100, "float32", "float32", False)
     assert plan.fits
     assert plan_memory(config, 100, weights_bytes=12345, detect=False).weights_bytes == 12345
 

@@ -24,6 +24,22 @@ class GenerationParams:
 
 
 @dataclass
+class RuntimeOptions:
+    """How the embedded engine runs: weights dtype and device, attention backend, where the KV cache
+    may live (byte budgets per tier as sizes like "20GiB", a spill directory, its dtype) and the
+    prefill piece size (None: aligned to the model's attention chunk). The remote engine ignores them."""
+
+    dtype: str = "float32"
+    device: str = "auto"
+    attn: str = "auto"
+    kv_dtype: str | None = None
+    kv_device_budget: str | None = None
+    kv_host_budget: str | None = None
+    kv_disk: Path | None = None
+    prefill_chunk: int | None = None
+
+
+@dataclass
 class Stats:
     """What one turn cost; stored with the turn and printed after the answer."""
 
@@ -99,7 +115,8 @@ def open_engine(
 ) -> Engine:
     """The engine the user chose; each implementation is imported only when asked for.
 
-    `runtime` options (dtype, device, prefill_chunk) go to the embedded engine; `base_url`, `api_key`,
+    `runtime` options (dtype, device, prefill_chunk, attn, kv_dtype, kv_device_budget, kv_host_budget,
+    kv_disk) go to the embedded engine; `base_url`, `api_key`,
     `tokenizer` (for counting tokens locally) and `context_limit` (for servers that do not report
     theirs) to the remote one.
     """

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 from ..progress import Progress
 from ..prompt import cut_after_last_special, special_strings, render
 from . import GenerationParams, Message, Prompt, Stats
@@ -42,12 +42,62 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def rewind(session, ids: list[int]) -> int:
+    """Cut `session` back to the longest prefix of `ids` its cache can still serve; how many tokens it
+    now holds (0: start a fresh session). At least one token of `ids` is always left to run, for the
+    forward pass that produces the first answer logits.
+
+    A hybrid cache keeps only the current attention chunk for its chunked layers, so it cannot drop
+    back into an earlier chunk (`truncate` returns False); the start of the chunk holding the common
+    prefix's end is then the longest usable point, since chunk boundaries can always be restored.
+    """
+    common = min(_common_prefix(session.ids, ids), len(ids) - 1)
+    if common == len(session.ids):
+        return common
+    truncate = getattr(session.cache, "truncate", None)
+    if truncate is None:
+        return 0
+    chunk = getattr(session.cache, "chunk", None)
+    points = [common, common - common % chunk] if chunk and common % chunk else [common]
+    for point in points:
+        if point > 0 and truncate(point) is not False:
+            del session.ids[point:]
+            return point
+    return 0
+
+
 class EmbeddedEngine:
     name = "embedded"
 
-    def __init__(self, model: str, dtype: str = "float32", device: str = "auto", prefill_chunk: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "float32",
+        device: str = "auto",
+        prefill_chunk: int | None = None,
+        attn: str = "auto",
+        kv_dtype: str | None = None,
+        kv_device_budget: str | int | None = None,
+        kv_host_budget: str | int | None = None,
+        kv_disk: str | Path | None = None,
+    ):
+        """`attn` and the `kv_*` options are checked before the weights load, so a forced attention
+        backend this machine cannot run (ModelError) or an unreadable size (UsageError) fails fast."""
         from ..runtime import load_model
+        from ..runtime.attention import select_backend
+        from ..runtime.kvcache import resolve_kv_dtype
+        from ..runtime.memory import parse_size
+        from ..runtime.weights import resolve_device, resolve_dtype
 
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise UsageError(f"--prefill-chunk must be a positive number of tokens, not {prefill_chunk}")
+        dev = resolve_device(device)
+        self.backend = select_backend(attn, dev)
+        self.kv_dtype = resolve_kv_dtype(kv_dtype, resolve_dtype(dtype), dev)
+        self.kv_device_budget = parse_size(kv_device_budget) if kv_device_budget is not None else None
+        self.kv_host_budget = parse_size(kv_host_budget) if kv_host_budget is not None else None
+        self.kv_disk = Path(kv_disk).expanduser() if kv_disk is not None else None
+        self.kv_dtype_name = None if kv_dtype in (None, "model") else kv_dtype  # the planner's name for it
         self.model = load_model(model, dtype=dtype, device=device)
         self.tokenizer = self.model.tokenizer
         self.model_id = self.model.fingerprint
@@ -74,42 +124,51 @@ class EmbeddedEngine:
         return len(self._render(prompt).prefix_ids)
 
     def _prefill(self, session, ids: list[int], progress: Progress | None) -> None:
-        kwargs = {"progress": progress}
-        if self.prefill_chunk:
-            kwargs["chunk"] = self.prefill_chunk
-        self.model.prefill(ids, session=session, **kwargs)
+        self.model.prefill(ids, session=session, chunk=self.prefill_chunk, progress=progress)
 
     def _rewind(self, state: EmbeddedState | None, ids: list[int]) -> tuple[object, int]:
         """A session holding the longest usable prefix of `ids`, and how many tokens it holds."""
         if state is not None:
             session = state.session
-            common = _common_prefix(session.ids, ids)
-            # Keep at least one token for the forward pass that produces the first answer logits.
-            common = min(common, len(ids) - 1)
-            if common == len(session.ids):
-                return session, common
-            truncate = getattr(session.cache, "truncate", None)  # False when the cache cannot rewind that far
-            if common > 0 and truncate is not None and truncate(common) is not False:
-                del session.ids[common:]
-                return session, common
+            held = rewind(session, ids)
+            if held:
+                return session, held
         return self._new_session(min(self.context_limit, len(ids) + ANSWER_HEADROOM)), 0
 
-    def _new_session(self, tokens: int):
-        """A session over the hybrid cache (the kind snapshots are written from and read into).
-
-        The memory planner sizes its tiers for `tokens` and refuses, with MemoryPlanError, a context
-        whose KV cache and activations cannot fit next to the already loaded weights.
-        """
-        from ..runtime.kvcache import CacheOptions, HybridCache
-        from ..runtime.memory import cache_budgets, plan_memory, require_fit
+    def _plan(self, tokens: int):
+        """The memory plan for a `tokens`-long context with this engine's KV options; MemoryPlanError
+        (with the numbers and what would help) when the KV cache and activations cannot fit next to
+        the already loaded weights."""
+        from ..runtime.generate import default_prefill_chunk
+        from ..runtime.memory import plan_memory, require_fit
 
         plan = plan_memory(
             self.model.config, max(1, tokens), weights_dtype=str(self.model.dtype).removeprefix("torch."),
-            weights_bytes=0, device=self.model.device.type, prefill_chunk=self.prefill_chunk,
+            kv_dtype=self.kv_dtype_name, weights_bytes=0, device=self.model.device.type,
+            kv_device_budget=self.kv_device_budget, kv_host_budget=self.kv_host_budget, kv_disk=self.kv_disk,
+            prefill_chunk=self.prefill_chunk or default_prefill_chunk(self.model.config),
         )
         require_fit(plan)
-        options = CacheOptions(**cache_budgets(plan))
-        return self.model.new_session(HybridCache(self.model.config, self.model.dtype, self.model.device, options))
+        return plan
+
+    def _cache_options(self, tokens: int):
+        """CacheOptions for a `tokens`-long context: the plan's tier budgets, --kv-disk, --kv-dtype and
+        the attention backend. Fresh sessions and loaded snapshots both use these."""
+        from ..runtime.kvcache import CacheOptions
+        from ..runtime.memory import cache_budgets
+
+        plan = self._plan(tokens)
+        return CacheOptions(
+            **cache_budgets(plan),
+            disk_dir=self.kv_disk,
+            kv_dtype=self.kv_dtype,
+            backend=self.backend,
+        )
+
+    def _new_session(self, tokens: int):
+        """A session over the hybrid cache (the kind snapshots are written from and read into), its
+        tiers sized by the memory planner for `tokens`."""
+        return self.model.new_session(self.model.new_cache("hybrid", self._cache_options(tokens)))
 
     def _fingerprint(self) -> dict:
         return {"model": self.model.fingerprint, "tokenizer": str(getattr(self.tokenizer, "fingerprint", ""))}
@@ -188,10 +247,19 @@ class EmbeddedEngine:
         from ..errors import SnapshotError
         from ..runtime.snapshot import load_snapshot
 
+        from ..runtime.snapshot import read_header
+
         path = Path(path)
         if not path.is_file():
             raise SnapshotError(f"KV snapshot {path} is missing")
-        cache, ids = load_snapshot(path, self._fingerprint(), self.model.config, self.model.dtype, self.model.device)
+        try:
+            length = int(read_header(path)[0]["__metadata__"]["length"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"KV snapshot {path} has a damaged header ({exc}); recompute the prefix") from exc
+        options = self._cache_options(min(self.context_limit, length + ANSWER_HEADROOM))
+        cache, ids = load_snapshot(
+            path, self._fingerprint(), self.model.config, self.model.dtype, self.model.device, options
+        )
         session = self.model.new_session(cache)
         session.ids = list(ids)
         return EmbeddedState(session=session)

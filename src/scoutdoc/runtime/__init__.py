@@ -17,8 +17,8 @@ import torch
 from ..errors import ModelError
 from ..progress import Progress
 from .config import ModelConfig
-from .generate import DEFAULT_PREFILL_CHUNK, Sampling, Session, TextGeneration, generate_ids, prefill
-from .kvcache import ContiguousCache, KVCache
+from .generate import Sampling, Session, TextGeneration, generate_ids, prefill
+from .kvcache import CacheOptions, ContiguousCache, HybridCache, KVCache
 from .model import Transformer
 from .weights import Checkpoint, build_model, fingerprint, open_checkpoint, resolve_device, resolve_dtype
 
@@ -60,8 +60,15 @@ class LoadedModel:
             pass
         return sorted(ids)
 
-    def new_cache(self) -> KVCache:
-        return ContiguousCache(self.config, self.dtype, self.device)
+    def new_cache(self, kind: str = "hybrid", options: CacheOptions | None = None) -> KVCache:
+        """A fresh KV cache: the hybrid one (bounded chunked-layer KV, tiered global-layer KV, the
+        kind snapshots are written from) unless `kind="contiguous"` asks for the plain reference
+        cache; `options` (budgets, disk directory, KV dtype, attention backend) apply to the hybrid one."""
+        if kind == "hybrid":
+            return HybridCache(self.config, self.dtype, self.device, options)
+        if kind == "contiguous":
+            return ContiguousCache(self.config, self.dtype, self.device)
+        raise ValueError(f"unknown cache kind {kind!r}; use 'hybrid' or 'contiguous'")
 
     def new_session(self, cache: KVCache | None = None) -> Session:
         return Session(cache=cache if cache is not None else self.new_cache())
@@ -73,10 +80,12 @@ class LoadedModel:
             return self.module(ids_t, self.new_cache()).float()
 
     def prefill(
-        self, ids: list[int], session: Session | None = None, chunk: int = DEFAULT_PREFILL_CHUNK,
+        self, ids: list[int], session: Session | None = None, chunk: int | None = None,
         progress: Progress | None = None,
     ) -> tuple[Session, torch.Tensor]:
-        """Process ids (extending `session` if given); returns the session and the last position's logits."""
+        """Process ids (extending `session` if given); returns the session and the last position's logits.
+
+        `chunk` None: pieces of `generate.default_prefill_chunk` (aligned to the attention chunk)."""
         session = session if session is not None else self.new_session()
         return session, prefill(self.module, session, list(ids), chunk, progress)
 
@@ -87,7 +96,7 @@ class LoadedModel:
         sampling: Sampling | None = None,
         session: Session | None = None,
         stop_ids: Iterable[int] | None = None,
-        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        prefill_chunk: int | None = None,
         progress: Progress | None = None,
     ) -> Iterator[int]:
         """Yield new token ids; stops on the model's end tokens (not yielded) or after max_new_tokens."""
@@ -104,7 +113,7 @@ class LoadedModel:
         sampling: Sampling | None = None,
         stop: list[str] | None = None,
         session: Session | None = None,
-        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        prefill_chunk: int | None = None,
         progress: Progress | None = None,
     ) -> TextGeneration:
         """Stream text pieces (never a split UTF-8 character), stopping at any of `stop` (not included)."""

@@ -2,7 +2,9 @@
 
 Prefill runs in pieces of `prefill_chunk` tokens and asks the model for the last position's
 logits only, so activation memory is bounded by the piece size rather than the prompt length (the
-vocabulary projection alone would be T x vocab floats otherwise).
+vocabulary projection alone would be T x vocab floats otherwise). On chunked-attention models the
+default piece is a whole multiple of the attention chunk, so no piece straddles a chunk boundary
+needlessly and the chunked layers' KV is filled one whole chunk at a time.
 """
 
 import codecs
@@ -15,11 +17,22 @@ import torch
 from ..progress import Progress
 from .kvcache import KVCache
 
-DEFAULT_PREFILL_CHUNK = 512
+DEFAULT_PREFILL_CHUNK = 512  # dense models: big enough to keep matmuls efficient, small in activations
 
 
 class Model(Protocol):
     def __call__(self, ids: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor: ...
+
+
+def default_prefill_chunk(config: object) -> int:
+    """The prefill piece size when none is asked for: DEFAULT_PREFILL_CHUNK for dense models; for
+    chunked-attention models (Llama 4: `attention_chunk_size` 8192) the smallest multiple of the
+    chunk that is at least DEFAULT_PREFILL_CHUNK, so pieces start and end on chunk boundaries."""
+    chunk = getattr(config, "attention_chunk_size", None)
+    uses_rope = getattr(config, "layer_uses_rope", None) or []
+    if not chunk or not any(uses_rope):
+        return DEFAULT_PREFILL_CHUNK
+    return chunk * max(1, -(-DEFAULT_PREFILL_CHUNK // chunk))
 
 
 @dataclass
@@ -50,12 +63,14 @@ def prefill(
     model: Model,
     session: Session,
     ids: list[int],
-    chunk: int = DEFAULT_PREFILL_CHUNK,
+    chunk: int | None = None,
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """Extend the session with ids (which must start with session.ids); fp32 logits of the last position.
 
     At least the final token is always run through the model so there are logits to sample from.
+    `chunk` None means `default_prefill_chunk` of the model's config. `progress` gets the tokens
+    done and the total after every piece (the caller derives tokens/s from its own clock).
     """
     if ids[: len(session.ids)] != session.ids:
         raise ValueError("prefill ids must extend the session's ids; start a new session to rewind")
@@ -63,6 +78,7 @@ def prefill(
     if not todo:
         raise ValueError("nothing to prefill: the session already holds all of these tokens")
     device = _device_of(model)
+    chunk = chunk or default_prefill_chunk(getattr(model, "config", None))
     total, done = len(todo), 0
     logits = None
     with torch.inference_mode():
@@ -115,7 +131,7 @@ def generate_ids(
     max_new_tokens: int,
     sampling: Sampling | None = None,
     stop_ids: Iterable[int] = (),
-    prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+    prefill_chunk: int | None = None,
     progress: Progress | None = None,
 ) -> Iterator[int]:
     """Yield new token ids until a stop id (not yielded), or max_new_tokens.

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import MemoryPlanError, UsageError
 from .config import ModelConfig
+from .generate import default_prefill_chunk
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "float8_e4m3": 1, "float8_e5m2": 1}
 STREAM_TOKENS = 16384  # must match CacheOptions.stream_tokens: offloaded KV staging on the device
@@ -187,7 +188,7 @@ def plan_memory(
     local_tokens = min(context_tokens, chunk) if chunk and n_local else 0
     kv_local = n_local * local_tokens * per_layer
     kv_global = n_global * context_tokens * per_layer
-    piece = min(prefill_chunk or chunk or 2048, context_tokens)
+    piece = min(prefill_chunk or default_prefill_chunk(config), context_tokens)  # what prefill will use
 
     if detect:
         device_capacity = device_capacity if device_capacity is not None else _available_device(device)
