@@ -31,15 +31,7 @@ class EmbeddedState:
     stats: Stats = field(default_factory=Stats)
     prefill_started: float = 0.0
     prefill_s: float = 0.0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    logits: object = None  # the last prompt position's logits: the first answer token needs no extra forward
 
 
 def rewind(session, ids: list[int]) -> int:
@@ -51,7 +43,7 @@ def rewind(session, ids: list[int]) -> int:
     back into an earlier chunk (`truncate` returns False); the start of the chunk holding the common
     prefix's end is then the longest usable point, since chunk boundaries can always be restored.
     """
-    common = min(_common_prefix(session.ids, ids), len(ids) - 1)
+    common = min(session.common_prefix(ids), len(ids) - 1)
     if common == len(session.ids):
         return common
     truncate = getattr(session.cache, "truncate", None)
@@ -123,8 +115,9 @@ class EmbeddedEngine:
     def prefix_tokens(self, prompt: Prompt) -> int:
         return len(self._render(prompt).prefix_ids)
 
-    def _prefill(self, session, ids: list[int], progress: Progress | None) -> None:
-        self.model.prefill(ids, session=session, chunk=self.prefill_chunk, progress=progress)
+    def _prefill(self, session, ids: list[int], progress: Progress | None):
+        """Run the tokens of `ids` the session does not hold yet; the last position's logits."""
+        return self.model.prefill(ids, session=session, chunk=self.prefill_chunk, progress=progress)[1]
 
     def _rewind(self, state: EmbeddedState | None, ids: list[int]) -> tuple[object, int]:
         """A session holding the longest usable prefix of `ids`, and how many tokens it holds."""
@@ -176,10 +169,9 @@ class EmbeddedEngine:
     def prefill(self, prompt: Prompt, snapshot: EmbeddedState | None = None, progress: Progress | None = None) -> EmbeddedState:
         ids = self._render(prompt).ids
         started = time.perf_counter()
-        session, cached = self._rewind(snapshot, ids)
-        if len(ids) - 1 > cached:
-            self._prefill(session, ids[:-1], progress)
-        state = EmbeddedState(session=session, prompt=prompt, ids=ids, prefill_started=started)
+        session, cached = self._rewind(snapshot, ids)  # always leaves at least one token to run
+        logits = self._prefill(session, ids, progress)
+        state = EmbeddedState(session=session, prompt=prompt, ids=ids, prefill_started=started, logits=logits)
         state.prefill_s = time.perf_counter() - started
         state.stats = Stats(prompt_tokens=len(ids), cached_tokens=cached, prefilled_tokens=len(ids) - cached)
         return state
@@ -190,7 +182,9 @@ class EmbeddedEngine:
         sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed)
         text_gen = self.model.generate_text(
             state.ids, max_new_tokens=params.max_tokens, sampling=sampling, stop=params.stop, session=state.session,
+            logits=state.logits,
         )
+        state.logits = None  # consumed: the session moves on as tokens are generated
         stats = state.stats
         pieces: list[str] = []
         first_at = None

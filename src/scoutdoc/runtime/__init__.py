@@ -98,12 +98,15 @@ class LoadedModel:
         stop_ids: Iterable[int] | None = None,
         prefill_chunk: int | None = None,
         progress: Progress | None = None,
+        logits: torch.Tensor | None = None,
     ) -> Iterator[int]:
-        """Yield new token ids; stops on the model's end tokens (not yielded) or after max_new_tokens."""
+        """Yield new token ids; stops on the model's end tokens (not yielded) or after max_new_tokens.
+
+        Pass `logits` from `prefill` when `session` already holds all of `ids`."""
         session = session if session is not None else self.new_session()
         return generate_ids(
             self.module, session, list(ids), max_new_tokens, sampling or Sampling(),
-            self.stop_ids if stop_ids is None else stop_ids, prefill_chunk, progress,
+            self.stop_ids if stop_ids is None else stop_ids, prefill_chunk, progress, logits,
         )
 
     def generate_text(
@@ -115,11 +118,12 @@ class LoadedModel:
         session: Session | None = None,
         prefill_chunk: int | None = None,
         progress: Progress | None = None,
+        logits: torch.Tensor | None = None,
     ) -> TextGeneration:
         """Stream text pieces (never a split UTF-8 character), stopping at any of `stop` (not included)."""
         return TextGeneration(
             token_source=lambda: self.generate(
-                ids, max_new_tokens, sampling, session, None, prefill_chunk, progress
+                ids, max_new_tokens, sampling, session, None, prefill_chunk, progress, logits
             ),
             tokenizer=self.tokenizer,
             stop=list(stop or []),

@@ -133,17 +133,23 @@ def generate_ids(
     stop_ids: Iterable[int] = (),
     prefill_chunk: int | None = None,
     progress: Progress | None = None,
+    logits: torch.Tensor | None = None,
 ) -> Iterator[int]:
     """Yield new token ids until a stop id (not yielded), or max_new_tokens.
 
     The session's cache holds every yielded token except the last one (it is fed to the model only
     when the next token is needed), so `session.ids` always names exactly what the cache contains.
+    `logits`: the last position's logits from a caller that already prefilled all of `ids` (so the
+    first answer token costs no extra forward pass).
     """
     sampling = sampling or Sampling()
     stop = set(stop_ids)
     device = _device_of(model)
     generator = make_generator(sampling, device)
-    logits = prefill(model, session, ids, prefill_chunk, progress)
+    if logits is None:
+        logits = prefill(model, session, ids, prefill_chunk, progress)
+    elif session.ids != ids:
+        raise ValueError("logits were given but the session does not hold exactly these ids")
     for n in range(max_new_tokens):
         token = sample(logits, sampling, generator)
         if token in stop:
