@@ -251,7 +251,36 @@ def attention_plain(
             is_causal=True, enable_gqa=True,
         )
         return out[0].transpose(0, 1)
+    if backend == "sdpa" and q.dtype == k.dtype and q.dtype in (torch.float16, torch.bfloat16):
+        # the folded-heads kernel without the log-sum-exp bookkeeping: fewer ops per decode step
+        tq, hq, d = q.shape
+        hkv = k.shape[1]
+        g = hq // hkv
+        qb = q.reshape(tq, hkv, g, d).permute(1, 2, 0, 3).reshape(hkv, g * tq, d)
+        out = _fused(qb[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], False)[0]
+        return out[0].reshape(hkv, g, tq, d).permute(2, 0, 1, 3).reshape(tq, hq, d)
     return attention_part(q, k, v, causal and q.shape[0] > 1, backend)[0]
+
+
+def attention_window(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, held: int, backend: str = "sdpa"
+) -> torch.Tensor:
+    """Causal attention of a piece q [T, Hq, d] whose keys k/v are `held` earlier keys (all visible)
+    followed by the piece's own T keys, without building a mask.
+
+    This is the only shape a cache needs for a contiguous run of positions (a global layer's whole
+    history, or a chunked layer's current chunk): a fresh run is one causal call, a decode step one
+    mask-free call, and a later prefill piece two parts merged exactly by their log-sum-exp.
+    """
+    if held == 0:
+        return attention_plain(q, k, v, True, backend)
+    if q.shape[0] == 1:
+        return attention_plain(q, k, v, False, backend)
+    parts = [
+        attention_part(q, k[:held], v[:held], False, backend),
+        attention_part(q, k[held:], v[held:], True, backend),
+    ]
+    return merge(parts)[0].to(q.dtype)
 
 
 def partial_attention(

@@ -15,12 +15,13 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from ..errors import ModelError
 from .config import ModelConfig, from_gguf_metadata
+from .kvcache import release_freed_heap
 from .model import Transformer
 from .rope import inverse_frequencies, pairs_to_halves
 
@@ -210,12 +211,24 @@ def _iter_safetensors(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
             ) from exc
 
 
-def _iter_gguf(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
+# fp32 elements dequantized at once: bounds the transient memory of loading to a few MiB per step
+# instead of several fp32 copies of the largest tensor (the 49152 x 576 embedding of the default model).
+_DEQUANT_BLOCK = 1 << 21
+
+
+def _iter_gguf(ckpt: Checkpoint, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Neutral name and tensor in `dtype` (fp32 for rope_freqs), dequantized in bounded row blocks."""
+    path = ckpt.files[0]
+    with open(path, "rb") as f:  # plain reads, not a memory map: mapped file pages would count as our RSS
+        yield from _read_gguf_tensors(ckpt, f, dtype)
+
+
+def _read_gguf_tensors(ckpt: Checkpoint, f: BinaryIO, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
     import gguf
     import numpy as np
 
     path = ckpt.files[0]
-    data = np.memmap(path, dtype=np.uint8, mode="r")
+    file_size = path.stat().st_size
     for t in ckpt.gguf_tensors:
         neutral = _gguf_name(t.name)
         if neutral is None:
@@ -233,11 +246,17 @@ def _iter_gguf(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
         row_bytes = t.shape[0] // block * block_bytes  # GGUF shapes list the fastest-varying dimension first
         rows = math.prod(t.shape[1:])
         start = ckpt.gguf_data_offset + t.offset
-        if start + rows * row_bytes > data.shape[0]:
+        if start + rows * row_bytes > file_size:
             raise ModelError(f"{path} ends inside tensor {t.name}: the file is truncated, download it again")
-        raw = data[start : start + rows * row_bytes].reshape(*reversed(t.shape[1:]), row_bytes)
-        values = gguf.quants.dequantize(raw, qtype)
-        yield neutral, torch.from_numpy(np.array(values, dtype=np.float32))  # copy: never alias the file map
+        out = torch.empty((rows, t.shape[0]), dtype=torch.float32 if neutral == "rope_freqs" else dtype)
+        step = max(1, _DEQUANT_BLOCK // max(1, t.shape[0]))
+        f.seek(start)
+        for r in range(0, rows, step):
+            n = min(step, rows - r)
+            raw = np.frombuffer(f.read(n * row_bytes), dtype=np.uint8).reshape(n, row_bytes)
+            values = gguf.quants.dequantize(raw, qtype)
+            out[r : r + n] = torch.from_numpy(np.require(values, np.float32, ("C", "W")))
+        yield neutral, out.view(*reversed(t.shape))
 
 
 # --- assembly --------------------------------------------------------------------------------
@@ -307,7 +326,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
     with torch.device("meta"):
         model = Transformer(config)
     assembler = _Assembler(ckpt, dtype, device)
-    tensors = _iter_gguf(ckpt) if ckpt.kind == "gguf" else _iter_safetensors(ckpt)
+    tensors = _iter_gguf(ckpt, dtype) if ckpt.kind == "gguf" else _iter_safetensors(ckpt)
     for neutral, tensor in tensors:
         try:
             assembler.add(neutral, tensor)
@@ -342,6 +361,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
     if assembler.rope_freqs is not None:  # llama.cpp stores llama3 scaling as per-frequency divisors
         inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, None) / assembler.rope_freqs
     model.inv_freq = inv_freq.to(device)
+    release_freed_heap()  # dequantizing leaves freed blocks in the middle of the heap
     return model.eval()
 
 
