@@ -668,12 +668,17 @@ def read_gguf_metadata(path: Path | str, *, tensors: bool = False) -> dict[str, 
 
     `gguf.GGUFReader` builds a numpy view per array element, which takes seconds for a vocabulary
     of 50k–200k strings; this plain `struct` reader takes a fraction of that. With `tensors=True`
-    the result also has `"__tensors__"`: the tensor table (names, shapes, types) without any data.
+    the result also has `"__tensors__"`: the tensor table (names, shapes, types) without any data,
+    and `"__data_offset__"`: where the tensor data starts (the header's end, aligned).
     """
     path = Path(path)
     try:
         with open(path, "rb", buffering=1 << 20) as fh:
-            return _parse_gguf_header(fh, tensors)
+            fields = _parse_gguf_header(fh, tensors)
+            if tensors:
+                alignment = int(fields.get("general.alignment", 32))
+                fields["__data_offset__"] = -(-fh.tell() // alignment) * alignment
+            return fields
     except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
         raise ModelError(f"cannot read GGUF file {path} ({exc}); it is truncated or damaged, download it again") from exc
 

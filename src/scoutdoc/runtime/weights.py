@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import re
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,23 +103,18 @@ def _open_gguf(path: Path) -> Checkpoint:
 
     `gguf.GGUFReader` builds a numpy view per metadata array element: for a 49k-token vocabulary
     that is seconds of CPU and ~200 MB of Python objects, more than the model itself costs to load.
-    Tensor data is then read through one memory map and dequantized with `gguf.quants`.
+    Tensor data is then read tensor by tensor and dequantized with `gguf.quants`.
     """
-    from .tokenizer import _parse_gguf_header
+    from .tokenizer import read_gguf_metadata
 
-    try:
-        with open(path, "rb", buffering=1 << 20) as fh:
-            fields = _parse_gguf_header(fh, tensors=True)
-            header_end = fh.tell()
-    except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"cannot read GGUF file {path} ({exc}); it is truncated or damaged, download it again") from exc
+    fields = read_gguf_metadata(path, tensors=True)
     tensors = fields.pop("__tensors__")
-    alignment = int(fields.get("general.alignment", 32))
+    data_offset = fields.pop("__data_offset__")
     config = from_gguf_metadata(fields)
     config.tie_word_embeddings = not any(t.name == "output.weight" for t in tensors)
     return Checkpoint(
         config=config, kind="gguf", files=[path], pair_rope=True, gguf_fields=fields, gguf_tensors=tensors,
-        gguf_data_offset=-(-header_end // alignment) * alignment,
+        gguf_data_offset=data_offset,
     )
 
 
