@@ -65,6 +65,15 @@ def iter_members(data: bytes, suffix: str, limits: ArchiveLimits, max_member: in
         yield from _tar_members(data, limits, max_member, budget)
 
 
+def _size_problem(size: int, max_member: int, budget: Budget) -> tuple[str, str] | None:
+    """(reason, code) when a member's declared size is over the per-file cap or the archive's remaining budget."""
+    if size > max_member:
+        return f"{_mb(size)} is over the {_mb(max_member)} per-file cap; raise --max-file-size to include it", "too_large"
+    if size > budget.remaining:
+        return "archive's total uncompressed size is over the cap; extract it and pass the folder", "limit"
+    return None
+
+
 def _zip_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Budget) -> Iterator[Member | Skip]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -97,11 +106,9 @@ def _zip_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Bu
             if info.file_size > limits.ratio_floor and info.file_size / max(info.compress_size, 1) > limits.max_ratio:
                 yield Skip(info.filename, f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 looks like a zip bomb; refused", "unsafe")
                 continue
-            if info.file_size > max_member:
-                yield Skip(info.filename, f"{_mb(info.file_size)} is over the {_mb(max_member)} per-file cap; raise --max-file-size to include it", "too_large")
-                continue
-            if info.file_size > budget.remaining:
-                yield Skip(info.filename, "archive's total uncompressed size is over the cap; extract it and pass the folder", "limit")
+            too_big = _size_problem(info.file_size, max_member, budget)
+            if too_big:
+                yield Skip(info.filename, *too_big)
                 continue
             try:
                 with archive.open(info) as handle:
@@ -147,11 +154,9 @@ def _tar_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Bu
                 if not info.isreg():
                     yield Skip(info.name, "special file (device, FIFO or socket) inside the archive, refused", "unsafe")
                     continue
-                if info.size > max_member:
-                    yield Skip(info.name, f"{_mb(info.size)} is over the {_mb(max_member)} per-file cap; raise --max-file-size to include it", "too_large")
-                    continue
-                if info.size > budget.remaining:
-                    yield Skip(info.name, "archive's total uncompressed size is over the cap; extract it and pass the folder", "limit")
+                too_big = _size_problem(info.size, max_member, budget)
+                if too_big:
+                    yield Skip(info.name, *too_big)
                     continue
                 handle = archive.extractfile(info)
                 content = handle.read(info.size) if handle else b""
