@@ -56,16 +56,21 @@ def _lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
 
-def test_batch_kill_and_resume_answers_each_document_once(archive, smollm2_gguf, tmp_path):
-    home, out = tmp_path / "home", tmp_path / "results.jsonl"
-    proc = subprocess.Popen(_batch_args([str(archive)], out), env=_env(home, smollm2_gguf),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+def _start_until_first_answer(args: list[str], env: dict, out: Path) -> subprocess.Popen:
+    """Start a batch and return once its first answer line is complete (or the process ended)."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         text = out.read_text() if out.exists() else ""
         if text.endswith("\n") and any(r["status"] == "ok" for r in _lines(out)):
             break
         time.sleep(0.2)
+    return proc
+
+
+def test_batch_kill_and_resume_answers_each_document_once(archive, smollm2_gguf, tmp_path):
+    home, out = tmp_path / "home", tmp_path / "results.jsonl"
+    proc = _start_until_first_answer(_batch_args([str(archive)], out), _env(home, smollm2_gguf), out)
     assert proc.poll() is None, "the batch finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
@@ -138,14 +143,7 @@ def test_batch_ctrl_c_stops_cleanly_and_resume_completes(smollm2_gguf, tmp_path)
     docs.mkdir()
     for i in range(3):
         (docs / f"n{i}.txt").write_text(f"Note {i}: order {i * 7} loaves of bread.\n")
-    proc = subprocess.Popen(_batch_args([str(docs)], out), env=_env(home, smollm2_gguf),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        text = out.read_text() if out.exists() else ""
-        if text.endswith("\n") and any(r["status"] == "ok" for r in _lines(out)):
-            break
-        time.sleep(0.2)
+    proc = _start_until_first_answer(_batch_args([str(docs)], out), _env(home, smollm2_gguf), out)
     assert proc.poll() is None, "the batch finished before Ctrl-C"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
