@@ -50,7 +50,10 @@ def attend(
     k_pos: torch.Tensor,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """q [Tq, Hq, d], k/v [Tk, Hkv, d] -> [Tq, Hq, d]; grouped-query heads share kv head h // (Hq/Hkv)."""
+    """q [Tq, Hq, d], k/v [Tk, Hkv, d] -> [Tq, Hq, d]; grouped-query heads share kv head h // (Hq/Hkv).
+
+    The plain masked computation over all keys: the reference the caches' mask-free and split paths
+    are tested against, not a hot path."""
     mask = visible(q_pos, k_pos, chunk_size)
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=mask, enable_gqa=True
