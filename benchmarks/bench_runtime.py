@@ -61,10 +61,10 @@ def _scoutdoc(gguf: Path, threads: int, dtype: str):
     m = load_model(gguf, dtype=dtype, device="cpu")
 
     def prefill(ids):
-        m.prefill(ids, chunk=512)
+        m.prefill(ids)
 
     def decode(ids, n):
-        session, _ = m.prefill(ids[:-1], chunk=512)
+        session, _ = m.prefill(ids[:-1])
         with Timer() as t:
             out = list(m.generate(ids, max_new_tokens=n + 1, session=session, stop_ids=[]))
         assert len(out) == n + 1  # one-token prefill + n decode steps (the last token is never fed)

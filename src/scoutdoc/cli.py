@@ -201,7 +201,7 @@ KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="Embedded 
 KvDeviceBudgetOpt = Annotated[Optional[str], typer.Option("--kv-device-budget", help="Embedded engine: most global-layer KV bytes on the device, e.g. 20GiB; the rest goes to host memory or --kv-disk.")]
 KvHostBudgetOpt = Annotated[Optional[str], typer.Option("--kv-host-budget", help="Embedded engine: most global-layer KV bytes in host memory; the rest goes to --kv-disk.")]
 KvDiskOpt = Annotated[Optional[Path], typer.Option("--kv-disk", help="Embedded engine: directory for KV beyond the device and host budgets (memory-mapped, deleted afterwards).")]
-PrefillChunkOpt = Annotated[Optional[int], typer.Option("--prefill-chunk", min=1, help="Embedded engine: prompt tokens per forward pass (default: 512, or the attention chunk for chunked models).")]
+PrefillChunkOpt = Annotated[Optional[int], typer.Option("--prefill-chunk", min=1, help="Embedded engine: prompt tokens per forward pass (default: 2048, or the attention chunk for chunked models).")]
 
 
 def runtime_options(

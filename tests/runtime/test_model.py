@@ -121,3 +121,54 @@ def test_last_only_logits_equal_last_row(tiny, tmp_path):
         last = m.module(ids, ContiguousCache(m.config, torch.float32), last_only=True)
     assert last.shape == (1, 128)
     torch.testing.assert_close(last[0], full[-1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_transformers(dtype):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from scoutdoc.runtime.model import RMSNorm
+
+    torch.manual_seed(0)
+    x = (torch.randn(37, 64) * 3).to(dtype)
+    hf, ours = LlamaRMSNorm(64, eps=1e-5), RMSNorm(64, eps=1e-5)
+    with torch.no_grad():
+        hf.weight.copy_(torch.randn(64))
+        ours.weight.copy_(hf.weight)
+    hf, ours = hf.to(dtype), ours.to(dtype)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), hf(x), rtol=1e-6 if dtype == torch.float32 else None,
+                                   atol=1e-6 if dtype == torch.float32 else None)
+
+
+def test_matvec_kernel_switch_is_scoped():
+    """Decode steps on CPU run with oneDNN off (its bf16 matrix-vector product is the slow one);
+    the switch must be undone afterwards, also when the step fails, and never touch prompts."""
+    from scoutdoc.runtime.model import _cpu_matvec_kernels
+
+    assert torch.backends.mkldnn.enabled
+    with _cpu_matvec_kernels(True):
+        assert not torch.backends.mkldnn.enabled
+    assert torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError), _cpu_matvec_kernels(True):
+        raise RuntimeError("step failed")
+    assert torch.backends.mkldnn.enabled
+    with _cpu_matvec_kernels(False):
+        assert torch.backends.mkldnn.enabled
+
+
+def test_loading_a_model_does_not_import_meta_kernels(tiny, tmp_path):
+    """Building the model on the meta device must not reach PyTorch's Python meta kernels: their
+    first use imports sympy and ~800 other modules, ~67 MiB of resident memory for nothing."""
+    import subprocess
+    import sys
+
+    path = tiny.save(tiny.llama4(), tmp_path)
+    code = (
+        "import sys\nfrom scoutdoc.runtime import load_model\n"
+        f"m = load_model({str(path)!r}, dtype='bfloat16', device='cpu')\n"
+        "m.prefill(list(range(20)))\n"
+        "print(sorted(n for n in ('sympy', 'mpmath') if n in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

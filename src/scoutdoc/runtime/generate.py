@@ -15,9 +15,11 @@ from typing import Protocol
 import torch
 
 from ..progress import Progress
-from .kvcache import KVCache
+from .kvcache import KVCache, release_freed_heap
 
-DEFAULT_PREFILL_CHUNK = 512  # dense models: big enough to keep matmuls efficient, small in activations
+# Dense models. On CPU one 2048-token piece prefills ~20% faster than four of 512 (one causal
+# attention call instead of a growing number of split ones); its activations stay small next to the KV.
+DEFAULT_PREFILL_CHUNK = 2048
 
 
 class Model(Protocol):
@@ -87,6 +89,8 @@ def prefill(
             logits = model(torch.tensor(piece, dtype=torch.long, device=device), session.cache, last_only=True)
             session.ids.extend(piece)
             done += len(piece)
+            if device.type == "cpu":
+                release_freed_heap()  # a piece's activations would otherwise stay resident beside the growing KV
             if progress is not None:
                 progress(done, total, "tokens")
     return logits[-1].float()

@@ -20,6 +20,7 @@ import torch
 from ..errors import MemoryPlanError, UsageError
 from .config import ModelConfig
 from .generate import default_prefill_chunk
+from .model import FFN_ROWS
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "float8_e4m3": 1, "float8_e5m2": 1}
 STREAM_TOKENS = 16384  # must match CacheOptions.stream_tokens: offloaded KV staging on the device
@@ -84,7 +85,7 @@ def activation_bytes(config: ModelConfig, piece: int, act_dtype: str, kv_dtype: 
     hidden = 4 * piece * h * a
     qkv = piece * (config.num_heads + 2 * config.num_kv_heads) * d * a
     merge = 3 * piece * config.num_heads * (d + 1) * 4
-    ffn_bytes = 3 * piece * ffn * a
+    ffn_bytes = 3 * min(piece, FFN_ROWS) * ffn * a  # the feed-forward runs in row blocks
     gqa = 2 * piece * config.num_heads * d * a  # K/V expanded to every query head for the causal part
     logits = config.vocab_size * 4
     staging = 2 * STREAM_TOKENS * config.num_kv_heads * d * DTYPE_BYTES[kv_dtype] if offloaded else 0

@@ -14,7 +14,9 @@ import torch
 def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
     """fp32 [head_dim/2] inverse frequencies; llama3 scaling divides the long wavelengths by `factor`."""
     # fp32 like transformers, so long-position angles agree bit for bit with the reference.
-    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    # An explicit CPU device: under the loader's meta-device context an arange would go to
+    # PyTorch's Python meta kernels, whose first use imports ~800 modules (sympy; ~67 MiB of RSS).
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim))
     if scaling:
         factor = float(scaling["factor"])
         low = float(scaling.get("low_freq_factor", 1.0))

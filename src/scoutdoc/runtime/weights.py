@@ -36,7 +36,6 @@ class Checkpoint:
     kind: str  # "safetensors" or "gguf"
     files: list[Path]
     pair_rope: bool  # q/k rows in adjacent-pair RoPE order (Llama 4 HF, every GGUF)
-    gguf_fields: dict[str, Any] = field(default_factory=dict, repr=False)
     gguf_tensors: list[Any] = field(default_factory=list, repr=False)  # tokenizer.GGUFTensorInfo rows
     gguf_data_offset: int = 0  # where tensor data starts in the file
 
@@ -113,8 +112,7 @@ def _open_gguf(path: Path) -> Checkpoint:
     config = from_gguf_metadata(fields)
     config.tie_word_embeddings = not any(t.name == "output.weight" for t in tensors)
     return Checkpoint(
-        config=config, kind="gguf", files=[path], pair_rope=True, gguf_fields=fields, gguf_tensors=tensors,
-        gguf_data_offset=data_offset,
+        config=config, kind="gguf", files=[path], pair_rope=True, gguf_tensors=tensors, gguf_data_offset=data_offset,
     )
 
 
