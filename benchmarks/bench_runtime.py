@@ -9,6 +9,7 @@ peak RSS over the whole run (the longest prefill dominates).
 
     python benchmarks/bench_runtime.py                        # all engines, 512/2048/7000, 128 decode
     python benchmarks/bench_runtime.py --engines scoutdoc --dtype float32 --json out.json
+    python benchmarks/bench_runtime.py --engines scoutdoc,transformers --rounds 3   # alternate, median round
 """
 
 import argparse
@@ -171,6 +172,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="bfloat16", help="torch dtype for scoutdoc and transformers")
     ap.add_argument("--repeats", type=int, default=3, help="median over this many runs (prompts up to 2048)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the engines in turn this many times and report each engine's median round, so a "
+                         "shared machine's changing load falls on every engine alike")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
@@ -194,21 +198,34 @@ def main() -> None:
         # Tokenize in a child too: Linux carries a parent's peak RSS into forked children's ru_maxrss.
         subprocess.run([sys.executable, __file__, "--worker", "tokenize", "--model", str(gguf), "--ids", str(ids_file),
                         "--lengths", args.lengths], check=True)
-        for engine in args.engines.split(","):
-            cmd = [sys.executable, __file__, "--worker", engine, "--model", str(gguf), "--ids", str(ids_file),
-                   "--lengths", args.lengths, "--decode", str(args.decode), "--threads", str(args.threads),
-                   "--dtype", args.dtype, "--repeats", str(args.repeats)]
-            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                print(f"{engine}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results.append(json.loads(line.removeprefix("RESULT ")))
-            print(f"{engine}: done", file=sys.stderr)
+        for round_no in range(1, args.rounds + 1):
+            for engine in args.engines.split(","):
+                cmd = [sys.executable, __file__, "--worker", engine, "--model", str(gguf), "--ids", str(ids_file),
+                       "--lengths", args.lengths, "--decode", str(args.decode), "--threads", str(args.threads),
+                       "--dtype", args.dtype, "--repeats", str(args.repeats)]
+                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+                if proc.returncode or line is None:
+                    print(f"{engine}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                results.append({**json.loads(line.removeprefix("RESULT ")), "round": round_no})
+                print(f"{engine}: round {round_no} done", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    print(report(results, lengths, args))
+    print(report([median_round([r for r in results if r["engine"] == e]) for e in dict.fromkeys(
+        r["engine"] for r in results)], lengths, args))
+
+
+def median_round(runs: list[dict]) -> dict:
+    """One engine's rounds folded into one row: the median of every speed, the largest peak RSS."""
+    med = statistics.median
+    out = {"engine": runs[0]["engine"], "load_s": med(r["load_s"] for r in runs),
+           "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "prefill": {}, "decode": {}}
+    for n in runs[0]["prefill"]:
+        out["prefill"][int(n)] = {k: med(r["prefill"][n][k] for r in runs) for k in ("tok_s", "tok_per_cpu_s")}
+    out["decode"] = {k: med(r["decode"][k] for r in runs) for k in ("tok_s", "ms_per_token")}
+    return out
 
 
 def report(results: list[dict], lengths: list[int], args) -> str:
@@ -216,8 +233,7 @@ def report(results: list[dict], lengths: list[int], args) -> str:
     head += f" | decode {args.decode} tok/s (ms/token) | peak RSS MiB |"
     rows = [head, "|" + " --- |" * (len(lengths) + 4)]
     for r in results:
-        cells = [f"{r['prefill'][str(n)]['tok_s']:.0f} ({r['prefill'][str(n)]['tok_per_cpu_s']:.0f})"
-                 if str(n) in r["prefill"] else f"{r['prefill'][n]['tok_s']:.0f}" for n in lengths]
+        cells = [f"{r['prefill'][n]['tok_s']:.0f} ({r['prefill'][n]['tok_per_cpu_s']:.0f})" for n in lengths]
         name = r["engine"] + (f" {args.dtype}" if r["engine"] != "llama_cpp" else " (Q4_1 native)")
         rows.append(f"| {name} | {r['load_s']:.2f} | " + " | ".join(cells)
                     + f" | {r['decode']['tok_s']:.1f} ({r['decode']['ms_per_token']:.1f}) | {r['peak_rss_mib']:.0f} |")

@@ -337,9 +337,9 @@ def merge(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Ten
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     weights = torch.exp(lses - top)  # exp(-inf) = 0 for empty parts
     total = weights.sum(dim=0)
-    out = torch.zeros(parts[0][0].shape, dtype=torch.float32, device=parts[0][0].device)
-    for (part, _), w in zip(parts, weights):
-        out += part.float() * w[..., None]
-    denom = torch.where(total > 0, total, torch.ones_like(total))
-    out /= denom[..., None]
+    weights /= torch.where(total > 0, total, torch.ones_like(total))
+    # fp32 accumulation straight from the parts' own dtype: no fp32 copy of each part, no zero fill
+    out = parts[0][0] * weights[0][..., None]
+    for (part, _), w in zip(parts[1:], weights[1:]):
+        out.addcmul_(part, w[..., None])
     return out, top + torch.log(total)
