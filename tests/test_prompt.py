@@ -81,3 +81,28 @@ def test_summary_instruction_by_kind():
     assert summary_instruction(["code", "code", "text"]) == CODEBASE_SUMMARY_INSTRUCTION
     assert summary_instruction(["pdf"]) == SUMMARY_INSTRUCTION
     assert summary_instruction([]) == SUMMARY_INSTRUCTION
+
+
+def test_cut_after_last_special_matches_a_full_scan():
+    """The windowed search from the end gives what scanning the whole text for every string gives,
+    also when the last occurrence lies far from the end or straddles a window boundary."""
+    import random
+
+    from scoutdoc.prompt import cut_after_last_special
+
+    def full_scan(text, specials):
+        return max((text.rfind(s) + len(s) for s in specials if s in text), default=-1)
+
+    specials = ["<|eot|>", "<|header_start|>", "<|x|>", "</s>"]
+    rng = random.Random(0)
+    filler = "abc <| def |> ghi\n"
+    for _ in range(200):
+        parts = [filler * rng.randrange(0, 2000)]
+        for _ in range(rng.randrange(0, 3)):
+            parts += [rng.choice(specials), filler * rng.randrange(0, 3000), "z" * rng.randrange(0, 40)]
+        text = "".join(parts)
+        assert cut_after_last_special(text, specials) == full_scan(text, specials)
+    edge = "y" * (4096 - 3) + "<|header_start|>" + "y" * 4093  # long string across the first window's start
+    assert cut_after_last_special(edge, specials) == full_scan(edge, specials) == 4093 + 16
+    assert cut_after_last_special("plain text", specials) == -1
+    assert cut_after_last_special("", []) == -1
