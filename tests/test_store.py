@@ -176,3 +176,22 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert store.db.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 240
     assert len(store.batch_items()) == 120
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_version_1_database_gains_the_base_url_column(tmp_path):
+    """Databases written before sessions recorded their server are migrated in place, rows kept."""
+    import sqlite_utils
+
+    from scoutdoc.store import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    MIGRATIONS[0](db)
+    db["sessions"].insert({"id": "s1", "created_at": 1.0, "updated_at": 1.0, "engine": "remote", "model": "m"})
+    db.execute("PRAGMA user_version=1")
+    db.conn.commit()
+    db.conn.close()
+    with Store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.session("s1")["base_url"] == "" and store.session("s1")["engine"] == "remote"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -188,7 +188,7 @@ TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="0
 TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling cut (with --temperature > 0).")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, session_id, sources, stats) and nothing else on stdout.")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="embedded (this process) or remote (an OpenAI-compatible server).")]
+EngineOpt = Annotated[Optional[str], typer.Option("--engine", help="embedded (this process, the default) or remote (an OpenAI-compatible server); a follow-up keeps its session's engine and server.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="The remote server's URL, e.g. http://localhost:8000/v1.")]
 ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", envvar="SCOUTDOC_API_KEY", help="API key for the remote server (env SCOUTDOC_API_KEY).")]
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Session database file (default: in the data directory; env SCOUTDOC_DB).")]
@@ -238,6 +238,7 @@ def _engine(
 
     from .engines import RuntimeOptions, open_engine
 
+    engine = engine or "embedded"
     if engine == "remote":
         if runtime != RuntimeOptions(device=runtime.device, dtype=runtime.dtype):
             _notice("--attn, --kv-* and --prefill-chunk apply to the embedded engine; the server manages its own cache")
@@ -250,6 +251,19 @@ def _engine(
         return remote
     with err.status(f"loading {model or 'the default model'}…"):
         return open_engine(engine, model=model, **asdict(runtime))
+
+
+def _session_engine(
+    record: dict, engine: Optional[str], base_url: Optional[str], context_limit: Optional[int]
+) -> tuple[str, Optional[str], Optional[int]]:
+    """A follow-up runs where its session started unless told otherwise: the engine, and for a
+    remote one the server's URL and context limit, come from the session record. The API key
+    never does (it comes from --api-key or SCOUTDOC_API_KEY, not from the database)."""
+    engine = engine or record["engine"] or "embedded"
+    if engine == "remote":
+        base_url = base_url or record["base_url"] or None
+        context_limit = context_limit or record["context_limit"] or None
+    return engine, base_url, context_limit
 
 
 def _notice(message: str) -> None:
@@ -336,6 +350,7 @@ def _answer(
             raise UsageError("give the follow-up question, e.g. scoutdoc ask -c \"And the notice period?\"")
         with open_store(db) as store:
             record = store.session(session) if session else store.latest_session()
+            engine, base_url, context_limit = _session_engine(record, engine, base_url, context_limit)
             eng = _engine(engine, model or record["model"] or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
             result = conv.continue_session(
                 store, eng, session_id=record["id"], question=question, params=params, on_text=sink,
@@ -374,7 +389,7 @@ def ask(
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
     as_json: JsonOpt = False,
-    engine: EngineOpt = "embedded",
+    engine: EngineOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     context_limit: ContextLimitOpt = None,
@@ -417,7 +432,7 @@ def summarize(
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
     as_json: JsonOpt = False,
-    engine: EngineOpt = "embedded",
+    engine: EngineOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     context_limit: ContextLimitOpt = None,
@@ -462,7 +477,7 @@ def chat(
     temperature: TemperatureOpt = 0.0,
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
-    engine: EngineOpt = "embedded",
+    engine: EngineOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     context_limit: ContextLimitOpt = None,
@@ -496,8 +511,11 @@ def chat(
     if not session:
         result_docs = require_documents(read_sources([Path(p) for p in paths or []], options))
     with open_store(db) as store:
-        sid = store.session(session)["id"] if session else None
-        eng = _engine(engine, model or (store.session(sid)["model"] if sid else None) or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
+        record = store.session(session) if session else None
+        sid = record["id"] if record else None
+        if record:
+            engine, base_url, context_limit = _session_engine(record, engine, base_url, context_limit)
+        eng = _engine(engine, model or (record["model"] if record else None) or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
         err.print("[dim]ask a question; Ctrl-D to leave[/dim]", markup=True)
         while True:
             if interactive:
@@ -672,7 +690,7 @@ def batch(
     temperature: TemperatureOpt = 0.0,
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
-    engine: EngineOpt = "embedded",
+    engine: EngineOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     context_limit: ContextLimitOpt = None,
@@ -702,7 +720,7 @@ def batch(
     runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     inputs = expand_inputs(inputs)
     eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
-    workers = concurrency or (4 if engine == "remote" else 1)
+    workers = concurrency or (4 if eng.name == "remote" else 1)
     if eng.name == "embedded" and workers > 1:
         _notice("the embedded engine answers one document at a time; --concurrency applies to --engine remote")
         workers = 1

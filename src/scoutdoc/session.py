@@ -214,6 +214,7 @@ def start_session(
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
     session_id = store.create_session(
         title=title, command=command, engine=engine.name, model=model_ref, model_id=engine.model_id,
+        base_url=getattr(engine, "base_url", ""),
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
         options=options_to_json(options), prefix_tokens=prefix_tokens, context_limit=engine.context_limit,
         sources=records,

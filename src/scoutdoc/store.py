@@ -147,7 +147,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """The remote server's URL, so a follow-up finds the server its session was started on."""
+    db["sessions"].add_column("base_url", str, not_null_default="")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -263,6 +268,7 @@ class Store:
         inputs: list[str] | None = None,
         options: dict[str, Any] | None = None,
         session_id: str | None = None,
+        base_url: str = "",
     ) -> str:
         sid = session_id or new_session_id()
         now = time.time()
@@ -273,7 +279,7 @@ class Store:
                     id=sid, created_at=now, updated_at=now, title=title, command=command, engine=engine,
                     model=model, model_id=model_id, system=system, prefix=prefix,
                     inputs=json.dumps(inputs or []), options=json.dumps(options or {}),
-                    prefix_tokens=prefix_tokens, context_limit=context_limit,
+                    prefix_tokens=prefix_tokens, context_limit=context_limit, base_url=base_url,
                 ),
             )
             for i, src in enumerate(sources):

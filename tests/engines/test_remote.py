@@ -409,8 +409,8 @@ def test_cli_ask_and_follow_up_against_the_server(llama_server, documents, tmp_p
     assert answer["answer"] and answer["stats"]["generated_tokens"] > 0
     assert answer["stats"]["finish_reason"] in ("stop", "length")
     mark = len(llama_server.log_text())
-    follow = scoutdoc("ask", "-c", "Who is the harbor master?",
-                      *remote_args(llama_server, "--max-tokens", "12", "--json"), home=tmp_path)  # fmt: skip
+    # no --engine, --base-url or --context-limit: a follow-up goes to the server its session started on
+    follow = scoutdoc("ask", "-c", "Who is the harbor master?", "--max-tokens", "12", "--json", home=tmp_path)
     follow_up = json.loads(follow.stdout)
     assert follow_up["session_id"] == answer["session_id"] and follow_up["answer"]
     hits = [int(n) for n in re.findall(r"(\d+) prefix-match hit", llama_server.log_text()[mark:])]
