@@ -141,3 +141,22 @@ def test_new_cache_is_hybrid_unless_contiguous_is_asked_for(model):
     assert isinstance(model.new_cache("contiguous"), ContiguousCache)
     with pytest.raises(ValueError):
         model.new_cache("paged")
+
+
+@pytest.mark.parametrize("kind", ["hybrid", "contiguous"])
+def test_cache_buffers_are_sized_once_for_prompt_and_answer(model, kind):
+    """Prefill in pieces and then decode: every layer's KV buffer is allocated once, for the whole
+    context, instead of growing (and being copied) by doubling."""
+    cache = model.new_cache(kind)
+    layer = 0 if kind == "contiguous" else cache.global_layers[0]
+    buffers = (lambda: cache.k[layer]) if kind == "contiguous" else (lambda: cache.dev_k[layer])
+    seen = []
+    prompt, answer = PROMPT * 20, 7  # past one 256-token block
+    steps = model.generate(prompt, max_new_tokens=answer, session=model.new_session(cache), stop_ids=[],
+                           prefill_chunk=64, progress=lambda *_: seen.append(buffers().data_ptr()))
+    for _ in steps:
+        seen.append(buffers().data_ptr())
+    assert len(set(seen)) == 1
+    capacity = buffers().shape[0]
+    needed = len(prompt) + answer - 1
+    assert capacity == needed if kind == "contiguous" else needed <= capacity < needed + cache.options.block_size

@@ -81,6 +81,7 @@ def prefill(
         raise ValueError("nothing to prefill: the session already holds all of these tokens")
     device = _device_of(model)
     chunk = chunk or default_prefill_chunk(getattr(model, "config", None))
+    session.cache.reserve(len(ids))
     total, done = len(todo), 0
     logits = None
     with torch.inference_mode():
@@ -150,6 +151,7 @@ def generate_ids(
     stop = set(stop_ids)
     device = _device_of(model)
     generator = make_generator(sampling, device)
+    session.cache.reserve(len(ids) + max_new_tokens - 1)  # the last answer token is never fed back
     if logits is None:
         logits = prefill(model, session, ids, prefill_chunk, progress)
     elif session.ids != ids:

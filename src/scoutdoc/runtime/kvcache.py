@@ -44,6 +44,10 @@ class KVCache(Protocol):
         """Called once after every layer has seen the same n new tokens."""
         ...
 
+    def reserve(self, tokens: int) -> None:
+        """The context will reach `tokens`: size growing buffers for it now, once."""
+        ...
+
 
 def release_freed_heap() -> None:
     """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere).
@@ -75,13 +79,11 @@ class ContiguousCache:
         dtype: torch.dtype,
         device: torch.device | str = "cpu",
         backend: str = "auto",
-        reserve_tokens: int | None = None,
     ):
         self.config = config
         self.dtype = dtype
         self.device = torch.device(device)
         self.backend = select_backend(backend, self.device)
-        self.reserve_tokens = reserve_tokens
         self.length = 0
         shape = (0, config.num_kv_heads, config.head_dim)
         self.k = [torch.empty(shape, dtype=dtype, device=self.device) for _ in range(config.num_layers)]
@@ -90,11 +92,15 @@ class ContiguousCache:
             config.attention_chunk_size if config.layer_is_chunked(i) else None for i in range(config.num_layers)
         ]
 
-    def _grow(self, layer: int, needed: int) -> None:
+    def reserve(self, tokens: int) -> None:
+        for layer in range(self.config.num_layers):
+            self._grow(layer, tokens, exact=True)
+
+    def _grow(self, layer: int, needed: int, exact: bool = False) -> None:
         capacity = self.k[layer].shape[0]
         if needed <= capacity:
             return
-        new_capacity = max(needed, 2 * capacity, 256, self.reserve_tokens or 0)
+        new_capacity = needed if exact else max(needed, 2 * capacity, 256)
         for buf in (self.k, self.v):
             grown = torch.empty((new_capacity, *buf[layer].shape[1:]), dtype=self.dtype, device=self.device)
             grown[: self.length] = buf[layer][: self.length]
@@ -164,7 +170,6 @@ class CacheOptions:
     block_size: int = 256  # budgets and extents are whole blocks of this many tokens
     stream_tokens: int = 16384  # offloaded KV is stored and streamed in extents of at most this many tokens
     backend: str = "auto"  # attention backend, see attention.select_backend
-    reserve_tokens: int | None = None  # expected context: size device buffers once instead of doubling
 
 
 @dataclass
@@ -257,6 +262,14 @@ class HybridCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def reserve(self, tokens: int) -> None:
+        """Global layers' device buffers get their final size (within the device budget) before the
+        prompt runs. Growing by doubling instead would copy them at every doubling and leave up to
+        half of each buffer unused, on heap pages that earlier activations already made resident
+        (about 20 MiB of peak RSS in a 7000-token prefill of the default model)."""
+        for layer in self.global_layers:
+            self._grow_device(layer, tokens, exact=True)
 
     def can_truncate(self, n: int) -> bool:
         """Whether the cache can drop back to its first n tokens: global layers always can; chunked
@@ -377,12 +390,12 @@ class HybridCache:
         if pos < end:
             self._store_offloaded(layer, pos, k[pos - start :], v[pos - start :])
 
-    def _grow_device(self, layer: int, needed: int) -> None:
+    def _grow_device(self, layer: int, needed: int, exact: bool = False) -> None:
         buf = self.dev_k[layer]
         if needed <= buf.shape[0]:
             return
         block = self.options.block_size
-        capacity = max(needed, 2 * buf.shape[0], block, self.options.reserve_tokens or 0)
+        capacity = needed if exact else max(needed, 2 * buf.shape[0], block)
         capacity = math.ceil(capacity / block) * block
         if self.device_tokens is not None:
             capacity = min(capacity, self.device_tokens)
