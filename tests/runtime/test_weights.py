@@ -143,6 +143,48 @@ def test_gguf_quantised_types_load(gguf_llama, tmp_path, qtype):
     assert (ours.logits(IDS) - hf_logits(twin, IDS)).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_q8_0_token_table_stays_quantized(gguf_llama, tmp_path, dtype):
+    """A Q8_0 token table is kept as int8 values and fp32 scales: lookups are the dense rows exactly,
+    and the tied LM head's one-row path (every decode step) matches the dense product."""
+    import gguf
+
+    from scoutdoc.runtime.quant import Q8Table, TiedQ8Head
+
+    hf, _ = gguf_llama
+    ours = load_model(write_gguf(tmp_path / "q8.gguf", hf, "llama", "Q8_0"), dtype=dtype, device="cpu")
+    table = ours.module.embed
+    assert isinstance(table, Q8Table) and isinstance(ours.module.lm_head, TiedQ8Head)
+    qt = gguf.GGMLQuantizationType.Q8_0
+    weight = hf.model.embed_tokens.weight.detach().numpy()
+    dense = torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(weight, qt), qt))
+    assert table.values.nbytes + table.scales.nbytes < 0.3 * dense.nbytes
+    assert torch.equal(table.rows(), dense)
+    ids = torch.tensor([5, 0, 127, 5])
+    assert torch.equal(table(ids), dense[ids].to(table.dtype))
+
+    x = torch.randn(1, dense.shape[1], generator=torch.Generator().manual_seed(1)).to(table.dtype)
+    want = x.float() @ dense.t()
+    # bf16: each 32-wide partial sum is rounded once, like the output of a bf16 matrix product
+    tol = 1e-5 if dtype == "float32" else 2**-8 * (x.float().abs() @ dense.abs().t()).max().item()
+    assert (table.project(x) - want).abs().max() <= tol
+    assert (table.project(x.expand(3, -1)) - want).abs().max() <= tol  # the dense-block path for prompts
+    if dtype == "float32":
+        _, last = ours.prefill(IDS.tolist())  # a one-row head, as in decoding
+        assert (last - ours.logits(IDS)[-1]).abs().max() <= 1e-4
+
+
+def test_q8_0_tied_head_stays_dense_where_the_int8_kernel_does_not_run(tiny):
+    from scoutdoc.runtime.config import ModelConfig
+    from scoutdoc.runtime.weights import keeps_q8_table
+
+    tied, untied = ModelConfig.from_hf(tiny.LLAMA), ModelConfig.from_hf(tiny.LLAMA4)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert keeps_q8_table(tied, torch.bfloat16, cpu) and keeps_q8_table(tied, torch.float32, cpu)
+    assert not keeps_q8_table(tied, torch.float16, cpu) and not keeps_q8_table(tied, torch.bfloat16, cuda)
+    assert keeps_q8_table(untied, torch.float16, cuda)  # a lookup-only table works anywhere
+
+
 # K-quants: gguf-py can read but not write them, so llama.cpp's own quantizer makes the files. Correct
 # decoding shows as the quantisation error of each bit width (it halves per bit: 7.1 %, 3.6 %, 1.8 % of
 # the weights' norm on this model); a misread scale, minimum or bit plane gives errors of order 100 %.

@@ -22,6 +22,7 @@ from ..errors import ModelError
 from .config import ModelConfig, from_gguf_metadata
 from .kvcache import release_freed_heap
 from .model import Transformer
+from .quant import Q8_BLOCK, Q8Table
 from .rope import inverse_frequencies, pairs_to_halves
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -208,14 +209,17 @@ def _iter_safetensors(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
 _DEQUANT_BLOCK = 1 << 21
 
 
-def _iter_gguf(ckpt: Checkpoint, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """Neutral name and tensor in `dtype` (fp32 for rope_freqs), dequantized in bounded row blocks."""
+def _iter_gguf(ckpt: Checkpoint, dtype: torch.dtype, keep_q8: bool = False) -> Iterator[tuple[str, torch.Tensor | Q8Table]]:
+    """Neutral name and tensor in `dtype` (fp32 for rope_freqs), dequantized in bounded row blocks;
+    with `keep_q8` a Q8_0 token table comes as a `Q8Table` instead."""
     path = ckpt.files[0]
     with open(path, "rb") as f:  # plain reads, not a memory map: mapped file pages would count as our RSS
-        yield from _read_gguf_tensors(ckpt, f, dtype)
+        yield from _read_gguf_tensors(ckpt, f, dtype, keep_q8)
 
 
-def _read_gguf_tensors(ckpt: Checkpoint, f: BinaryIO, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+def _read_gguf_tensors(
+    ckpt: Checkpoint, f: BinaryIO, dtype: torch.dtype, keep_q8: bool
+) -> Iterator[tuple[str, torch.Tensor | Q8Table]]:
     import gguf
     import numpy as np
 
@@ -240,15 +244,42 @@ def _read_gguf_tensors(ckpt: Checkpoint, f: BinaryIO, dtype: torch.dtype) -> Ite
         start = ckpt.gguf_data_offset + t.offset
         if start + rows * row_bytes > file_size:
             raise ModelError(f"{path} ends inside tensor {t.name}: the file is truncated, download it again")
-        out = torch.empty((rows, t.shape[0]), dtype=torch.float32 if neutral == "rope_freqs" else dtype)
         step = max(1, _DEQUANT_BLOCK // max(1, t.shape[0]))
         f.seek(start)
+        if neutral == "embed" and keep_q8 and qtype == gguf.GGMLQuantizationType.Q8_0:
+            yield neutral, _read_q8_0(f, rows, t.shape[0], step, dtype)
+            continue
+        out = torch.empty((rows, t.shape[0]), dtype=torch.float32 if neutral == "rope_freqs" else dtype)
         for r in range(0, rows, step):
             n = min(step, rows - r)
             raw = np.frombuffer(f.read(n * row_bytes), dtype=np.uint8).reshape(n, row_bytes)
             values = gguf.quants.dequantize(raw, qtype)
             out[r : r + n] = torch.from_numpy(np.require(values, np.float32, ("C", "W")))
         yield neutral, out.view(*reversed(t.shape))
+
+
+def _read_q8_0(f: BinaryIO, rows: int, width: int, step: int, dtype: torch.dtype) -> Q8Table:
+    """A Q8_0 tensor [rows, width] as a Q8Table, read in row blocks. GGUF's Q8_0 block is an fp16
+    scale followed by 32 int8 values; `gguf.quants` only returns their products, hence this split."""
+    import numpy as np
+
+    blocks = width // Q8_BLOCK
+    values = torch.empty((blocks, rows, Q8_BLOCK), dtype=torch.int8)
+    scales = torch.empty((blocks, rows), dtype=torch.float32)
+    for r in range(0, rows, step):
+        n = min(step, rows - r)
+        raw = np.frombuffer(f.read(n * blocks * (2 + Q8_BLOCK)), dtype=np.uint8).reshape(n, blocks, 2 + Q8_BLOCK)
+        scale = np.ascontiguousarray(raw[:, :, :2]).view(np.float16)[:, :, 0].astype(np.float32)
+        scales[:, r : r + n] = torch.from_numpy(scale).t()
+        values[:, r : r + n] = torch.from_numpy(np.ascontiguousarray(raw[:, :, 2:]).view(np.int8)).transpose(0, 1)
+    return Q8Table(values, scales, dtype)
+
+
+def keeps_q8_table(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether a GGUF's Q8_0 token table stays quantized in memory: always as a plain embedding
+    (a lookup dequantizes exactly), and as a tied LM head where PyTorch's int8 matmul runs (CPU,
+    fp32 or bf16 activations)."""
+    return not config.tie_word_embeddings or (device.type == "cpu" and dtype in (torch.float32, torch.bfloat16))
 
 
 # --- assembly --------------------------------------------------------------------------------
@@ -284,8 +315,12 @@ class _Assembler:
         self.state: dict[str, torch.Tensor] = {}
         self.pending: dict[str, dict[int, torch.Tensor]] = {}
         self.rope_freqs: torch.Tensor | None = None
+        self.q8_embed: Q8Table | None = None
 
-    def add(self, neutral: str, tensor: torch.Tensor) -> None:
+    def add(self, neutral: str, tensor: torch.Tensor | Q8Table) -> None:
+        if isinstance(tensor, Q8Table):
+            self.q8_embed = tensor.to(self.device)
+            return
         if neutral == "rope_freqs":
             self.rope_freqs = tensor.float()
             return
@@ -318,7 +353,8 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
     with torch.device("meta"):
         model = Transformer(config)
     assembler = _Assembler(ckpt, dtype, device)
-    tensors = _iter_gguf(ckpt, dtype) if ckpt.kind == "gguf" else _iter_safetensors(ckpt)
+    keep_q8 = keeps_q8_table(config, dtype, device)
+    tensors = _iter_gguf(ckpt, dtype, keep_q8) if ckpt.kind == "gguf" else _iter_safetensors(ckpt)
     for neutral, tensor in tensors:
         try:
             assembler.add(neutral, tensor)
@@ -329,6 +365,14 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
             ) from exc
     state = assembler.state
     expected = set(model.state_dict().keys())
+    q8 = assembler.q8_embed
+    if q8 is not None:
+        expected.discard("embed.weight")
+        if q8.shape != (config.vocab_size, config.hidden_size):
+            raise ModelError(
+                f"{ckpt.path}: tensor embed.weight has shape {q8.shape}, the configuration expects "
+                f"{(config.vocab_size, config.hidden_size)}; the weights and config.json/metadata disagree"
+            )
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
         state.pop("lm_head.weight", None)
@@ -347,7 +391,9 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
                 f"{tuple(shapes[name].shape)}; the weights and config.json/metadata disagree"
             )
     model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_word_embeddings:
+    if q8 is not None:
+        model.use_q8_table(q8)
+    elif config.tie_word_embeddings:
         model.tie_weights()
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
     if assembler.rope_freqs is not None:  # llama.cpp stores llama3 scaling as per-frequency divisors
