@@ -1,6 +1,10 @@
 """HybridCache against the all-in-memory reference: same attention outputs for the same q/k/v,
 whatever the tiers, piece sizes and chunk boundaries; bounded local layers; snapshots."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -234,6 +238,36 @@ def test_snapshot_is_readable_by_safetensors(tmp_path, config):
         assert f.get_tensor("token_ids").tolist() == ids
         assert torch.equal(f.get_tensor("global.1.k"), k[1, :11].bfloat16())
         assert torch.equal(f.get_tensor("local.0.v"), v[0, 8:11].bfloat16())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads peak RSS from /proc")
+def test_snapshot_load_holds_about_one_layer_beside_the_cache(tmp_path, tiny):
+    """Loading copies stored layers into the cache one at a time from plain reads: the peak is the
+    cache plus about a layer, not the cache plus the whole file (what a memory map of it costs)."""
+    hf_config = {**tiny.LLAMA, "num_hidden_layers": 4}
+    config = ModelConfig.from_hf(hf_config)  # dense: every layer global
+    n = 1 << 16  # 8 MiB per fp32 k or v tensor, 64 MiB in all
+    shape = (n, config.num_kv_heads, config.head_dim)
+    cache = HybridCache(config, torch.float32)
+    cache.load_state(n, {i: (torch.rand(shape), torch.rand(shape)) for i in cache.global_layers}, {}, mapped=False)
+    path = tmp_path / "big.safetensors"
+    save_snapshot(cache, list(range(n)), FP, path)
+    script = f"""
+import json
+import torch
+from scoutdoc.runtime.config import ModelConfig
+from scoutdoc.runtime.snapshot import load_snapshot
+def hwm():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+config = ModelConfig.from_hf(json.loads({json.dumps(json.dumps(hf_config))}))
+open("/proc/self/clear_refs", "w").write("5")
+before = hwm()
+cache, ids = load_snapshot({str(path)!r}, {FP!r}, config, torch.float32)
+print(hwm() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    # the cache is 64 MiB, the reused read buffers 16; a mapped file would add another 64
+    assert float(out) < 64 + 40, out
 
 
 # ----- with the real model ------------------------------------------------------------------------

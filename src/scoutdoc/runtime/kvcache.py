@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -470,36 +471,48 @@ class HybridCache:
         held = self.local_tokens(layer)
         return self.local_k[layer][:held], self.local_v[layer][:held]
 
+    def tier_bounds(self, length: int) -> tuple[int, int]:
+        """Where a `length`-token prefix of a global layer lives: positions below the first bound on
+        the device, up to the second in host memory, the rest on disk."""
+        dev = length if self.device_tokens is None else min(length, self.device_tokens)
+        return dev, length if self.host_tokens is None else min(length, dev + self.host_tokens)
+
     def load_state(
         self,
         length: int,
-        global_kv: dict[int, tuple[torch.Tensor, torch.Tensor]],
-        local_kv: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        global_kv: Mapping[int, tuple[torch.Tensor, torch.Tensor]],
+        local_kv: Mapping[int, tuple[torch.Tensor, torch.Tensor]],
         mapped: bool,
     ) -> None:
         """Fill an empty cache with a stored prefix. With `mapped`, tokens beyond the host budget
         stay in the given (memory-mapped, read-only) tensors as disk extents instead of being copied."""
         if self.length:
             raise ValueError("load_state needs an empty cache")
-        for layer, (k, v) in local_kv.items():
-            self._local_room(layer, k.shape[0])
-            self.local_k[layer][: k.shape[0]] = k
-            self.local_v[layer][: v.shape[0]] = v
-        for layer, (k, v) in global_kv.items():
-            dev = length if self.device_tokens is None else min(length, self.device_tokens)
-            if dev:
-                self._grow_device(layer, dev)
-                self.dev_k[layer][:dev] = k[:dev]
-                self.dev_v[layer][:dev] = v[:dev]
-            host_end = length if self.host_tokens is None else min(length, dev + self.host_tokens)
-            if mapped and self.options.disk_dir is not None and host_end < length:
-                self._store_offloaded(layer, dev, k[dev:host_end], v[dev:host_end])
-                for s in range(host_end, length, self.stream_tokens):
-                    e = min(length, s + self.stream_tokens)
-                    self.extents[layer].append(_Extent(s, k[s:e], v[s:e], tier="disk"))
-            elif length > dev:
-                self._store_offloaded(layer, dev, k[dev:length], v[dev:length])
+        # one layer at a time, each fetched only when its turn comes and released before the next
+        for layer in local_kv:
+            self._load_local(layer, *local_kv[layer])
+        for layer in global_kv:
+            self._load_global(layer, length, mapped, *global_kv[layer])
         self.length = length
+
+    def _load_local(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self._local_room(layer, k.shape[0])
+        self.local_k[layer][: k.shape[0]] = k
+        self.local_v[layer][: v.shape[0]] = v
+
+    def _load_global(self, layer: int, length: int, mapped: bool, k: torch.Tensor, v: torch.Tensor) -> None:
+        dev, host_end = self.tier_bounds(length)
+        if dev:
+            self._grow_device(layer, dev, exact=True)
+            self.dev_k[layer][:dev] = k[:dev]
+            self.dev_v[layer][:dev] = v[:dev]
+        if mapped and self.options.disk_dir is not None and host_end < length:
+            self._store_offloaded(layer, dev, k[dev:host_end], v[dev:host_end])
+            for s in range(host_end, length, self.stream_tokens):
+                e = min(length, s + self.stream_tokens)
+                self.extents[layer].append(_Extent(s, k[s:e], v[s:e], tier="disk"))
+        elif length > dev:
+            self._store_offloaded(layer, dev, k[dev:length], v[dev:length])
 
     def _store_offloaded(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         pos, end = start, start + k.shape[0]

@@ -12,14 +12,16 @@ cache larger than RAM can be streamed tier by tier instead of collected in memor
 It is written to a temporary file in the same directory, fsynced, then renamed, so a crash
 never leaves a half-written snapshot under the real name. Truncation is caught from the file size
 alone; corruption by the checksum (one sequential read, skippable with ``verify=False``). Loading
-maps the file (`torch.from_file`) so tensors are read lazily from the page cache, and tokens
-beyond the host budget can stay in the mapped file as the cache's disk tier.
+reads one tensor at a time straight into a buffer that is copied into the cache, unless tokens go
+beyond the host budget: then the file is mapped (`torch.from_file`) and those tokens stay in it
+as the cache's disk tier.
 """
 
 import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import torch
 
 from ..errors import SnapshotError
 from .config import ModelConfig
-from .kvcache import CacheOptions, HybridCache
+from .kvcache import CacheOptions, HybridCache, release_freed_heap
 
 FORMAT = "scoutdoc-kv/1"
 _ST_DTYPES = {
@@ -149,7 +151,7 @@ def read_header(path: Path | str) -> tuple[dict[str, Any], int]:
 
 def _verify(path: Path, start: int, expected: str) -> None:
     digest = hashlib.sha256()
-    buf = bytearray(1 << 24)
+    buf = bytearray(1 << 20)
     view = memoryview(buf)
     with open(path, "rb") as f:
         f.seek(start)
@@ -164,6 +166,25 @@ def _compare(kind: str, stored: dict[str, Any], expected: dict[str, Any], path: 
     if diff:
         detail = ", ".join(f"{k}: snapshot {stored.get(k)!r} vs now {expected.get(k)!r}" for k in diff)
         raise SnapshotError(f"KV snapshot {path} was made for a different {kind} ({detail}); recompute the prefix")
+
+
+class _Layers(Mapping):
+    """layer -> (k, v) of one kind ("global" or "local"), fetched only when asked for, so a load
+    holds at most one layer's stored copy beside the cache."""
+
+    def __init__(self, tensor: Callable[[str], torch.Tensor], kind: str, layers: list[int]):
+        self.tensor, self.kind, self.layers = tensor, kind, layers
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer not in self.layers:
+            raise KeyError(layer)
+        return self.tensor(f"{self.kind}.{layer}.k"), self.tensor(f"{self.kind}.{layer}.v")
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
 
 
 def load_snapshot(
@@ -195,22 +216,45 @@ def load_snapshot(
     if verify:
         _verify(path, start, meta.get("sha256", ""))
 
-    data = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)
-
-    def tensor(name: str) -> torch.Tensor:
-        info = header[name]
-        b, e = info["data_offsets"]
-        return data[start + b : start + e].view(_TORCH_DTYPES[info["dtype"]]).view(info["shape"])
-
     cache = HybridCache(config, dtype, device, options)
-    try:
-        cache.load_state(
-            length,
-            {i: (tensor(f"global.{i}.k"), tensor(f"global.{i}.v")) for i in cache.global_layers},
-            {i: (tensor(f"local.{i}.k"), tensor(f"local.{i}.v")) for i in cache.local_layers},
-            mapped=True,
-        )
-    except KeyError as exc:
-        raise SnapshotError(f"KV snapshot {path} lacks tensor {exc}; recompute the prefix") from exc
-    token_ids = tensor("token_ids").tolist()
+    _, host_end = cache.tier_bounds(length)
+    with open(path, "rb") as f:
+        if options.disk_dir is not None and host_end < length:
+            # tokens beyond the host budget stay in the mapped file as the cache's disk tier
+            data = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)
+
+            def tensor(name: str) -> torch.Tensor:
+                info = header[name]
+                b, e = info["data_offsets"]
+                return data[start + b : start + e].view(_TORCH_DTYPES[info["dtype"]]).view(info["shape"])
+        else:
+            # Plain reads into one reused buffer per role (k, v, token ids): a mapping would keep every
+            # page it copied resident until the load ends, doubling the peak memory of a follow-up
+            # (+154 MiB at 7000 tokens), and fresh buffers per layer fragment the heap. A tensor is
+            # only valid until the next layer is fetched, which is how `load_state` consumes them.
+            staging: dict[str, torch.Tensor] = {}
+
+            def tensor(name: str) -> torch.Tensor:
+                info = header[name]
+                b, e = info["data_offsets"]
+                role = name.rsplit(".", 1)[-1]
+                if role not in staging or staging[role].numel() < e - b:
+                    staging[role] = torch.empty(e - b, dtype=torch.uint8)
+                raw = staging[role][: e - b]
+                f.seek(start + b)
+                if f.readinto(memoryview(raw.numpy())) != e - b:
+                    raise SnapshotError(f"KV snapshot {path} is truncated; recompute the prefix")
+                return raw.view(_TORCH_DTYPES[info["dtype"]]).view(info["shape"])
+
+        try:
+            cache.load_state(
+                length,
+                _Layers(tensor, "global", cache.global_layers),
+                _Layers(tensor, "local", cache.local_layers),
+                mapped=True,
+            )
+            token_ids = tensor("token_ids").tolist()
+        except KeyError as exc:
+            raise SnapshotError(f"KV snapshot {path} lacks tensor {exc}; recompute the prefix") from exc
+    release_freed_heap()
     return cache, token_ids

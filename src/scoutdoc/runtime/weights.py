@@ -209,7 +209,9 @@ def _iter_safetensors(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
 _DEQUANT_BLOCK = 1 << 21
 
 
-def _iter_gguf(ckpt: Checkpoint, dtype: torch.dtype, keep_q8: bool = False) -> Iterator[tuple[str, torch.Tensor | Q8Table]]:
+def _iter_gguf(
+    ckpt: Checkpoint, dtype: torch.dtype, keep_q8: bool = False
+) -> Iterator[tuple[str, torch.Tensor | Q8Table]]:
     """Neutral name and tensor in `dtype` (fp32 for rope_freqs), dequantized in bounded row blocks;
     with `keep_q8` a Q8_0 token table comes as a `Q8Table` instead."""
     path = ckpt.files[0]
