@@ -101,6 +101,10 @@ def test_follow_up_reuses_snapshot_and_matches_full_recompute(asked, smollm2_ggu
     assert (stored["cached_tokens"], stored["prefilled_tokens"]) == (c["stats"]["cached_tokens"], c["stats"]["prefilled_tokens"])
 
 
+def stored_prefix(home, session_id: str) -> str:
+    return db(home).execute("SELECT prefix FROM sessions WHERE id = ?", [session_id]).fetchone()[0]
+
+
 def test_changed_source_is_reported_and_refresh_rereads(smollm2_gguf, tmp_path):
     home = tmp_path / "home"
     notes = tmp_path / "notes.txt"
@@ -114,8 +118,51 @@ def test_changed_source_is_reported_and_refresh_rereads(smollm2_gguf, tmp_path):
     fresh = run(home, "ask", "-c", "--refresh", "When is it?", "--max-tokens", "8", "--json", "--model", str(smollm2_gguf))
     out = json.loads(fresh.stdout)
     assert out["session_id"] == first["session_id"] and "changed_sources" not in out
-    prefix = db(home).execute("SELECT prefix FROM sessions WHERE id = ?", [first["session_id"]]).fetchone()[0]
+    prefix = stored_prefix(home, first["session_id"])
     assert "Friday" in prefix and "Tuesday" not in prefix
+
+
+def test_refresh_notices_a_changed_archive(smollm2_gguf, tmp_path):
+    import zipfile
+
+    home = tmp_path / "home"
+    inbox = tmp_path / "inbox.zip"
+
+    def write(notes: str) -> None:
+        with zipfile.ZipFile(inbox, "w") as z:
+            z.writestr("notes.txt", notes)
+            z.writestr("agenda.txt", "Budget, then hiring.\n")
+
+    write("The meeting is on Tuesday.\n")
+    ask = ["--max-tokens", "4", "--json", "--model", str(smollm2_gguf)]
+    first = json.loads(run(home, "ask", str(inbox), "When is the meeting?", *ask).stdout)
+    same = json.loads(run(home, "ask", "-c", "And the agenda?", *ask).stdout)
+    assert "changed_sources" not in same
+    write("The meeting moved to Friday.\n")
+    stale = run(home, "ask", "-c", "When is it?", *ask)
+    assert json.loads(stale.stdout)["changed_sources"] == [str(inbox)]  # the archive, once for its two members
+    fresh = json.loads(run(home, "ask", "-c", "--refresh", "When is it?", *ask).stdout)
+    assert fresh["session_id"] == first["session_id"] and "changed_sources" not in fresh
+    prefix = stored_prefix(home, first["session_id"])
+    assert "Friday" in prefix and "Tuesday" not in prefix
+
+
+def test_refresh_rereads_a_directory_with_a_new_file_and_keeps_the_cache_when_nothing_changed(smollm2_gguf, tmp_path):
+    home = tmp_path / "home"
+    folder = tmp_path / "minutes"
+    folder.mkdir()
+    (folder / "monday.txt").write_text("Monday: the budget was approved.\n")
+    ask = ["--max-tokens", "4", "--json", "--model", str(smollm2_gguf)]
+    first = json.loads(run(home, "ask", str(folder), "What was approved?", *ask).stdout)
+    same = run(home, "ask", "-c", "--refresh", "Anything else?", *ask)
+    assert "text is unchanged" in same.stderr and json.loads(same.stdout)["stats"]["cached_tokens"] > 0
+    (folder / "tuesday.txt").write_text("Tuesday: the hiring plan was rejected.\n")
+    fresh = run(home, "ask", "-c", "--refresh", "What was rejected?", *ask)
+    assert "added tuesday.txt" in fresh.stderr
+    prefix = stored_prefix(home, first["session_id"])
+    assert "hiring plan was rejected" in prefix
+    paths = db(home).execute("SELECT path FROM sources WHERE session_id = ? ORDER BY position", [first["session_id"]])
+    assert [r[0] for r in paths] == ["monday.txt", "tuesday.txt"]
 
 
 def test_kv_budget_spilling_to_disk_gives_the_default_answer(asked, smollm2_gguf, tmp_path):

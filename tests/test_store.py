@@ -178,8 +178,9 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_a_version_1_database_gains_the_base_url_column(tmp_path):
-    """Databases written before sessions recorded their server are migrated in place, rows kept."""
+def test_a_version_1_database_gains_the_later_columns(tmp_path):
+    """Databases written before sessions recorded their server (v2) and sources the digest of their
+    file (v3) are migrated in place, rows kept."""
     import sqlite_utils
 
     from scoutdoc.store import MIGRATIONS
@@ -188,10 +189,12 @@ def test_a_version_1_database_gains_the_base_url_column(tmp_path):
     db = sqlite_utils.Database(path)
     MIGRATIONS[0](db)
     db["sessions"].insert({"id": "s1", "created_at": 1.0, "updated_at": 1.0, "engine": "remote", "model": "m"})
+    db["sources"].insert({"session_id": "s1", "position": 0, "path": "a.zip!x.txt", "sha256": "ab", "abs_path": ""})
     db.execute("PRAGMA user_version=1")
     db.conn.commit()
     db.conn.close()
     with Store(path) as store:
         assert store.schema_version() == SCHEMA_VERSION
         assert store.session("s1")["base_url"] == "" and store.session("s1")["engine"] == "remote"
+        assert [(r["path"], r["file_sha256"]) for r in store.sources("s1")] == [("a.zip!x.txt", "")]
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -71,9 +71,9 @@ def _sha256_file(path: Path) -> str:
 
 
 def _abs_path(source: str, inputs: list[Path]) -> str:
-    """Where a document's bytes live on disk, for change detection; empty for archive members."""
-    if "!" in source:
-        return ""
+    """The file on disk a document was read from, for change detection: the document's own file, or
+    for an archive member ("docs.zip!a/b.pdf", nested ones too) the outermost archive."""
+    source = source.split("!", 1)[0]
     for base in inputs:
         if base.is_file() and (Path(source) == base or Path(source).resolve() == base.resolve()):
             return str(base.resolve())
@@ -91,11 +91,18 @@ def ingest(paths: list[str], options: IngestOptions, notice: Notice, progress: P
 
 
 def source_records(engine: Engine, documents: list[Document], inputs: list[Path]) -> list[SourceRecord]:
-    return [
-        SourceRecord(path=d.source, sha256=d.sha256, kind=d.kind, tokens=engine.count_tokens(pack_document(d)),
-                     abs_path=_abs_path(d.source, inputs))
-        for d in documents
-    ]
+    archives: dict[str, str] = {}  # each archive is hashed once, however many members it gave
+    records = []
+    for d in documents:
+        abs_path = _abs_path(d.source, inputs)
+        file_sha256 = d.sha256
+        if "!" in d.source and abs_path:
+            if abs_path not in archives:
+                archives[abs_path] = _sha256_file(Path(abs_path))
+            file_sha256 = archives[abs_path]
+        records.append(SourceRecord(path=d.source, sha256=d.sha256, kind=d.kind, abs_path=abs_path,
+                                    file_sha256=file_sha256, tokens=engine.count_tokens(pack_document(d))))
+    return records
 
 
 def _sources_json(records: list[SourceRecord] | list[dict]) -> list[dict[str, Any]]:
@@ -107,17 +114,22 @@ def _sources_json(records: list[SourceRecord] | list[dict]) -> list[dict[str, An
 
 
 def changed_sources(store: Store, session_id: str) -> list[str]:
-    """Sources whose file on disk no longer has the sha256 recorded when the session started."""
-    changed = []
+    """Sources whose file on disk no longer has the sha256 recorded when they were read: a file, or an
+    archive (named once, however many of its members the session holds)."""
+    changed: list[str] = []
+    now: dict[str, str | None] = {}
     for src in store.sources(session_id):
-        path = Path(src["abs_path"] or "")
-        if not src["abs_path"]:
+        path = src["abs_path"]
+        if not path:
             continue
-        try:
-            if _sha256_file(path) != src["sha256"]:
-                changed.append(src["path"])
-        except OSError:
-            changed.append(src["path"])
+        if path not in now:
+            try:
+                now[path] = _sha256_file(Path(path))
+            except OSError:
+                now[path] = None
+        name = src["path"].split("!", 1)[0]
+        if now[path] != (src["file_sha256"] or src["sha256"]) and name not in changed:
+            changed.append(name)
     return changed
 
 
@@ -240,6 +252,32 @@ def history(store: Store, session_id: str) -> list[Message]:
     return [Message(t["role"], t["text"]) for t in store.turns(session_id)]
 
 
+def _refresh(
+    store: Store, engine: Engine, session: dict[str, Any], changed: list[str], passwords: tuple[str, ...], notice: Notice
+) -> str:
+    """Re-read the session's inputs as given (so files added to a directory since count too); when
+    the documents differ, store them and drop the KV snapshots of the old ones. Returns the prefix."""
+    sid = session["id"]
+    inputs = _stored_inputs(json.loads(session["inputs"] or "[]"))
+    options = options_from_json(json.loads(session["options"] or "{}"), passwords)
+    result = ingest(inputs, options, notice)
+    prompt = build_prompt(pack(result), [], "", session["system"] or None)
+    prefix = prompt.prefix[0].content
+    before = {src["path"] for src in store.sources(sid)}
+    records = source_records(engine, result.documents, [Path(p) for p in inputs])
+    after = {r.path for r in records}
+    store.update_sources(sid, records, prefix, getattr(engine, "prefix_tokens", lambda p: 0)(prompt))
+    if prefix == session["prefix"]:  # e.g. only a file's metadata changed: the saved KV still applies
+        notice("re-read the sources: their text is unchanged")
+        return prefix
+    for old in store.drop_snapshots(sid):
+        snapshot_file(old).unlink(missing_ok=True)
+    what = [(changed, "changed"), (sorted(after - before), "added"), (sorted(before - after), "removed")]
+    notice("re-read the sources: " + ("; ".join(f"{label} {', '.join(names)}" for names, label in what if names)
+                                      or "their text changed"))
+    return prefix
+
+
 def continue_session(
     store: Store,
     engine: Engine,
@@ -258,17 +296,8 @@ def continue_session(
     sid = session["id"]
     prefix = session["prefix"]
     changed = changed_sources(store, sid)
-    if changed and refresh:
-        inputs = _stored_inputs(json.loads(session["inputs"] or "[]"))
-        options = options_from_json(json.loads(session["options"] or "{}"), passwords)
-        result = ingest(inputs, options, notice)
-        prompt = build_prompt(pack(result), [], "", session["system"] or None)
-        prefix = prompt.prefix[0].content
-        records = source_records(engine, result.documents, [Path(p) for p in inputs])
-        store.update_sources(sid, records, prefix, getattr(engine, "prefix_tokens", lambda p: 0)(prompt))
-        for old in store.drop_snapshots(sid):
-            snapshot_file(old).unlink(missing_ok=True)
-        notice(f"re-read {len(changed)} changed source(s): {', '.join(changed)}")
+    if refresh:
+        prefix = _refresh(store, engine, session, changed, passwords, notice)
         changed = []
     elif changed:
         notice(

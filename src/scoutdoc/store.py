@@ -15,6 +15,7 @@ SQL in our own transactions because sqlite-utils' insert helpers commit on their
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -152,7 +153,13 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["sessions"].add_column("base_url", str, not_null_default="")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """The digest of the file a source was read from (an archive, for its members), so --refresh
+    notices a changed archive; empty for rows written before (their members stay unchecked)."""
+    db["sources"].add_column("file_sha256", str, not_null_default="")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -176,7 +183,8 @@ class SourceRecord:
     sha256: str
     kind: str
     tokens: int = 0
-    abs_path: str = ""
+    abs_path: str = ""  # the file on disk it was read from: itself, or the archive it came out of
+    file_sha256: str = ""  # that file's sha256 when read (equal to sha256 unless it is an archive member)
 
 
 def snapshot_file(recorded: str) -> Path:
@@ -282,13 +290,12 @@ class Store:
                     prefix_tokens=prefix_tokens, context_limit=context_limit, base_url=base_url,
                 ),
             )
-            for i, src in enumerate(sources):
-                self._insert(
-                    "sources",
-                    dict(session_id=sid, position=i, path=src.path, abs_path=src.abs_path, sha256=src.sha256,
-                         kind=src.kind, tokens=src.tokens),
-                )
+            self._insert_sources(sid, sources)
         return sid
+
+    def _insert_sources(self, session_id: str, sources: list[SourceRecord]) -> None:
+        for i, src in enumerate(sources):
+            self._insert("sources", dict(session_id=session_id, position=i, **dataclasses.asdict(src)))
 
     def add_exchange(
         self,
@@ -372,12 +379,7 @@ class Store:
         """Replace a session's sources and prefix after --refresh re-read them."""
         with self.transaction():
             self.db.execute("DELETE FROM sources WHERE session_id = ?", [session_id])
-            for i, src in enumerate(sources):
-                self._insert(
-                    "sources",
-                    dict(session_id=session_id, position=i, path=src.path, abs_path=src.abs_path, sha256=src.sha256,
-                         kind=src.kind, tokens=src.tokens),
-                )
+            self._insert_sources(session_id, sources)
             self.db.execute(
                 "UPDATE sessions SET prefix = ?, prefix_tokens = ?, updated_at = ? WHERE id = ?",
                 [prefix, prefix_tokens, time.time(), session_id],
