@@ -10,6 +10,11 @@ peak RSS over the whole run (the longest prefill dominates).
     python benchmarks/bench_runtime.py                        # all engines, 512/2048/7000, 128 decode
     python benchmarks/bench_runtime.py --engines scoutdoc --dtype float32 --json out.json
     python benchmarks/bench_runtime.py --engines scoutdoc,transformers --rounds 3   # alternate, median round
+    python benchmarks/bench_runtime.py --paired 6 --lengths 7000    # scoutdoc vs transformers in one process
+
+`--paired N` loads scoutdoc and transformers into one process and prefills the same prompt with each
+in turn, N times each (the order swapped every pair). Each pair meets the same machine load, so the
+per-pair ratio holds where separate processes minutes apart do not; it measures speed only.
 """
 
 import argparse
@@ -147,6 +152,28 @@ def worker(engine: str, gguf: Path, ids_file: Path, lengths: list[int], decode_t
     return result
 
 
+def paired(gguf: Path, ids_file: Path, lengths: list[int], pairs: int, threads: int, dtype: str) -> str:
+    """scoutdoc against transformers prefilling the same ids in one process, alternately (see --paired)."""
+    ids = json.loads(ids_file.read_text())
+    engines = {"scoutdoc": _scoutdoc(gguf, threads, dtype)[0], "transformers": _transformers(gguf, threads, dtype)[0]}
+    for prefill in engines.values():
+        prefill(ids[:64])
+    rows = ["| prompt tokens | pair | scoutdoc tok/s | transformers tok/s | ratio |", "| --- | --- | --- | --- | --- |"]
+    for n in lengths:
+        speed: dict[str, list[float]] = {name: [] for name in engines}
+        for i in range(pairs):
+            for name in list(engines)[:: 1 if i % 2 == 0 else -1]:
+                with Timer() as t:
+                    engines[name](ids[:n])
+                speed[name].append(n / t.wall)
+            rows.append(f"| {n} | {i + 1} | {speed['scoutdoc'][-1]:.0f} | {speed['transformers'][-1]:.0f} "
+                        f"| {speed['scoutdoc'][-1] / speed['transformers'][-1]:.3f} |")
+        ratios = [a / b for a, b in zip(speed["scoutdoc"], speed["transformers"])]
+        rows.append(f"| {n} | median | {statistics.median(speed['scoutdoc']):.0f} "
+                    f"| {statistics.median(speed['transformers']):.0f} | {statistics.median(ratios):.3f} |")
+    return "\n".join(rows)
+
+
 def corpus_ids(gguf: Path, n: int) -> list[int]:
     """Real text (repository sources and docs) tokenized by transformers' GGUF tokenizer."""
     from transformers import AutoTokenizer
@@ -175,6 +202,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the engines in turn this many times and report each engine's median round, so a "
                          "shared machine's changing load falls on every engine alike")
+    ap.add_argument("--paired", type=int, default=0, metavar="N",
+                    help="instead: scoutdoc and transformers prefill in turn in one process, N times each")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
@@ -198,6 +227,9 @@ def main() -> None:
         # Tokenize in a child too: Linux carries a parent's peak RSS into forked children's ru_maxrss.
         subprocess.run([sys.executable, __file__, "--worker", "tokenize", "--model", str(gguf), "--ids", str(ids_file),
                         "--lengths", args.lengths], check=True)
+        if args.paired:
+            print(paired(gguf, ids_file, lengths, args.paired, args.threads, args.dtype))
+            return
         for round_no in range(1, args.rounds + 1):
             for engine in args.engines.split(","):
                 cmd = [sys.executable, __file__, "--worker", engine, "--model", str(gguf), "--ids", str(ids_file),
