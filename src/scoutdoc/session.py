@@ -255,8 +255,9 @@ def history(store: Store, session_id: str) -> list[Message]:
 def _refresh(
     store: Store, engine: Engine, session: dict[str, Any], changed: list[str], passwords: tuple[str, ...], notice: Notice
 ) -> str:
-    """Re-read the session's inputs as given (so files added to a directory since count too); when
-    the documents differ, store them and drop the KV snapshots of the old ones. Returns the prefix."""
+    """Re-read the session's inputs as given (so files added to a directory since count too) and
+    record the sources anew; when their text differs, also drop the KV snapshots of the old text.
+    Returns the prefix."""
     sid = session["id"]
     inputs = _stored_inputs(json.loads(session["inputs"] or "[]"))
     options = options_from_json(json.loads(session["options"] or "{}"), passwords)
