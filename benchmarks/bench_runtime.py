@@ -10,11 +10,12 @@ peak RSS over the whole run (the longest prefill dominates).
     python benchmarks/bench_runtime.py                        # all engines, 512/2048/7000, 128 decode
     python benchmarks/bench_runtime.py --engines scoutdoc --dtype float32 --json out.json
     python benchmarks/bench_runtime.py --engines scoutdoc,transformers --rounds 3   # alternate, median round
-    python benchmarks/bench_runtime.py --paired 6 --lengths 7000    # scoutdoc vs transformers in one process
+    python benchmarks/bench_runtime.py --paired 6 --lengths 7000    # scoutdoc vs transformers, in turn
 
-`--paired N` loads scoutdoc and transformers into one process and prefills the same prompt with each
-in turn, N times each (the order swapped every pair). Each pair meets the same machine load, so the
-per-pair ratio holds where separate processes minutes apart do not; it measures speed only.
+`--paired N` keeps scoutdoc and transformers loaded, each in its own process, and has them prefill the
+same prompt in turn, N times each (who goes first alternates; the idle one waits on a pipe). Each pair
+meets the same machine load, so the per-pair ratio holds where runs minutes apart do not; it measures
+speed only.
 """
 
 import argparse
@@ -131,14 +132,15 @@ def _llama_cpp(gguf: Path, threads: int, dtype: str):
     return prefill, decode
 
 
+_FACTORIES = {"scoutdoc": _scoutdoc, "transformers": _transformers, "llama_cpp": _llama_cpp}
+
+
 def worker(engine: str, gguf: Path, ids_file: Path, lengths: list[int], decode_tokens: int, threads: int,
            dtype: str, repeats: int) -> dict:
     ids = json.loads(ids_file.read_text())
     rss_before = _peak_rss_mib()
     with Timer() as load:
-        prefill, decode = {"scoutdoc": _scoutdoc, "transformers": _transformers, "llama_cpp": _llama_cpp}[engine](
-            gguf, threads, dtype
-        )
+        prefill, decode = _FACTORIES[engine](gguf, threads, dtype)
     result = {"engine": engine, "load_s": load.wall, "rss_after_load_mib": _peak_rss_mib(),
               "rss_at_start_mib": rss_before, "prefill": {}}
     prefill(ids[:64])  # warm-up: first-call allocations and kernel selection
@@ -152,26 +154,56 @@ def worker(engine: str, gguf: Path, ids_file: Path, lengths: list[int], decode_t
     return result
 
 
-def paired(gguf: Path, ids_file: Path, lengths: list[int], pairs: int, threads: int, dtype: str) -> str:
-    """scoutdoc against transformers prefilling the same ids in one process, alternately (see --paired)."""
+def serve(engine: str, gguf: Path, ids_file: Path, threads: int, dtype: str) -> None:
+    """--paired's worker: load one engine, then prefill the first N ids for each N read from stdin and
+    answer with the tokens/s."""
     ids = json.loads(ids_file.read_text())
-    engines = {"scoutdoc": _scoutdoc(gguf, threads, dtype)[0], "transformers": _transformers(gguf, threads, dtype)[0]}
-    for prefill in engines.values():
-        prefill(ids[:64])
-    rows = ["| prompt tokens | pair | scoutdoc tok/s | transformers tok/s | ratio |", "| --- | --- | --- | --- | --- |"]
-    for n in lengths:
-        speed: dict[str, list[float]] = {name: [] for name in engines}
-        for i in range(pairs):
-            for name in list(engines)[:: 1 if i % 2 == 0 else -1]:
-                with Timer() as t:
-                    engines[name](ids[:n])
-                speed[name].append(n / t.wall)
-            rows.append(f"| {n} | {i + 1} | {speed['scoutdoc'][-1]:.0f} | {speed['transformers'][-1]:.0f} "
-                        f"| {speed['scoutdoc'][-1] / speed['transformers'][-1]:.3f} |")
-        ratios = [a / b for a, b in zip(speed["scoutdoc"], speed["transformers"])]
-        rows.append(f"| {n} | median | {statistics.median(speed['scoutdoc']):.0f} "
-                    f"| {statistics.median(speed['transformers']):.0f} | {statistics.median(ratios):.3f} |")
-    return "\n".join(rows)
+    prefill = _FACTORIES[engine](gguf, threads, dtype)[0]
+    prefill(ids[:64])
+    print("READY", flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        with Timer() as t:
+            prefill(ids[:n])
+        print(n / t.wall, flush=True)
+
+
+def paired(gguf: Path, ids_file: Path, lengths: list[int], pairs: int, args_for_worker: list[str], env: dict) -> str:
+    """scoutdoc against transformers, each in its own process, prefilling the same ids in turn (see --paired)."""
+    procs = {
+        name: subprocess.Popen([sys.executable, __file__, "--worker", f"serve-{name}", "--model", str(gguf),
+                                "--ids", str(ids_file), *args_for_worker],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        for name in ("scoutdoc", "transformers")
+    }
+
+    def ask(name: str, n: int) -> float:
+        procs[name].stdin.write(f"{n}\n")
+        procs[name].stdin.flush()
+        return float(procs[name].stdout.readline())
+
+    try:
+        for proc in procs.values():
+            while not proc.stdout.readline().startswith("READY"):
+                if proc.poll() is not None:
+                    raise SystemExit(f"a --paired worker failed to start (exit {proc.returncode})")
+        rows = ["| prompt tokens | pair | scoutdoc tok/s | transformers tok/s | ratio |",
+                "| --- | --- | --- | --- | --- |"]
+        for n in lengths:
+            speed: dict[str, list[float]] = {name: [] for name in procs}
+            for i in range(pairs):
+                for name in list(procs)[:: 1 if i % 2 == 0 else -1]:  # who goes first alternates
+                    speed[name].append(ask(name, n))
+                rows.append(f"| {n} | {i + 1} | {speed['scoutdoc'][-1]:.0f} | {speed['transformers'][-1]:.0f} "
+                            f"| {speed['scoutdoc'][-1] / speed['transformers'][-1]:.3f} |")
+            ratios = [a / b for a, b in zip(speed["scoutdoc"], speed["transformers"])]
+            rows.append(f"| {n} | median | {statistics.median(speed['scoutdoc']):.0f} "
+                        f"| {statistics.median(speed['transformers']):.0f} | {statistics.median(ratios):.3f} |")
+        return "\n".join(rows)
+    finally:
+        for proc in procs.values():
+            proc.stdin.close()
+            proc.wait()
 
 
 def corpus_ids(gguf: Path, n: int) -> list[int]:
@@ -203,7 +235,7 @@ def main() -> None:
                     help="run the engines in turn this many times and report each engine's median round, so a "
                          "shared machine's changing load falls on every engine alike")
     ap.add_argument("--paired", type=int, default=0, metavar="N",
-                    help="instead: scoutdoc and transformers prefill in turn in one process, N times each")
+                    help="instead: scoutdoc and transformers (each in its own process) prefill in turn, N times each")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
@@ -212,6 +244,9 @@ def main() -> None:
 
     if args.worker == "tokenize":
         args.ids.write_text(json.dumps(corpus_ids(Path(args.model), max(lengths))))
+        return
+    if args.worker and args.worker.startswith("serve-"):
+        serve(args.worker.removeprefix("serve-"), Path(args.model), args.ids, args.threads, args.dtype)
         return
     if args.worker:
         res = worker(args.worker, Path(args.model), args.ids, lengths, args.decode, args.threads, args.dtype, args.repeats)
@@ -227,15 +262,16 @@ def main() -> None:
         # Tokenize in a child too: Linux carries a parent's peak RSS into forked children's ru_maxrss.
         subprocess.run([sys.executable, __file__, "--worker", "tokenize", "--model", str(gguf), "--ids", str(ids_file),
                         "--lengths", args.lengths], check=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
         if args.paired:
-            print(paired(gguf, ids_file, lengths, args.paired, args.threads, args.dtype))
+            print(paired(gguf, ids_file, lengths, args.paired,
+                         ["--threads", str(args.threads), "--dtype", args.dtype], env))
             return
         for round_no in range(1, args.rounds + 1):
             for engine in args.engines.split(","):
                 cmd = [sys.executable, __file__, "--worker", engine, "--model", str(gguf), "--ids", str(ids_file),
                        "--lengths", args.lengths, "--decode", str(args.decode), "--threads", str(args.threads),
                        "--dtype", args.dtype, "--repeats", str(args.repeats)]
-                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if proc.returncode or line is None:
