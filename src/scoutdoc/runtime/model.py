@@ -37,9 +37,9 @@ def unit_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x / rms(x) over the last dim (also Llama 4's weightless QK-norm), in HF's order: the mean
     square and the scaling in fp32, then cast back to the activation dtype.
 
-    `vector_norm` accumulates in fp32 while reading x in its own dtype, so a bf16 prompt is read
-    twice and never copied to fp32; `F.rms_norm` makes an fp32 copy and several passes, 3x slower
-    on a 7000-token bf16 prefill (15 against 4.5 ms per call).
+    Measured 3x faster than `F.rms_norm` on a 7000-token bf16 prefill (4.5 against 15 ms per call).
+    It is not copy-free: the profiler shows `vector_norm(dtype=fp32)` converting x to fp32 and the
+    mixed-dtype `mul` converting on the way in and out, three copies of x in all.
     """
     inv = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
     inv = torch.rsqrt(inv.square_().div_(x.shape[-1]).add_(eps))
