@@ -40,14 +40,19 @@ def reference(config, q, k, v, start, end):
     return outs
 
 
-def run(cache, config, q, k, v, pieces):
-    """Feed consecutive pieces; return max |cache - reference| over every piece and layer."""
+def run(cache, config, q, k, v, pieces, queries=None):
+    """Feed consecutive pieces; return max |cache - reference| over every piece and layer.
+
+    With `queries`, each piece asks for the outputs of its last `queries` positions only (all of a
+    shorter piece's) while storing every position's keys."""
     worst = 0.0
     for n in pieces:
         s, e = cache.length, cache.length + n
-        want = reference(config, q, k, v, s, e)
+        qs = s if queries is None else max(s, e - queries)
+        want = reference(config, q, k, v, qs, e)
         for layer in range(config.num_layers):
-            got = cache.attend(layer, q[layer, s:e], k[layer, s:e], v[layer, s:e])
+            got = cache.attend(layer, q[layer, qs:e], k[layer, s:e], v[layer, s:e])
+            assert got.shape == want[layer].shape
             worst = max(worst, (got - want[layer]).abs().max().item())
         cache.advance(n)
     return worst
@@ -89,6 +94,22 @@ def test_tiered_matches_unbounded(tmp_path, config, pieces):
     assert run(cache, config, q, k, v, pieces) <= 1e-5
     mem = cache.memory_bytes()
     assert mem["global_device"] > 0 and mem["global_host"] > 0 and mem["global_disk"] > 0
+
+
+@pytest.mark.parametrize("pieces", PLANS)
+@pytest.mark.parametrize("queries", [1, 3])
+def test_last_queries_only(tmp_path, config, pieces, queries):
+    """A piece may ask for its last positions' outputs alone (the model's last layer does): every
+    position's keys are still stored, so later pieces see the same history in every cache."""
+    q, k, v = qkv(config, sum(pieces), seed=6)
+    caches = [
+        HybridCache(config, torch.float32),
+        tiered(tmp_path, config),
+        ContiguousCache(config, torch.float32),
+        HybridCache(config, torch.float32, "cpu", CacheOptions(backend="math")),
+    ]
+    for cache in caches:
+        assert run(cache, config, q, k, v, pieces, queries) <= 1e-5
 
 
 def test_contiguous_and_hybrid_agree(config):

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from scoutdoc.runtime.kvcache import ContiguousCache
 from scoutdoc.runtime.model import MoE
 from scoutdoc.runtime.rope import apply_rope, inverse_frequencies, pairs_to_halves
 
@@ -111,16 +110,42 @@ def test_temperature_scales_follow_published_values(tiny, tmp_path):
     assert s[2].item() == pytest.approx(1 + 0.1 * math.log(2), rel=1e-6)
 
 
-def test_last_only_logits_equal_last_row(tiny, tmp_path):
+# the tiny config ends on a dense NoPE (global) layer; the other one on an MoE RoPE (chunked) layer
+@pytest.mark.parametrize("overrides", [{}, {"no_rope_layers": [1, 0, 0, 1], "moe_layers": [1, 3]}])
+@pytest.mark.parametrize("kind", ["contiguous", "hybrid"])
+@pytest.mark.parametrize("n", [16, 21])
+def test_last_only_logits_equal_last_row(tiny, tmp_path, overrides, kind, n):
+    """`last_only` runs the last layer for the final row alone, yet stores every row's keys: its
+    logits equal the full forward's last row, and decoding after it goes on exactly."""
     from scoutdoc.runtime import load_model
 
-    m = load_model(tiny.save(tiny.llama4(), tmp_path), device="cpu")
-    ids = torch.arange(20) % 128
+    m = load_model(tiny.save(tiny.llama4(**overrides), tmp_path), device="cpu")
+    ids = torch.arange(n + 3) % 128
     full = m.logits(ids)
+    cache = m.new_cache(kind)
     with torch.inference_mode():
-        last = m.module(ids, ContiguousCache(m.config, torch.float32), last_only=True)
-    assert last.shape == (1, 128)
-    torch.testing.assert_close(last[0], full[-1])
+        last = m.module(ids[:n], cache, last_only=True)
+        assert last.shape == (1, 128)
+        torch.testing.assert_close(last[0], full[n - 1])
+        for i in range(n, n + 3):
+            torch.testing.assert_close(m.module(ids[i : i + 1], cache, last_only=True)[0], full[i])
+
+
+def test_last_only_asks_the_last_layer_for_one_query(tiny, tmp_path):
+    from scoutdoc.runtime import load_model
+    from scoutdoc.runtime.kvcache import ContiguousCache
+
+    class Recording(ContiguousCache):
+        def attend(self, layer, q, k, v):
+            self.seen.append((layer, q.shape[0], k.shape[0]))
+            return super().attend(layer, q, k, v)
+
+    m = load_model(tiny.save(tiny.llama4(), tmp_path), device="cpu")
+    cache = Recording(m.config, torch.float32)
+    cache.seen = []
+    with torch.inference_mode():
+        m.module(torch.arange(12), cache, last_only=True)
+    assert cache.seen == [(0, 12, 12), (1, 12, 12), (2, 12, 12), (3, 1, 12)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

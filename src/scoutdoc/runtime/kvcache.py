@@ -30,7 +30,7 @@ from typing import Protocol
 import torch
 
 from ..errors import MemoryPlanError, ModelError
-from .attention import attention_part, attention_plain, attention_window, merge, select_backend
+from .attention import attention_part, attention_window, merge, select_backend
 from .config import ModelConfig
 
 
@@ -38,7 +38,9 @@ class KVCache(Protocol):
     length: int  # tokens already stored (positions 0..length-1)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Store k/v [T, Hkv, d] for positions length..length+T-1 and return attention of q [T, Hq, d]."""
+        """Store k/v [T, Hkv, d] for positions length..length+T-1 and return attention of q [Tq, Hq, d],
+        the queries of the last Tq <= T of those positions (the model's last layer asks for the final
+        position only when nothing reads the other rows' outputs)."""
         ...
 
     def advance(self, n: int) -> None:
@@ -110,20 +112,21 @@ class ContiguousCache:
             release_freed_heap()  # before the next layer grows too: the old buffers would otherwise add up
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        start, end = self.length, self.length + q.shape[0]
+        start, end = self.length, self.length + k.shape[0]
+        q_from = end - q.shape[0]
         self._grow(layer, end)
         kb, vb = self.k[layer], self.v[layer]
         kb[start:end] = k
         vb[start:end] = v
         chunk = self.chunk_of[layer]
         if chunk is None:
-            return attention_window(q, kb[:end], vb[:end], start, self.backend)
+            return attention_window(q, kb[:end], vb[:end], q_from, self.backend)
         outs = []
-        pos = start
+        pos = q_from
         while pos < end:
             lo = pos // chunk * chunk
             hi = min(end, lo + chunk)
-            i = pos - start
+            i = pos - q_from
             outs.append(attention_window(q[i : i + hi - pos], kb[lo:hi], vb[lo:hi], pos - lo, self.backend))
             pos = hi
         return outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -305,32 +308,26 @@ class HybridCache:
             store[layer] = grown
 
     def _attend_local(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Queries are split at chunk boundaries; each piece sees its own chunk's keys only."""
-        c, start, total = self.chunk, self.length, q.shape[0]
+        """Keys are split at chunk boundaries; each run's queries see their own chunk's keys only."""
+        c, start, total = self.chunk, self.length, k.shape[0]
+        end = start + total
+        q_from = end - q.shape[0]
         held = start % c
         outs = []
-        i = 0
-        while i < total:
-            pos = start + i
-            n = min(total - i, (pos // c + 1) * c - pos)
-            qs, ks, vs = q[i : i + n], k[i : i + n], v[i : i + n]
-            if i == 0 and held:
-                self._local_room(layer, held + n)
-                self.local_k[layer][held : held + n] = ks
-                self.local_v[layer][held : held + n] = vs
-                pk, pv = self.local_k[layer], self.local_v[layer]
-                if n == 1:
-                    outs.append(attention_plain(qs, pk[: held + 1], pv[: held + 1], False, self.backend))
-                else:
-                    parts = [
-                        attention_part(qs, pk[:held], pv[:held], False, self.backend),
-                        attention_part(qs, ks, vs, True, self.backend),
-                    ]
-                    outs.append(merge(parts)[0].to(q.dtype))
-            else:
-                outs.append(attention_plain(qs, ks, vs, True, self.backend))
-            i += n
-        end = start + total
+        pos = start
+        while pos < end:
+            lo = pos // c * c
+            hi = min(end, lo + c)
+            ks, vs = k[pos - start : hi - start], v[pos - start : hi - start]
+            if pos == start and held:  # the chunk began in an earlier step: extend what it holds
+                self._local_room(layer, held + hi - pos)
+                self.local_k[layer][held : held + hi - pos] = ks
+                self.local_v[layer][held : held + hi - pos] = vs
+                ks, vs = self.local_k[layer][: held + hi - pos], self.local_v[layer][: held + hi - pos]
+            if hi > q_from:  # ks/vs now hold positions lo..hi-1
+                first = max(pos, q_from)
+                outs.append(attention_window(q[first - q_from : hi - q_from], ks, vs, first - lo, self.backend))
+            pos = hi
         keep_from = end // c * c
         if keep_from > start and end > keep_from:  # the piece crossed a boundary: keep the new chunk's head
             self._local_room(layer, end - keep_from)
@@ -345,20 +342,17 @@ class HybridCache:
     # ----- global layers -----------------------------------------------------------------------
 
     def _attend_global(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        start, n = self.length, q.shape[0]
+        start, end, n = self.length, self.length + k.shape[0], q.shape[0]
         self._store_global(layer, start, k, v)
-        offloaded = bool(self.extents[layer])
-        if not offloaded and n == 1:
-            return attention_plain(q, self.dev_k[layer][: start + 1], self.dev_v[layer][: start + 1], False, self.backend)
-        if not offloaded and start == 0:
-            return attention_plain(q, k, v, True, self.backend)
-        dev_end = min(start, self.dev_k[layer].shape[0] if self.device_tokens is None else self.device_tokens)
+        if not self.extents[layer]:  # every key in the one device buffer
+            return attention_window(q, self.dev_k[layer][:end], self.dev_v[layer][:end], end - n, self.backend)
+        dev_end = min(end - n, self.dev_k[layer].shape[0] if self.device_tokens is None else self.device_tokens)
         parts = []
         if dev_end:
             parts.append(attention_part(q, self.dev_k[layer][:dev_end], self.dev_v[layer][:dev_end], False, self.backend))
-        for ek, ev in self._stream(layer, start):
+        for ek, ev in self._stream(layer, end - n):
             parts.append(attention_part(q, ek, ev, False, self.backend))
-        parts.append(attention_part(q, k, v, True, self.backend))
+        parts.append(attention_part(q, k[-n:], v[-n:], True, self.backend))
         return merge(parts)[0].to(q.dtype)
 
     def _stream(self, layer: int, end: int):

@@ -126,8 +126,16 @@ class Attention(nn.Module):
         self.o = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, q_scale: torch.Tensor | None, cache: KVCache
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        q_scale: torch.Tensor | None,
+        cache: KVCache,
+        last_only: bool = False,
     ) -> torch.Tensor:
+        """Attention output for every row of x, or with `last_only` for its last row alone (every
+        row's keys and values still go to the cache)."""
         T = x.shape[0]
         nq, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
         qkv = self.qkv(x).view(T, nq + 2 * nkv, d)
@@ -137,10 +145,13 @@ class Attention(nn.Module):
             if self.qk_norm:
                 qk = unit_rms(qk, self.eps)
         q, k = qk[:, :nq], qk[:, nq:]
+        if last_only:
+            q = q[-1:]
+            q_scale = None if q_scale is None else q_scale[-1:]
         if self.temperature:
             q = (q * q_scale).to(x.dtype)
         out = cache.attend(self.layer, q, k, v)
-        return self.o(out.reshape(T, nq * d))
+        return self.o(out.reshape(q.shape[0], nq * d))
 
 
 # The feed-forward part of a long prompt runs this many rows at a time: its [rows, 2F] intermediate
@@ -162,8 +173,10 @@ class Block(nn.Module):
         else:
             self.ffn = SwiGLU(config.hidden_size, config.intermediate_size_mlp)
 
-    def forward(self, x, cos, sin, q_scale, cache):
-        h = x + self.attn(self.attn_norm(x), cos, sin, q_scale, cache)
+    def forward(self, x, cos, sin, q_scale, cache, last_only: bool = False):
+        """With `last_only` the output is the last row alone: the last layer of a prefill piece
+        needs every row's keys and values but only the final row's hidden state."""
+        h = (x[-1:] if last_only else x) + self.attn(self.attn_norm(x), cos, sin, q_scale, cache, last_only)
         for start in range(0, h.shape[0], FFN_ROWS):  # rows are independent here: bound the activations
             rows = h[start : start + FFN_ROWS]
             rows += self.ffn(self.ffn_norm(rows))
@@ -212,11 +225,10 @@ class Transformer(nn.Module):
             positions = torch.arange(cache.length, cache.length + T, device=ids.device)
             cos, sin = rope_tables(positions, self.inv_freq, x.dtype)
             q_scale = self.temperature_scales(positions) if self._needs_temperature else None
-            for block in self.layers:
-                x = block(x, cos, sin, q_scale, cache)
+            last = len(self.layers) - 1
+            for i, block in enumerate(self.layers):
+                x = block(x, cos, sin, q_scale, cache, last_only and i == last)
             cache.advance(T)
-            if last_only:
-                x = x[-1:]
             return self.lm_head(self.norm(x))
 
 
