@@ -851,23 +851,24 @@ def models_info(
 
 def _memory_plan(info: dict, context: str, dtype: str, kv_dtype: Optional[str], device: str,
                  kv_device_budget: Optional[str], kv_host_budget: Optional[str], kv_disk: Optional[Path]):
-    """The runtime's memory plan for a described model (config.json, HF directory or GGUF file)."""
-    from .runtime.config import ModelConfig, from_gguf_metadata
+    """The runtime's memory plan for a described model (config.json, HF directory or GGUF file).
+
+    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
+    dequantized to --dtype, and a float32 checkpoint run in bfloat16 takes half its size."""
+    import torch
+
+    from .runtime.config import ModelConfig
     from .runtime.memory import parse_size, plan_memory
+    from .runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
 
     path = Path(info["path"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if info["kind"] == "config":
         cfg, weights = ModelConfig.from_file(path), None
-    elif info["kind"] == "gguf":
-        from .runtime.tokenizer import read_gguf_metadata
-
-        cfg, weights = from_gguf_metadata(read_gguf_metadata(path)), info["size_on_disk_bytes"]
     else:
-        cfg, weights = ModelConfig.from_file(path / "config.json"), info["size_on_disk_bytes"]
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        ckpt = open_checkpoint(path)
+        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
     return plan_memory(
         cfg, parse_size(context), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights, device=device,
         kv_device_budget=parse_size(kv_device_budget) if kv_device_budget else None,

@@ -129,3 +129,23 @@ def test_cli_models_info_context_json(tmp_path):
     assert data["kv_global_bytes"] == 10_000_000 * 49152 and data["kv_local_bytes"] == 36 * 8192 * 4096
     text = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--kv-dtype", "float8"])
     assert text.exit_code == 0 and "24.00 KiB/token" in text.output
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cli_plan_counts_gguf_weights_as_loaded(smollm2_gguf, dtype):
+    """The default model's 4-bit matrices are dequantized on load and only its Q8_0 token table stays
+    8-bit: the plan counts the bytes the loaded model holds, not the file's 94 MiB."""
+    from typer.testing import CliRunner
+
+    from scoutdoc.cli import app
+    from scoutdoc.runtime import load_model
+
+    args = ["models", "info", str(smollm2_gguf), "--context", "7000", "--json", "--device", "cpu", "--dtype", dtype]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.output)["weights_bytes"]
+    module = load_model(smollm2_gguf, dtype=dtype, device="cpu").module
+    loaded = sum(p.nbytes for p in module.parameters())
+    loaded += sum(b.nbytes for name, b in module.named_buffers() if name != "inv_freq")
+    assert planned == loaded
+    assert planned > 2 * smollm2_gguf.stat().st_size

@@ -167,7 +167,8 @@ def plan_memory(
 ) -> MemoryPlan:
     """Bytes for weights, KV (global per tier, local) and activations, and whether they fit.
 
-    `weights_bytes` overrides the estimate from the parameter count (e.g. a quantized file's size).
+    `weights_bytes` overrides the estimate from the parameter count (`weights.loaded_weight_bytes` for a
+    checkpoint whose token table stays quantized; 0 for a model already loaded).
     Capacities not given are detected (free device memory, available RAM, free disk) unless
     `detect` is False, in which case an unknown capacity is not checked. Budgets left at None
     mean "as much as the tier has free".
