@@ -22,6 +22,7 @@ from ..errors import ModelError
 from .config import ModelConfig, from_gguf_metadata
 from .kvcache import release_freed_heap
 from .model import Transformer
+from .packed import pack_linears, packs_linears
 from .quant import Q8_BLOCK, Q8Table
 from .rope import inverse_frequencies, pairs_to_halves
 
@@ -411,6 +412,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
                 f"{tuple(shapes[name].shape)}; the weights and config.json/metadata disagree"
             )
     model.load_state_dict(state, strict=False, assign=True)
+    state.clear()  # the model holds the tensors now; packing below frees the dense ones it replaces
     if q8 is not None:
         model.use_q8_table(q8)
     elif config.tie_word_embeddings:
@@ -419,6 +421,8 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
     if assembler.rope_freqs is not None:  # llama.cpp stores llama3 scaling as per-frequency divisors
         inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, None) / assembler.rope_freqs
     model.inv_freq = inv_freq.to(device)
+    if packs_linears(dtype, device.type):
+        pack_linears(model)
     release_freed_heap()  # dequantizing leaves freed blocks in the middle of the heap
     return model.eval()
 
