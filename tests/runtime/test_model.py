@@ -161,8 +161,11 @@ def test_rms_norm_matches_transformers(dtype):
         hf.weight.copy_(torch.randn(64))
         ours.weight.copy_(hf.weight)
     hf, ours = hf.to(dtype), ours.to(dtype)
+    before = x.clone()
     with torch.inference_mode():
-        torch.testing.assert_close(ours(x), hf(x), rtol=1e-6 if dtype == torch.float32 else None,
+        got = ours(x)
+        assert torch.equal(x, before)  # the input (the residual stream) is left alone, fp32 included
+        torch.testing.assert_close(got, hf(x), rtol=1e-6 if dtype == torch.float32 else None,
                                    atol=1e-6 if dtype == torch.float32 else None)
 
 

