@@ -51,8 +51,9 @@ def packs_linears(dtype: torch.dtype, device_type: str) -> bool:
 
 def pack_linears(model: nn.Module) -> None:
     """Swap every bias-free `nn.Linear` inside the decoder layers for a `PackedLinear` (attention q|k|v
-    and output, feed-forward gate|up and down, shared experts). The LM head, routers and expert
-    tensors stay dense."""
+    and output, feed-forward gate|up and down, shared experts). Expert tensors are not `nn.Linear`s;
+    routers stay dense (their logits pick the experts, so they keep the kernel the parity tests
+    hold); the LM head runs for one row per step and is often tied."""
     for block in model.layers:
         for parent in list(block.modules()):
             for name, child in list(parent.named_children()):
