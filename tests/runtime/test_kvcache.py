@@ -112,6 +112,20 @@ def test_last_queries_only(tmp_path, config, pieces, queries):
         assert run(cache, config, q, k, v, pieces, queries) <= 1e-5
 
 
+def test_kv_is_stored_head_major_and_read_in_place(tmp_path, config):
+    """Each head's keys are one contiguous run, so attention reads the cache without a copy."""
+    from scoutdoc.runtime.attention import _heads_first
+
+    q, k, v = qkv(config, 20, seed=7)
+    layer = config.num_layers - 1  # a global (NoPE) layer of the tiny config
+    for cache in (HybridCache(config, torch.float32), ContiguousCache(config, torch.float32), tiered(tmp_path, config)):
+        run(cache, config, q, k, v, [20])
+        stored = cache.k[layer][:20] if isinstance(cache, ContiguousCache) else next(cache.global_pieces(layer))[0]
+        assert torch.equal(stored, k[layer, : stored.shape[0]])
+        assert _heads_first(stored).data_ptr() == stored.data_ptr()
+        assert stored.transpose(0, 1).stride()[1:] == (config.head_dim, 1)
+
+
 def test_contiguous_and_hybrid_agree(config):
     q, k, v = qkv(config, 40, seed=2)
     a = ContiguousCache(config, torch.float32)
