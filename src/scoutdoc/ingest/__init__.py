@@ -19,6 +19,7 @@ from ..errors import IngestError
 from ..progress import Progress
 from .code import SECRET_SKIP_REASON, gitignore_spec, is_secret_name, render_tree, walk_directory
 from .document import Document, IngestResult, Segment, Skip, Unreadable
+from .garbled import check_garbled
 from .options import ArchiveLimits, IngestOptions
 from .pack import pack
 from .sniff import classify
@@ -95,7 +96,7 @@ def load_sources(
         except OSError as exc:
             out.skipped.append(Skip(item.source, *_os_reason(exc)))
         else:
-            _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out)
+            _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out, verbatim=item.group >= 0)
             if on_document:
                 out.documents[before:] = map(on_document, out.documents[before:])
         if item.group >= 0 and len(out.documents) > before:
@@ -137,10 +138,19 @@ def _os_reason(exc: OSError) -> tuple[str, str]:
     return f"cannot be read ({exc.strerror or exc}); check the path", "damaged"
 
 
-def _ingest_bytes(source: str, data: bytes, options: IngestOptions, depth: int, explicit: bool, budget: Budget | None, out: _Collected) -> None:
-    """Dispatch one file's bytes by type; appends documents or skips to `out`. `depth` counts enclosing archives."""
+def _ingest_bytes(
+    source: str, data: bytes, options: IngestOptions, depth: int, explicit: bool, budget: Budget | None, out: _Collected,
+    verbatim: bool = False,
+) -> None:
+    """Dispatch one file's bytes by type; appends documents or skips to `out`. `depth` counts enclosing archives.
+
+    `verbatim` marks a file found in a directory (a codebase): text files are packed as written,
+    so a subtitle file there stays source instead of being rewritten as a transcript.
+    """
     name = source.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
     kind, detail = classify(name, data[:8])
+    if verbatim and kind == "transcript":
+        kind = "text"
     try:
         if not data:
             raise Unreadable("empty file, nothing to read", "empty")
@@ -151,29 +161,32 @@ def _ingest_bytes(source: str, data: bytes, options: IngestOptions, depth: int, 
         if kind == "pdf":
             from .pdf import read_pdf
 
-            out.documents.append(read_pdf(source, data, options.passwords))
-            return
-        if kind == "docx":
+            document = read_pdf(source, data, options.passwords)
+        elif kind == "docx":
             from .docx import read_docx
 
-            out.documents.append(read_docx(source, data))
-            return
-        text = decode_or_skip(data)
-        if not explicit and not options.include_secrets:
-            _refuse_private_key(data)
-        if kind == "transcript":
-            from .transcript import read_subtitles
-
-            out.documents.append(read_subtitles(source, data, text, detail))
-            return
-        if kind in ("text", "unknown"):
-            cues = parse_timed_text(text)
-            if cues:
-                out.documents.append(transcript_document(source, data, cues))
-                return
-        out.documents.append(read_text(source, data, "code" if kind == "code" else "text", detail, options.line_chunk, text))
+            document = read_docx(source, data)
+        else:
+            document = _read_text_kinds(source, data, kind, detail, options, explicit, verbatim)
+        out.documents.append(check_garbled(document, options.strict))
     except Unreadable as exc:
         out.skipped.append(Skip(source, str(exc), exc.code))
+
+
+def _read_text_kinds(source: str, data: bytes, kind: str, detail: str, options: IngestOptions, explicit: bool, verbatim: bool) -> Document:
+    """Subtitles, timestamped text, prose and code: everything that is decoded text."""
+    text = decode_or_skip(data)
+    if not explicit and not options.include_secrets:
+        _refuse_private_key(data)
+    if kind == "transcript":
+        from .transcript import read_subtitles
+
+        return read_subtitles(source, data, text, detail)
+    if kind in ("text", "unknown") and not verbatim:
+        cues = parse_timed_text(text)
+        if cues:
+            return transcript_document(source, data, cues)
+    return read_text(source, data, "code" if kind == "code" else "text", detail, options.line_chunk, text)
 
 
 def _refuse_private_key(data: bytes) -> None:

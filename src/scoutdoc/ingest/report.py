@@ -57,7 +57,7 @@ def summarize(result: IngestResult, count_tokens: CountTokens | None = None, by_
             "tokens": count_tokens(pack_document(document)) if count_tokens else None,
             "sha256": document.sha256,
         }
-        for key in ("pages", "lines", "failed_pages", "empty_pages"):
+        for key in ("pages", "lines", "failed_pages", "empty_pages", "warnings"):
             if key in document.meta:
                 entry[key] = document.meta[key]
         sources.append(entry)
