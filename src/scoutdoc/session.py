@@ -25,8 +25,10 @@ from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
 from .prompt import build_prompt, check_fits
-from .settings import snapshots_dir
+from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
+from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, snapshot_file
+from .wording import plural
 
 Notice = Callable[[str], None]
 TextSink = Callable[[str], None]
@@ -178,10 +180,10 @@ def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, tu
 
 def _record(
     store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice,
+    notice: Notice, snapshot: bool = True,
 ) -> str:
     stats: Stats = state.stats
-    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice)
+    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if snapshot else None
     q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id)
     a = TurnRecord(
         "assistant", answer, prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
@@ -189,11 +191,28 @@ def _record(
         tokens_per_s=stats.tokens_per_s, model=engine.model_id, finish_reason=stats.finish_reason,
     )
     store.add_exchange(session_id, q, a, snapshot=snap)
-    if snap:
-        keep = store.latest_snapshot(session_id)
-        for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
-            snapshot_file(old).unlink(missing_ok=True)
-    return snap["path"] if snap else ""
+    if not snap:
+        return ""
+    keep = store.latest_snapshot(session_id)
+    for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
+        snapshot_file(old).unlink(missing_ok=True)
+    return _within_budget(store, snap, notice)
+
+
+def _within_budget(store: Store, snap: dict, notice: Notice) -> str:
+    """Prune the least recently used snapshots to the budget; the new one's path, or "" when it alone is over."""
+    from .runtime.memory import format_bytes  # torch is loaded already: only the embedded engine saves snapshots
+
+    budget = snapshot_budget()
+    pruned = prune_snapshots(store, budget, protect=snap["path"])
+    if snap["path"] in pruned.removed:
+        notice(f"the KV snapshot ({format_bytes(snap['bytes'])}) is larger than the snapshot budget "
+               f"({format_bytes(budget)}) and was not kept; raise {SNAPSHOT_BUDGET_ENV} to keep it")
+        return ""
+    if pruned.removed:
+        notice(f"removed {plural(len(pruned.removed), 'older KV snapshot')} ({format_bytes(pruned.freed)}) "
+               f"to stay within the {format_bytes(budget)} snapshot budget ({SNAPSHOT_BUDGET_ENV})")
+    return snap["path"]
 
 
 def start_session(
@@ -213,8 +232,12 @@ def start_session(
     progress: Progress | None = None,
     prefill_progress: Progress | None = None,
     stop_event: threading.Event | None = None,
+    snapshot: bool = True,
 ) -> TurnResult:
-    """Ingest `paths` (or use `result`), answer the first question and store the new session."""
+    """Ingest `paths` (or use `result`), answer the first question and store the new session.
+
+    `snapshot=False` (`--no-snapshot`, and batch's default) keeps no KV snapshot: a follow-up then
+    recomputes the documents."""
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
     question_text = question(documents) if callable(question) else question
@@ -231,7 +254,7 @@ def start_session(
         options=options_to_json(options), prefix_tokens=prefix_tokens, context_limit=engine.context_limit,
         sources=records,
     )
-    snap = _record(store, engine, session_id, question_text, answer, state, 1, notice)
+    snap = _record(store, engine, session_id, question_text, answer, state, 1, notice, snapshot)
     return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap)
 
 
@@ -291,8 +314,10 @@ def continue_session(
     refresh: bool = False,
     passwords: tuple[str, ...] = (),
     prefill_progress: Progress | None = None,
+    snapshot: bool = True,
 ) -> TurnResult:
-    """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can."""
+    """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can
+    (and, unless `snapshot` is False, saving a new one after the answer)."""
     session = store.session(session_id) if session_id else store.latest_session()
     sid = session["id"]
     prefix = session["prefix"]
@@ -318,6 +343,6 @@ def continue_session(
                 notice(f"KV snapshot unusable ({exc}); recomputing the documents")
     answer, state = run_turn(engine, prompt, params, on_text, snapshot=snapshot, progress=prefill_progress)
     turn_no = len(store.turns(sid)) // 2 + 1
-    snap = _record(store, engine, sid, question, answer, state, turn_no, notice)
+    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, snapshot)
     return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap)
 

@@ -41,3 +41,12 @@ def snapshots_dir() -> Path:
     path = home() / "snapshots"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+SNAPSHOT_BUDGET_ENV = "SCOUTDOC_SNAPSHOT_BUDGET"
+DEFAULT_SNAPSHOT_BUDGET = "4GiB"  # KV snapshots kept on disk, all sessions together; least recently used go first
+
+
+def snapshot_budget_text() -> str:
+    """The snapshot budget as the user wrote it (`SCOUTDOC_SNAPSHOT_BUDGET`), or the default."""
+    return os.environ.get(SNAPSHOT_BUDGET_ENV, "").strip() or DEFAULT_SNAPSHOT_BUDGET
