@@ -59,7 +59,7 @@ def options_from_json(data: dict[str, Any], passwords: tuple[str, ...] = ()) -> 
 
     data = dict(data)
     archive = ArchiveLimits(**data.pop("archive", {}))
-    for key in ("include", "exclude"):
+    for key in ("include", "exclude", "members"):
         data[key] = tuple(data.get(key, ()))
     return IngestOptions(**data, archive=archive, passwords=passwords)
 

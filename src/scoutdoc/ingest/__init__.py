@@ -204,6 +204,7 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
     budget = budget or Budget(limits.max_total_bytes)
     include = _globs(options.include)
     exclude = _globs(options.exclude)
+    members = _globs(options.members)
     for entry in iter_members(data, suffix, limits, options.max_file_size, budget):
         if isinstance(entry, Skip):
             out.skipped.append(Skip(f"{source}!{entry.source}" if entry.source else source, entry.reason, entry.code))
@@ -214,6 +215,8 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
             continue
         leaf = member.name.rsplit("/", 1)[-1]
         if include and not include.match_file(member.name) and classify(leaf, b"")[0] != "archive":
+            continue
+        if members and not members.match_file(member.name) and classify(leaf, b"")[0] != "archive":
             continue
         if not options.include_secrets and is_secret_name(leaf):
             out.skipped.append(Skip(member_source, SECRET_SKIP_REASON, "secret"))
