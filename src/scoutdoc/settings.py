@@ -50,3 +50,6 @@ DEFAULT_SNAPSHOT_BUDGET = "4GiB"  # KV snapshots kept on disk, all sessions toge
 def snapshot_budget_text() -> str:
     """The snapshot budget as the user wrote it (`SCOUTDOC_SNAPSHOT_BUDGET`), or the default."""
     return os.environ.get(SNAPSHOT_BUDGET_ENV, "").strip() or DEFAULT_SNAPSHOT_BUDGET
+
+
+SNAPSHOT_DTYPE_ENV = "SCOUTDOC_SNAPSHOT_DTYPE"  # kv (default: the cache's own dtype), bfloat16 or float16
