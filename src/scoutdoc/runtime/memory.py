@@ -123,8 +123,14 @@ class MemoryPlan:
     def fits(self) -> bool:
         return not self.problems
 
+    @property
+    def device_known(self) -> bool:
+        """Whether the device's free memory was known, so that "fits" was checked against it."""
+        return self.device_capacity is not None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "fits": self.fits}
+        """JSON-ready; "fits" is null when nothing failed but the device's memory was unknown."""
+        return {**asdict(self), "fits": self.fits if self.fits is False or self.device_known else None}
 
 
 def _available_ram() -> int | None:
@@ -327,14 +333,23 @@ def format_plan(plan: MemoryPlan) -> str:
     ]
     if plan.kv_unplaced_bytes:
         rows.insert(7, ("  unplaced", fb(plan.kv_unplaced_bytes)))
+    rows.append(("device memory", f"{fb(plan.device_capacity)} free" if plan.device_known else _unknown_device(plan.device)))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    if plan.fits:
+    if plan.fits and not plan.device_known:
+        lines.append(f"fits: unknown - {plan.device}'s memory is unknown, so the plan could not be checked against it")
+    elif plan.fits:
         lines.append("fits: yes")
     else:
         lines.append("fits: NO - " + "; ".join(plan.problems))
         lines.append("try: " + "; or ".join(plan.suggestions))
     return "\n".join(lines)
+
+
+def _unknown_device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "unknown (PyTorch sees no CUDA GPU on this machine)"
+    return "unknown"
 
 
 def cache_budgets(plan: MemoryPlan) -> dict[str, int | None]:
