@@ -35,3 +35,15 @@ def test_unknown_capacity_without_detection(config):
     (row,) = [line for line in format_plan(plan).splitlines() if line.startswith("device memory")]
     assert row.split()[-1] == "unknown"
     assert plan.to_dict()["fits"] is None
+
+
+def test_refusal_names_only_run_options_and_each_size_once(config):
+    from scoutdoc.errors import MemoryPlanError
+    from scoutdoc.runtime.memory import require_fit
+
+    plan = plan_memory(config, 2000, device="cpu", kv_device_budget=1024, device_capacity=1 << 34, host_capacity=1 << 34)
+    with pytest.raises(MemoryPlanError) as err:
+        require_fit(plan)
+    message = str(err.value)
+    assert "--context" not in message and "instead of" not in message
+    assert "--kv-dtype float8" in message and "--kv-disk DIR" in message

@@ -116,6 +116,7 @@ class MemoryPlan:
     device_capacity: int | None
     host_capacity: int | None
     disk_capacity: int | None
+    context_fit: int = 0  # tokens of context that would fit as things are, when it is the context that does not
     problems: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
 
@@ -283,12 +284,9 @@ def _check(plan: MemoryPlan, on_cpu: bool) -> None:
             f"a quantized model file or a device with more memory (weights alone need {fb(plan.weights_bytes)})"
         )
     elif plan.kv_unplaced_bytes and per_token and room // per_token > 0:
-        plan.suggestions.append(f"--context {room // per_token} (what fits now)")
+        plan.context_fit = room // per_token  # worded by the caller: only `models info` has --context
     if DTYPE_BYTES[plan.kv_dtype] > 1:
-        plan.suggestions.append(
-            f"--kv-dtype float8 (global KV {fb(plan.kv_global_bytes // DTYPE_BYTES[plan.kv_dtype])} instead of "
-            f"{fb(plan.kv_global_bytes)})"
-        )
+        plan.suggestions.append(f"--kv-dtype float8 (a quarter of the KV: {fb(plan.kv_global_bytes // DTYPE_BYTES[plan.kv_dtype])})")
     if plan.kv_unplaced_bytes:
         if not on_cpu:
             plan.suggestions.append(f"--kv-host-budget {fb(plan.kv_host_bytes + plan.kv_unplaced_bytes)}")
@@ -298,10 +296,15 @@ def _check(plan: MemoryPlan, on_cpu: bool) -> None:
 
 
 def require_fit(plan: MemoryPlan) -> None:
-    """Raise MemoryPlanError, with the numbers and the options that would help, if the plan does not fit."""
+    """Raise MemoryPlanError, with the numbers and the options that would help, if the plan does not fit.
+
+    It is raised for a run (ask, chat, summarize, batch), whose commands have the --kv-* options but
+    no --context: a context that does not fit is answered by fewer or shorter sources.
+    """
     if plan.fits:
         return
-    options = "; or ".join(plan.suggestions) or "a smaller model or a shorter context"
+    shorter = [f"fewer or shorter sources (about {plan.context_fit:,} tokens fit)"] if plan.context_fit * 10 >= plan.context_tokens else []
+    options = "; or ".join(shorter + plan.suggestions) or "a smaller model or fewer or shorter sources"
     raise MemoryPlanError(
         f"a {plan.context_tokens:,}-token context does not fit: {'; '.join(plan.problems)}. Try {options}"
     )
@@ -342,7 +345,8 @@ def format_plan(plan: MemoryPlan) -> str:
         lines.append("fits: yes")
     else:
         lines.append("fits: NO - " + "; ".join(plan.problems))
-        lines.append("try: " + "; or ".join(plan.suggestions))
+        shorter = [f"--context {plan.context_fit} (what fits now)"] if plan.context_fit else []
+        lines.append("try: " + "; or ".join(shorter + plan.suggestions))
     return "\n".join(lines)
 
 
