@@ -3,6 +3,10 @@
 `smollm2_gguf` gives the real default model (SmolLM2-135M-Instruct Q4_1 GGUF) once per test run.
 Its download is cached in a persistent directory (`SCOUTDOC_TEST_MODELS`, default
 ~/.cache/scoutdoc-test-models) so CI fetches it once, not once per run.
+
+A test that uses the real model (through these fixtures, or a server started on it) must be marked
+`@pytest.mark.slow`, so `pytest -m "not slow"` stays a fast inner loop that never downloads it;
+collection stops with the test's name when one is not (see docs/testing.md).
 """
 
 import os
@@ -33,3 +37,16 @@ def smollm2_gguf() -> Path:
 def default_gguf(smollm2_gguf: Path) -> Path:
     """The default model's GGUF under the name the models and tokenizer tests use (same single download)."""
     return smollm2_gguf
+
+
+REAL_MODEL_FIXTURES = {"smollm2_gguf", "default_gguf"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items
+                if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the real default model but are not marked @pytest.mark.slow (see docs/testing.md):\n  "
+            + "\n  ".join(unmarked)
+        )

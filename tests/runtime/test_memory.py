@@ -131,6 +131,7 @@ def test_cli_models_info_context_json(tmp_path):
     assert text.exit_code == 0 and "24.00 KiB/token" in text.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cli_plan_counts_gguf_weights_as_loaded(smollm2_gguf, dtype):
     """The default model's 4-bit matrices are dequantized on load and only its Q8_0 token table stays
