@@ -139,9 +139,10 @@ def test_resume_repairs_a_file_cut_by_a_crash_from_the_store(docs, tmp_path):
     batch([docs], out, FakeEngine(context_limit=300, on_prefill=explode_on_kaboom), db=db)
     before = {r["source"]: r for r in lines(out)}
     text = out.read_text().splitlines(keepends=True)
-    # killed between the store's commit and the file write (tom's line lost), and in the middle of a line
+    # killed between the store's commit and the file write (tom's line lost), and in the middle of a
+    # line; ana's line twice (an append repeated by hand)
     kept = [line for line in text if '"2-tom.txt"' not in line]
-    out.write_text("".join(kept) + text[0][: len(text[0]) // 2])
+    out.write_text("".join(kept) + text[0] + text[0][: len(text[0]) // 2])
     engine = FakeEngine(context_limit=4096)  # the failures are retried, and now succeed
     tally, _ = batch([docs], out, engine, db=db, resume=True)
     assert (tally.ok, tally.skipped, tally.failed) == (2, 3, 1)  # the broken PDF still fails

@@ -7,6 +7,7 @@ branch of session.py in milliseconds.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import threading
 import zipfile
@@ -17,7 +18,7 @@ import pytest
 from fakes import FakeEngine
 
 from scoutdoc import session as conv
-from scoutdoc.engines import GenerationParams, Message, Prompt
+from scoutdoc.engines import Engine, GenerationParams, Message, Prompt
 from scoutdoc.errors import ContextTooLongError, IngestError, SessionError
 from scoutdoc.ingest import IngestOptions
 from scoutdoc.prompt import summary_instruction
@@ -66,6 +67,16 @@ def follow(store, engine, question="And where?", run=None, session_id=None, **kw
 
 def snapshot_paths(store, sid) -> list[Path]:
     return [snapshot_file(r["path"]) for r in store.snapshots(sid)]
+
+
+def test_the_fake_engine_keeps_the_whole_protocol():
+    """A member added to `Engine` fails here until the fake (and so these tests) know about it."""
+    fake = FakeEngine()
+    for name in Engine.__annotations__:
+        assert hasattr(fake, name), name
+    for name, member in vars(Engine).items():
+        if callable(member) and not name.startswith("_"):
+            assert list(inspect.signature(getattr(FakeEngine, name)).parameters) == list(inspect.signature(member).parameters), name
 
 
 # --- a new session ----------------------------------------------------------------------------------
