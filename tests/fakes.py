@@ -59,9 +59,17 @@ class FakeState:
     ids: list[str] = field(default_factory=list)  # this turn's whole prompt
     stats: Stats = field(default_factory=Stats)
 
+    @property
+    def tokens(self) -> int:
+        """Tokens the state holds: after an answer, what a snapshot of it covers."""
+        return len(self.session.ids)
+
 
 class FakeEngine:
     name = "embedded"  # session.py saves and loads snapshots for an engine that keeps them
+    base_url = ""  # no server
+    keeps_snapshots = True
+    concurrency = 1
 
     def __init__(
         self,

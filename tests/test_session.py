@@ -273,7 +273,7 @@ def test_a_snapshot_that_cannot_be_saved_is_noticed_and_the_turn_still_recorded(
 
 def test_an_engine_without_snapshots_saves_and_loads_none(store, notes):
     engine = FakeEngine()
-    engine.name = "remote"  # a server keeps its own prefix cache
+    engine.name, engine.keeps_snapshots = "remote", False  # a server keeps its own prefix cache
     first = ask(store, engine, [notes])
     assert first.snapshot == "" and store.snapshots(first.session_id) == []
     assert list((store.path.parent / "snapshots").glob("*")) == []
