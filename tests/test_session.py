@@ -83,10 +83,12 @@ def test_the_fake_engine_keeps_the_whole_protocol():
 
 
 def test_new_session_streams_the_answer_and_records_everything(store, notes):
-    engine, run = FakeEngine(), Run()
-    result = ask(store, engine, [notes], run=run, system="Be brief.")
+    engine, run, reading, prefilling = FakeEngine(), Run(), [], []
+    result = ask(store, engine, [notes], run=run, system="Be brief.", progress=lambda *a: reading.append(a),
+                 prefill_progress=lambda *a: prefilling.append(a))
     assert result.answer and "".join(run.streamed) == result.answer and run.notices == []
     s = result.stats
+    assert reading == [(1, 1, "files")] and prefilling == [(s.prompt_tokens, s.prompt_tokens, "tokens")]
     assert s.cached_tokens == 0 and s.prefilled_tokens == s.prompt_tokens > 0 and s.finish_reason == "stop"
 
     session = store.session(result.session_id)
@@ -202,10 +204,11 @@ def test_follow_up_reuses_the_snapshot_and_equals_a_full_recompute(store, notes)
     engine = FakeEngine()
     first = ask(store, engine, [notes])
     [snap] = store.snapshots(first.session_id)
-    run = Run()
-    cached = follow(store, engine, run=run)
+    run, prefilling = Run(), []
+    cached = follow(store, engine, run=run, prefill_progress=lambda *a: prefilling.append(a))
     assert run.notices == [] and cached.session_id == first.session_id
     s = cached.stats
+    assert prefilling == [(s.prompt_tokens, s.prompt_tokens, "tokens")]
     assert s.cached_tokens == snap["tokens"] >= store.session(first.session_id)["prefix_tokens"]
     assert 0 < s.prefilled_tokens == s.prompt_tokens - s.cached_tokens < 12  # only the new question
     stored = store.turns(first.session_id)[-1]
