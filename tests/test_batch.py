@@ -51,8 +51,8 @@ def explode_on_kaboom(prompt: Prompt) -> None:
 
 
 def batch(inputs, out: Path, engine: FakeEngine, *, db: Path, question: str | None = QUESTION, resume=False,
-          concurrency=1) -> tuple[Tally, str]:
-    console = Console(file=io.StringIO(), width=200, color_system=None)
+          concurrency=1, console: Console | None = None) -> tuple[Tally, str]:
+    console = console or Console(file=io.StringIO(), width=200, color_system=None)
     tally = run_batch([str(p) for p in inputs], engine=engine, db=db, out=out, question=question,
                       params=GenerationParams(max_tokens=8), options=IngestOptions(), system=None, resume=resume,
                       concurrency=concurrency, model_ref="fake", console=console)
@@ -120,9 +120,12 @@ def test_interrupted_batch_resumes_answering_each_document_once(docs, tmp_path):
             pressed.append(True)
             raise KeyboardInterrupt
 
+    console = Console(file=io.StringIO(), width=200, color_system=None)
     with pytest.raises(SystemExit) as stopped:
-        batch([docs], out, FakeEngine(context_limit=300, on_prefill=ctrl_c_on_the_second), db=db)
+        batch([docs], out, FakeEngine(context_limit=300, on_prefill=ctrl_c_on_the_second), db=db, console=console)
     assert stopped.value.code == INTERRUPTED_EXIT_CODE
+    shown = console.file.getvalue()  # "after N answered" counts the results seen before the interrupt's
+    assert "interrupted after" in shown and "run the same command with --resume to finish" in shown
     assert [r["source"] for r in lines(out) if r["status"] == "ok"] == ["0-ana.txt"]
 
     engine = FakeEngine(context_limit=300, on_prefill=explode_on_kaboom)
