@@ -2,15 +2,15 @@
 
 import pytest
 
-from scoutdoc.engines import Message
+from scoutdoc.engines.chat import cut_after_last_special, render
 from scoutdoc.errors import ContextTooLongError
 from scoutdoc.prompt import (
     CITATION_RULES,
     CODEBASE_SUMMARY_INSTRUCTION,
     SUMMARY_INSTRUCTION,
+    Message,
     build_prompt,
     check_fits,
-    render,
     summary_instruction,
 )
 
@@ -90,8 +90,6 @@ def test_cut_after_last_special_matches_a_full_scan():
     """The windowed search from the end gives what scanning the whole text for every string gives,
     also when the last occurrence lies far from the end or straddles a window boundary."""
     import random
-
-    from scoutdoc.prompt import cut_after_last_special
 
     def full_scan(text, specials):
         return max((text.rfind(s) + len(s) for s in specials if s in text), default=-1)

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from scoutdoc.engines import GenerationParams, Message, Prompt, open_engine
+from scoutdoc.engines import GenerationParams, open_engine
 from scoutdoc.engines.embedded import rewind
 from scoutdoc.errors import ModelError, SnapshotError
-from scoutdoc.prompt import build_prompt, render
+from scoutdoc.engines.chat import render
+from scoutdoc.prompt import Message, Prompt, build_prompt
 
 DOCS = (
     '<document source="contract.pdf" kind="pdf" pages="2">\n[page 1]\nThe Client pays EUR 2,400 per month. '

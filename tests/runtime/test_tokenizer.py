@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from scoutdoc.errors import ModelError
-from scoutdoc.runtime.tokenizer import Tokenizer, llama4_special_tokens, load_tokenizer, read_gguf_metadata
+from scoutdoc.runtime.gguf import read_gguf_metadata
+from scoutdoc.runtime.tokenizer import Tokenizer, llama4_special_tokens, load_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
