@@ -26,11 +26,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator
 
-from scoutdoc.engines import GenerationParams, Message, Prompt, Stats
+from scoutdoc.engines import GenerationParams, Stats
 from scoutdoc.errors import SnapshotError
 from scoutdoc.progress import Progress
+from scoutdoc.prompt import Message, Prompt
 
 START, END = "<|im_start|>", "<|im_end|>"
 SNAPSHOT_FORMAT = "scoutdoc-fake-kv"
@@ -46,15 +47,8 @@ def render_message(message: Message) -> list[str]:
 
 
 @dataclass
-class FakeKV:
-    """Stands where the embedded engine's runtime session is: the token ids the cache holds."""
-
-    ids: list[str] = field(default_factory=list)
-
-
-@dataclass
 class FakeState:
-    session: FakeKV
+    held: list[str]  # the tokens "in the KV cache": this turn's prompt, then its answer once finished
     prompt: Prompt | None = None
     ids: list[str] = field(default_factory=list)  # this turn's whole prompt
     stats: Stats = field(default_factory=Stats)
@@ -62,12 +56,12 @@ class FakeState:
     @property
     def tokens(self) -> int:
         """Tokens the state holds: after an answer, what a snapshot of it covers."""
-        return len(self.session.ids)
+        return len(self.held)
 
 
 class FakeEngine:
-    name = "embedded"  # session.py saves and loads snapshots for an engine that keeps them
-    base_url = ""  # no server
+    name = "fake"
+    base_url = None
     keeps_snapshots = True
     concurrency = 1
 
@@ -112,13 +106,13 @@ class FakeEngine:
         ids = self._ids(prompt)
         cached = 0
         if snapshot is not None:
-            held = snapshot.session.ids
+            held = snapshot.held
             while cached < min(len(held), len(ids) - 1) and held[cached] == ids[cached]:
                 cached += 1
         if progress is not None:
             progress(len(ids), len(ids), "tokens")
         stats = Stats(prompt_tokens=len(ids), cached_tokens=cached, prefilled_tokens=len(ids) - cached)
-        state = FakeState(session=FakeKV(list(ids)), prompt=prompt, ids=ids, stats=stats)
+        state = FakeState(held=list(ids), prompt=prompt, ids=ids, stats=stats)
         with self._lock:
             self.prefills.append(state)
         return state
@@ -142,7 +136,7 @@ class FakeEngine:
             kept.append(piece[:room])
         return kept, "stop"
 
-    def generate(self, state: FakeState, params: GenerationParams) -> Iterator[str]:
+    def generate(self, state: FakeState, params: GenerationParams) -> Generator[str, None, None]:
         started = time.perf_counter()
         stats = state.stats
         stats.finish_reason = "interrupted"
@@ -158,14 +152,14 @@ class FakeEngine:
             stats.ttft_s = stats.prefill_s = time.perf_counter() - started
         answer = "".join(pieces)
         state.prompt = Prompt(state.prompt.prefix, [*state.prompt.turns, Message("assistant", answer)])
-        state.session.ids = state.ids + tokenize(answer) + [END]
+        state.held = state.ids + tokenize(answer) + [END]
 
     # snapshots -----------------------------------------------------------------------------------
 
     def save(self, state: FakeState, path: Path) -> int:
         if self.save_error is not None:
             raise self.save_error
-        body = json.dumps({"ids": state.session.ids})
+        body = json.dumps({"ids": state.held})
         data = json.dumps({"format": SNAPSHOT_FORMAT, "model": self.model_id, "body": body,
                            "sha256": hashlib.sha256(body.encode()).hexdigest()}).encode()
         path = Path(path)
@@ -187,4 +181,4 @@ class FakeEngine:
             raise SnapshotError(f"KV snapshot {path} is corrupt (checksum mismatch); recompute the prefix")
         if meta.get("model") != self.model_id:
             raise SnapshotError(f"KV snapshot {path} was made for a different model ({meta.get('model')}); recompute the prefix")
-        return FakeState(session=FakeKV(json.loads(body)["ids"]))
+        return FakeState(held=json.loads(body)["ids"])

@@ -17,10 +17,10 @@ from fakes import FakeEngine
 from rich.console import Console
 
 from scoutdoc.batch import SUMMARY_KEY, Tally, expand_inputs, run_batch
-from scoutdoc.engines import GenerationParams, Prompt
+from scoutdoc.engines import GenerationParams
 from scoutdoc.errors import INTERRUPTED_EXIT_CODE, UsageError
 from scoutdoc.ingest import IngestOptions
-from scoutdoc.prompt import CODEBASE_SUMMARY_INSTRUCTION, SUMMARY_INSTRUCTION
+from scoutdoc.prompt import CODEBASE_SUMMARY_INSTRUCTION, SUMMARY_INSTRUCTION, Prompt
 from scoutdoc.store import Store
 
 QUESTION = "Who is mentioned?"

@@ -18,10 +18,10 @@ import pytest
 from fakes import FakeEngine
 
 from scoutdoc import session as conv
-from scoutdoc.engines import Engine, GenerationParams, Message, Prompt
+from scoutdoc.engines import Engine, GenerationParams
 from scoutdoc.errors import ContextTooLongError, IngestError, SessionError
 from scoutdoc.ingest import IngestOptions
-from scoutdoc.prompt import summary_instruction
+from scoutdoc.prompt import Message, Prompt, summary_instruction
 from scoutdoc.store import Store, snapshot_file
 
 PARAMS = GenerationParams(max_tokens=32)
@@ -92,7 +92,8 @@ def test_new_session_streams_the_answer_and_records_everything(store, notes):
     assert s.cached_tokens == 0 and s.prefilled_tokens == s.prompt_tokens > 0 and s.finish_reason == "stop"
 
     session = store.session(result.session_id)
-    assert (session["command"], session["engine"], session["model_id"]) == ("ask", "embedded", engine.model_id)
+    assert (session["command"], session["engine"], session["model_id"]) == ("ask", "fake", engine.model_id)
+    assert session["base_url"] == ""
     assert session["context_limit"] == engine.context_limit and session["system"] == "Be brief."
     assert "Tuesday" in session["prefix"] and session["prefix"].startswith("Be brief.")
     assert 0 < session["prefix_tokens"] < s.prompt_tokens
@@ -276,13 +277,13 @@ def test_a_snapshot_that_cannot_be_saved_is_noticed_and_the_turn_still_recorded(
 
 def test_an_engine_without_snapshots_saves_and_loads_none(store, notes):
     engine = FakeEngine()
-    engine.name, engine.keeps_snapshots = "remote", False  # a server keeps its own prefix cache
+    engine.keeps_snapshots = False  # like a server, which keeps its own prefix cache
     first = ask(store, engine, [notes])
     assert first.snapshot == "" and store.snapshots(first.session_id) == []
     assert list((store.path.parent / "snapshots").glob("*")) == []
     run = Run()
     follow(store, engine, run=run)
-    assert run.notices == [] and store.session(first.session_id)["engine"] == "remote"
+    assert run.notices == []
 
 
 def test_follow_up_picks_the_session_and_rejects_unknown_ones(store, notes, tmp_path):
