@@ -1,19 +1,19 @@
-"""Sessions on the real default model: --no-snapshot keeps none, and the budget prunes what is over it."""
+"""Sessions with snapshots (the fake engine writes real files): --no-snapshot keeps none, the budget prunes."""
 
 import pytest
+from fakes import FakeEngine
 
-from scoutdoc.engines import GenerationParams, open_engine
+from scoutdoc.engines import GenerationParams
 from scoutdoc.ingest import IngestOptions
 from scoutdoc.session import continue_session, start_session
 from scoutdoc.store import Store, snapshot_file
 
-pytestmark = pytest.mark.slow
 PARAMS = GenerationParams(max_tokens=4, temperature=0.0)
 
 
-@pytest.fixture(scope="module")
-def engine(smollm2_gguf):
-    return open_engine("embedded", model=str(smollm2_gguf), device="cpu")
+@pytest.fixture
+def engine():
+    return FakeEngine()
 
 
 @pytest.fixture
@@ -33,10 +33,10 @@ def _ask(store, engine, doc, notices, **kwargs):
 def test_no_snapshot_keeps_none_and_a_follow_up_recomputes(engine, setup):
     store, doc = setup
     notices: list[str] = []
-    first = _ask(store, engine, doc, notices, snapshot=False)
+    first = _ask(store, engine, doc, notices, keep_snapshot=False)
     assert first.snapshot == "" and store.snapshots(first.session_id) == []
     follow = continue_session(store, engine, session_id=first.session_id, question="When?", params=PARAMS,
-                              on_text=lambda piece: None, notice=notices.append, snapshot=False)
+                              on_text=lambda piece: None, notice=notices.append, keep_snapshot=False)
     assert "no KV snapshot for this session; recomputing the documents" in notices
     assert follow.stats.cached_tokens == 0 and store.snapshots(first.session_id) == []
 

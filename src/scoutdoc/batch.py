@@ -156,7 +156,7 @@ def _question_for(document: Document, question: str | None) -> tuple[str, str]:
 def _answer_one(
     document: Document, *, engine: Engine, db: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, model_ref: str, resume: bool, out: ResultsFile,
-    stop: threading.Event, snapshot: bool = False,
+    stop: threading.Event, keep_snapshot: bool = False,
 ) -> str:
     """Answer one document and record it; returns "ok", "skipped" or "failed:<reason>"."""
     asked, key = _question_for(document, question)
@@ -173,7 +173,7 @@ def _answer_one(
             result = start_session(
                 store, engine, paths=[], options=options, question=asked, params=params,
                 on_text=lambda piece: None, notice=lambda message: None, system=system, command="batch",
-                model_ref=model_ref, result=IngestResult(documents=[document]), stop_event=stop, snapshot=snapshot,
+                model_ref=model_ref, result=IngestResult(documents=[document]), stop_event=stop, keep_snapshot=keep_snapshot,
             )
         except Interrupted:
             raise
@@ -202,11 +202,11 @@ def _answer_one(
 def run_batch(
     inputs: list[str], *, engine: Engine, db: Path, out: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, resume: bool, concurrency: int, model_ref: str, console: Console,
-    snapshot: bool = False, force: bool = False,
+    keep_snapshot: bool = False, force: bool = False,
 ) -> Tally:
     """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr).
 
-    Batch documents keep no KV snapshot unless `snapshot` (`--snapshot`): one per document would
+    Batch documents keep no KV snapshot unless `keep_snapshot` (`--snapshot`): one per document would
     fill the disk, and batch sessions are rarely continued."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
@@ -250,7 +250,7 @@ def run_batch(
             for document in ingested.documents:
                 futures[pool.submit(
                     _answer_one, document, engine=engine, db=db, question=question, params=params, options=options,
-                    system=system, model_ref=model_ref, resume=resume, out=results, stop=stop, snapshot=snapshot,
+                    system=system, model_ref=model_ref, resume=resume, out=results, stop=stop, keep_snapshot=keep_snapshot,
                 )] = document
             pending = set(futures)
             while pending:

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .engines import Engine, GenerationParams, Message, Prompt, Stats
+from .engines import Engine, GenerationParams, Stats
 from .errors import ScoutdocError
 from .ingest import IngestOptions, IngestResult, load_sources, pack, require_documents
 from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
-from .prompt import build_prompt, check_fits
+from .prompt import Message, Prompt, build_prompt, check_fits
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, snapshot_file
-from .wording import plural
+from .wording import plural, size
 
 Notice = Callable[[str], None]
 TextSink = Callable[[str], None]
@@ -145,7 +145,7 @@ def run_turn(
     stop_event: threading.Event | None = None,
 ) -> tuple[str, Any]:
     """Prefill and stream one answer; returns the answer text and the engine state after it."""
-    check_fits(engine.prompt_tokens(prompt), params.max_tokens, engine.context_limit, _model_label(engine))
+    check_fits(engine.prompt_tokens(prompt), params.max_tokens, engine.context_limit, engine.model_name or "the model")
     state = engine.prefill(prompt, snapshot=snapshot, progress=progress)
     pieces: list[str] = []
     stream = engine.generate(state, params)
@@ -156,34 +156,28 @@ def run_turn(
             pieces.append(piece)
             on_text(piece)
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        stream.close()
     return "".join(pieces), state
 
 
-def _model_label(engine: Engine) -> str:
-    return getattr(engine, "model_name", "") or "the model"
-
-
 def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, turn_no: int, notice: Notice) -> dict | None:
-    if getattr(engine, "name", "") != "embedded":
-        return None  # a remote server keeps its own prefix cache
+    if not engine.keeps_snapshots:
+        return None  # e.g. a remote server keeps its own prefix cache
     name = f"{session_id}-{turn_no:04d}.kv"
     try:
         size = engine.save(state, snapshots_dir() / name)
     except (OSError, ScoutdocError) as exc:
         notice(f"could not save the KV snapshot ({exc}); a follow-up will recompute the documents")
         return None
-    return dict(path=name, tokens=len(state.session.ids), fingerprint=engine.model_id, bytes=int(size or 0))
+    return dict(path=name, tokens=state.tokens, fingerprint=engine.model_id, bytes=int(size or 0))
 
 
 def _record(
     store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice, snapshot: bool = True,
+    notice: Notice, keep_snapshot: bool = True,
 ) -> str:
     stats: Stats = state.stats
-    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if snapshot else None
+    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if keep_snapshot else None
     q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id)
     a = TurnRecord(
         "assistant", answer, prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
@@ -201,17 +195,15 @@ def _record(
 
 def _within_budget(store: Store, snap: dict, notice: Notice) -> str:
     """Prune the least recently used snapshots to the budget; the new one's path, or "" when it alone is over."""
-    from .runtime.memory import format_bytes  # torch is loaded already: only the embedded engine saves snapshots
-
     budget = snapshot_budget()
     pruned = prune_snapshots(store, budget, protect=snap["path"])
     if snap["path"] in pruned.removed:
-        notice(f"the KV snapshot ({format_bytes(snap['bytes'])}) is larger than the snapshot budget "
-               f"({format_bytes(budget)}) and was not kept; raise {SNAPSHOT_BUDGET_ENV} to keep it")
+        notice(f"the KV snapshot ({size(snap['bytes'])}) is larger than the snapshot budget "
+               f"({size(budget)}) and was not kept; raise {SNAPSHOT_BUDGET_ENV} to keep it")
         return ""
     if pruned.removed:
-        notice(f"removed {plural(len(pruned.removed), 'older KV snapshot')} ({format_bytes(pruned.freed)}) "
-               f"to stay within the {format_bytes(budget)} snapshot budget ({SNAPSHOT_BUDGET_ENV})")
+        notice(f"removed {plural(len(pruned.removed), 'older KV snapshot')} ({size(pruned.freed)}) "
+               f"to stay within the {size(budget)} snapshot budget ({SNAPSHOT_BUDGET_ENV})")
     return snap["path"]
 
 
@@ -232,11 +224,11 @@ def start_session(
     progress: Progress | None = None,
     prefill_progress: Progress | None = None,
     stop_event: threading.Event | None = None,
-    snapshot: bool = True,
+    keep_snapshot: bool = True,
 ) -> TurnResult:
     """Ingest `paths` (or use `result`), answer the first question and store the new session.
 
-    `snapshot=False` (`--no-snapshot`, and batch's default) keeps no KV snapshot: a follow-up then
+    `keep_snapshot=False` (`--no-snapshot`, and batch's default) keeps no KV snapshot: a follow-up then
     recomputes the documents."""
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
@@ -245,16 +237,15 @@ def start_session(
     answer, state = run_turn(engine, prompt, params, on_text, progress=prefill_progress, stop_event=stop_event)
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
-    prefix_tokens = engine.prefix_tokens(prompt) if hasattr(engine, "prefix_tokens") else 0
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
     session_id = store.create_session(
-        title=title, command=command, engine=engine.name, model=model_ref, model_id=engine.model_id,
-        base_url=getattr(engine, "base_url", ""),
+        title=title, command=command, engine=engine.name, model=model_ref or engine.model_name, model_id=engine.model_id,
+        base_url=engine.base_url or "",
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
-        options=options_to_json(options), prefix_tokens=prefix_tokens, context_limit=engine.context_limit,
+        options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
         sources=records,
     )
-    snap = _record(store, engine, session_id, question_text, answer, state, 1, notice, snapshot)
+    snap = _record(store, engine, session_id, question_text, answer, state, 1, notice, keep_snapshot)
     return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap)
 
 
@@ -290,7 +281,7 @@ def _refresh(
     before = {src["path"] for src in store.sources(sid)}
     records = source_records(engine, result.documents, [Path(p) for p in inputs])
     after = {r.path for r in records}
-    store.update_sources(sid, records, prefix, getattr(engine, "prefix_tokens", lambda p: 0)(prompt))
+    store.update_sources(sid, records, prefix, engine.prefix_tokens(prompt))
     if prefix == session["prefix"]:  # e.g. only a file's metadata changed: the saved KV still applies
         notice("re-read the sources: their text is unchanged")
         return prefix
@@ -314,10 +305,10 @@ def continue_session(
     refresh: bool = False,
     passwords: tuple[str, ...] = (),
     prefill_progress: Progress | None = None,
-    snapshot: bool = True,
+    keep_snapshot: bool = True,
 ) -> TurnResult:
     """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can
-    (and, unless `snapshot` is False, saving a new one after the answer)."""
+    (and, unless `keep_snapshot` is False, saving a new one after the answer)."""
     session = store.session(session_id) if session_id else store.latest_session()
     sid = session["id"]
     prefix = session["prefix"]
@@ -333,7 +324,7 @@ def continue_session(
     prompt = Prompt(prefix=[Message("system", prefix)], turns=[*history(store, sid), Message("user", question)])
     snapshot = None
     record = store.latest_snapshot(sid)
-    if getattr(engine, "name", "") == "embedded":
+    if engine.keeps_snapshots:
         if record is None:
             notice("no KV snapshot for this session; recomputing the documents")
         else:
@@ -343,6 +334,6 @@ def continue_session(
                 notice(f"KV snapshot unusable ({exc}); recomputing the documents")
     answer, state = run_turn(engine, prompt, params, on_text, snapshot=snapshot, progress=prefill_progress)
     turn_no = len(store.turns(sid)) // 2 + 1
-    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, snapshot)
+    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, keep_snapshot)
     return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap)
 

@@ -9,7 +9,6 @@ from scoutdoc.runtime.config import ModelConfig
 from scoutdoc.runtime.memory import (
     activation_bytes,
     cache_budgets,
-    format_plan,
     parameter_count,
     parse_size,
     plan_memory,
@@ -61,7 +60,7 @@ def test_scout_published_numbers(scout):
     assert round(plan.params / 1e9, 2) == 107.77
     assert plan.weights_bytes == 2 * plan.params
     assert plan.total_bytes == plan.weights_bytes + plan.kv_global_bytes + plan.kv_local_bytes + plan.activation_bytes
-    text = format_plan(plan)
+    text = plan.text()
     assert "48.00 KiB/token" in text and "1.12 GiB" in text
     fp8 = plan_memory(scout, 10_000_000, kv_dtype="float8", detect=False)
     assert fp8.kv_global_bytes_per_token == 24 * 1024 and fp8.kv_local_bytes == plan.kv_local_bytes // 2
@@ -100,7 +99,7 @@ def test_tiers_and_refusal(scout, tmp_path):
     message = str(err.value)
     assert "--kv-dtype float8" in message and "--kv-disk" in message and "fewer or shorter sources" in message
     assert "--context" not in message  # the commands that run a model have no --context option
-    assert "--context" in format_plan(too_long)  # `models info` has
+    assert "--context" in too_long.text()  # `models info` has
     with_disk = plan_memory(
         scout, 2_000_000, weights_bytes=57 * GIB, kv_host_budget=8 * GIB, kv_disk=tmp_path,
         disk_capacity=1 << 50, **{k: v for k, v in gpu.items() if k != "detect"}, detect=False,
@@ -133,6 +132,7 @@ def test_cli_models_info_context_json(tmp_path):
     assert text.exit_code == 0 and "24.00 KiB/token" in text.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cli_plan_counts_gguf_weights_as_loaded(smollm2_gguf, dtype):
     """The default model's 4-bit matrices are dequantized on load and only its Q8_0 token table stays

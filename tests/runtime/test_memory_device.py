@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scoutdoc.runtime.config import ModelConfig
-from scoutdoc.runtime.memory import format_plan, plan_memory
+from scoutdoc.runtime.memory import plan_memory
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def config(tiny) -> ModelConfig:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_cuda_without_a_gpu_is_unknown_not_fitting(config):
     plan = plan_memory(config, 1000, device="cuda")
-    text = format_plan(plan)
+    text = plan.text()
     assert "fits: yes" not in text and "fits: unknown" in text
     assert "PyTorch sees no CUDA GPU" in text
     assert plan.to_dict()["fits"] is None
@@ -23,16 +23,16 @@ def test_cuda_without_a_gpu_is_unknown_not_fitting(config):
 
 def test_known_device_memory_is_shown(config):
     plan = plan_memory(config, 1000, device="cuda", device_capacity=8 << 30, host_capacity=16 << 30)
-    text = format_plan(plan)
+    text = plan.text()
     assert "8.00 GiB free" in text and text.endswith("fits: yes")
     assert plan.to_dict()["fits"] is True
     too_small = plan_memory(config, 1000, device="cuda", device_capacity=1, host_capacity=16 << 30)
-    assert too_small.to_dict()["fits"] is False and "fits: NO" in format_plan(too_small)
+    assert too_small.to_dict()["fits"] is False and "fits: NO" in too_small.text()
 
 
 def test_unknown_capacity_without_detection(config):
     plan = plan_memory(config, 1000, device="cpu", detect=False)
-    (row,) = [line for line in format_plan(plan).splitlines() if line.startswith("device memory")]
+    (row,) = [line for line in plan.text().splitlines() if line.startswith("device memory")]
     assert row.split()[-1] == "unknown"
     assert plan.to_dict()["fits"] is None
 

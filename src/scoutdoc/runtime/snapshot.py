@@ -30,7 +30,8 @@ import torch
 from ..errors import SnapshotError, UsageError
 from ..settings import SNAPSHOT_DTYPE_ENV
 from .config import ModelConfig
-from .kvcache import CacheOptions, HybridCache, release_freed_heap
+from .heap import release_freed_heap
+from .kvcache import CacheOptions, HybridCache
 
 FORMAT = "scoutdoc-kv/1"
 _ST_DTYPES = {
