@@ -55,3 +55,9 @@ def test_budget_prunes_the_least_recently_used_session(engine, setup, monkeypatc
     third = _ask(store, engine, doc, notices)
     assert third.snapshot == "" and store.snapshots_by_use() == []
     assert "is larger than the snapshot budget" in notices[-1] and "SCOUTDOC_SNAPSHOT_BUDGET" in notices[-1]
+
+
+def test_a_session_records_the_model_by_the_name_users_know(engine, setup):
+    store, doc = setup
+    sid = _ask(store, engine, doc, []).session_id  # no --model: the default, recorded by its catalog name
+    assert store.session(sid)["model"] == engine.model_name
