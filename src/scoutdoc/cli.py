@@ -774,7 +774,7 @@ def _served_models(base_url: str, api_key: Optional[str], as_json: bool) -> None
     """The models a remote server offers, with the context limit it reports for each."""
     from dataclasses import asdict
 
-    from .engines.remote import list_models
+    from .engines.openai_client import list_models
 
     served = list_models(base_url, api_key=api_key)
     if as_json:
