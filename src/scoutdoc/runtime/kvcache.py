@@ -25,6 +25,7 @@ import torch
 from ..errors import ModelError
 from .attention import attention_part, attention_window, merge, select_backend
 from .config import ModelConfig
+from .dtypes import DTYPES
 from .kvtiers import CacheOptions, TieredKV
 
 
@@ -46,26 +47,16 @@ class KVCache(Protocol):
         ...
 
 
-KV_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float8": torch.float8_e4m3fn,
-    "float8_e4m3": torch.float8_e4m3fn,
-    "float8_e5m2": torch.float8_e5m2,
-}
-
-
 def resolve_kv_dtype(name: str | torch.dtype | None, model_dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
     """``--kv-dtype``: None/"model" keeps the model dtype; float8 needs a device that can cast it."""
     if name is None or name == "model":
         return model_dtype
     if isinstance(name, torch.dtype):
         dtype = name
-    elif name in KV_DTYPES:
-        dtype = KV_DTYPES[name]
+    elif name in DTYPES:
+        dtype = DTYPES[name]
     else:
-        raise ModelError(f"unknown --kv-dtype {name!r}; choose model, {', '.join(KV_DTYPES)}")
+        raise ModelError(f"unknown --kv-dtype {name!r}; choose model, {', '.join(DTYPES)}")
     if dtype.itemsize == 1:
         try:
             torch.zeros(2, dtype=model_dtype, device=device).to(dtype).to(model_dtype)
