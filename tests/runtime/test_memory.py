@@ -106,7 +106,7 @@ def test_cli_models_info_context_json(tmp_path):
     result = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["context_tokens"] == 10 * 2**20 == SCOUT["max_position_embeddings"]  # "10M" as Meta counts it
+    assert data["context_tokens"] == 10 * 2**20 == SCOUT["text_config"]["max_position_embeddings"]  # "10M" as Meta counts it
     assert data["kv_dtype"] == "bfloat16"
     assert data["kv_global_bytes"] == 10 * 2**20 * 49152 and data["kv_local_bytes"] == 36 * 8192 * 4096
     text = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--kv-dtype", "float8"])
