@@ -19,7 +19,8 @@ from typing import Any, BinaryIO
 import torch
 
 from ..errors import ModelError
-from .config import ModelConfig
+from .config import ModelConfig, parameter_count
+from .dtypes import DTYPES, WEIGHT_DTYPES
 from .gguf import gguf_config, read_gguf_metadata
 from .heap import release_freed_heap
 from .model import Transformer
@@ -27,7 +28,6 @@ from .packed import pack_linears, packs_linears
 from .quant import Q8_BLOCK, Q8Table
 from .rope import inverse_frequencies, pairs_to_halves
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GGUF_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"}
 
 
@@ -50,8 +50,8 @@ class Checkpoint:
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype not in WEIGHT_DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(WEIGHT_DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -285,7 +285,6 @@ def loaded_weight_bytes(ckpt: Checkpoint, dtype: torch.dtype, device: torch.devi
     dequantized on load, so a 4-bit file takes about four times its size in bfloat16."""
     import gguf
 
-    from .memory import parameter_count  # memory.py plans from configs alone; only this needs both
 
     config = ckpt.config
     total = parameter_count(config) * dtype.itemsize
