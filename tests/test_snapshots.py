@@ -72,8 +72,8 @@ def test_orphan_files_are_removed_only_when_old(store):
 def test_budget_from_the_environment(monkeypatch):
     monkeypatch.delenv("SCOUTDOC_SNAPSHOT_BUDGET", raising=False)
     assert snapshot_budget() == 4 * 2**30
-    monkeypatch.setenv("SCOUTDOC_SNAPSHOT_BUDGET", "500MB")
-    assert snapshot_budget() == 500_000_000
+    monkeypatch.setenv("SCOUTDOC_SNAPSHOT_BUDGET", "500M")
+    assert snapshot_budget() == 500 * 2**20
     monkeypatch.setenv("SCOUTDOC_SNAPSHOT_BUDGET", "lots")
-    with pytest.raises(UsageError, match="SCOUTDOC_SNAPSHOT_BUDGET='lots'"):
+    with pytest.raises(UsageError, match="SCOUTDOC_SNAPSHOT_BUDGET 'lots' is not a size"):
         snapshot_budget()

@@ -28,7 +28,8 @@ from .prompt import Message, Prompt, build_prompt, check_fits
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, snapshot_file
-from .wording import plural, size
+from .units import format_bytes
+from .wording import plural
 
 Notice = Callable[[str], None]
 TextSink = Callable[[str], None]
@@ -190,12 +191,12 @@ def _within_budget(store: Store, snap: dict, notice: Notice) -> str:
     budget = snapshot_budget()
     pruned = prune_snapshots(store, budget, protect=snap["path"])
     if snap["path"] in pruned.removed:
-        notice(f"the KV snapshot ({size(snap['bytes'])}) is larger than the snapshot budget "
-               f"({size(budget)}) and was not kept; raise {SNAPSHOT_BUDGET_ENV} to keep it")
+        notice(f"the KV snapshot ({format_bytes(snap['bytes'])}) is larger than the snapshot budget "
+               f"({format_bytes(budget)}) and was not kept; raise {SNAPSHOT_BUDGET_ENV} to keep it")
         return ""
     if pruned.removed:
-        notice(f"removed {plural(len(pruned.removed), 'older KV snapshot')} ({size(pruned.freed)}) "
-               f"to stay within the {size(budget)} snapshot budget ({SNAPSHOT_BUDGET_ENV})")
+        notice(f"removed {plural(len(pruned.removed), 'older KV snapshot')} ({format_bytes(pruned.freed)}) "
+               f"to stay within the {format_bytes(budget)} snapshot budget ({SNAPSHOT_BUDGET_ENV})")
     return snap["path"]
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .errors import UsageError
 from .settings import SNAPSHOT_BUDGET_ENV, snapshot_budget_text, snapshots_dir
 from .store import Store, snapshot_file
+from .units import parse_size
 
 ORPHAN_AGE_S = 600  # an unrecorded file younger than this may be a snapshot another process is saving
 
@@ -30,14 +30,8 @@ class Pruned:
 
 
 def snapshot_budget() -> int:
-    """Bytes all snapshots together may take, from SCOUTDOC_SNAPSHOT_BUDGET (e.g. 2GiB, 500MB, 0)."""
-    from .runtime.memory import parse_size  # the size syntax every other budget option uses
-
-    text = snapshot_budget_text()
-    try:
-        return parse_size(text)
-    except UsageError as exc:
-        raise UsageError(f"{SNAPSHOT_BUDGET_ENV}={text!r} is not a size; write it like 4GiB, 500MB or 0") from exc
+    """Bytes all snapshots together may take, from SCOUTDOC_SNAPSHOT_BUDGET (e.g. 2GiB, 500M, 0)."""
+    return parse_size(snapshot_budget_text(), option=SNAPSHOT_BUDGET_ENV)
 
 
 def _file_size(recorded: str) -> int:
