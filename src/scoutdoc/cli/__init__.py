@@ -1,0 +1,77 @@
+"""The command line: a thin layer of Typer commands over the library, one module per command group.
+
+Results go to stdout (plain text, or one JSON object with `--json`); progress, tables and errors go
+to stderr through rich, so `scoutdoc ... --json | jq` always works. Errors a user can cause arrive as
+`ScoutdocError`s and become one red line and the family's exit code; tracebacks only with --debug.
+"""
+
+import sys
+
+import typer
+
+from ..errors import INTERRUPTED_EXIT_CODE, ScoutdocError
+from . import answer, batch, inspect, models, sessions
+from .common import err
+from .options import parse_size
+
+__all__ = ["app", "main", "parse_size"]
+
+app = typer.Typer(
+    name="scoutdoc",
+    help="Ask questions about whole documents, codebases, transcripts and archives with a local long-context model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    """--debug is read from sys.argv by main, before Typer parses anything; declared here for --help."""
+
+
+app.command()(inspect.inspect)
+app.command()(answer.ask)
+app.command()(answer.summarize)
+app.command()(answer.chat)
+app.command()(batch.batch)
+app.add_typer(sessions.app, name="sessions")
+app.add_typer(models.app, name="models")
+
+
+def main() -> None:
+    """Console-script entry point: run the app and turn user errors into one line and an exit code."""
+    debug = "--debug" in sys.argv
+    try:
+        code = app(standalone_mode=False)  # Typer returns (not raises) Exit codes here, 130 for Ctrl-C
+        if code == INTERRUPTED_EXIT_CODE:
+            err.print("[yellow]interrupted[/yellow]")
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except ScoutdocError as exc:
+        if debug:
+            raise
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        err.print("[yellow]interrupted[/yellow]")
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, EOFError):  # click turns Ctrl-C into Abort
+        err.print("[yellow]interrupted[/yellow]")
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)

@@ -1,0 +1,287 @@
+"""The answer commands: `ask`, `summarize` and `chat`, and how an answer streams out.
+
+The answer streams to stdout as it is generated; the prefill bar and the stats line go to stderr,
+and with `--json` stdout holds one object instead.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..ingest import require_documents
+from .common import err, notice, open_store, read_sources
+from .engine import open_engine_for, session_engine
+from .options import (
+    ApiKeyOpt, AttnOpt, BaseUrlOpt, ContextLimitOpt, DbOpt, DeviceOpt, DtypeOpt, EngineOpt, ExcludeOpt, IncludeOpt,
+    IncludeSecretsOpt, JsonOpt, KvDeviceBudgetOpt, KvDiskOpt, KvDtypeOpt, KvHostBudgetOpt, MaxFileSizeOpt, MaxTokensOpt,
+    ModelOpt, NoGitignoreOpt, PasswordOpt, PrefillChunkOpt, SeedOpt, SystemOpt, TemperatureOpt, TokenizerOpt, TopPOpt,
+    generation_params, ingest_options, runtime_options,
+)
+
+
+class _PrefillBar:
+    """A transient rich progress bar for prefill: tokens done of the total, tokens/s and time left."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("reading the prompt"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=True)
+        self.task = None
+        self.first: tuple[float, int] = (0.0, 0)  # when the first piece was reported, and its tokens
+
+    def __call__(self, done: int, total: int, unit: str) -> None:
+        import time
+
+        now = time.perf_counter()
+        if self.task is None:
+            self.first = (now, done)
+            self.bar.start()
+            self.task = self.bar.add_task("prefill", total=total, rate="")
+        elapsed = now - self.first[0]
+        rate = f"{(done - self.first[1]) / elapsed:,.0f} tokens/s" if elapsed > 0 else ""
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+        if done >= total:
+            self.bar.stop()
+
+
+def _stream_to_stdout(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
+def _emit(result, as_json: bool) -> None:
+    """After the streamed answer: the dim stats line on stderr, or the one JSON object on stdout."""
+    s = result.stats
+    if as_json:
+        payload = {
+            "answer": result.answer,
+            "session_id": result.session_id,
+            "sources": result.sources,
+            "stats": {
+                "prompt_tokens": s.prompt_tokens, "cached_tokens": s.cached_tokens,
+                "prefilled_tokens": s.prefilled_tokens, "generated_tokens": s.generated_tokens,
+                "ttft_s": round(s.ttft_s, 4), "tokens_per_s": round(s.tokens_per_s, 2),
+                "finish_reason": s.finish_reason,
+            },
+        }
+        if result.changed:
+            payload["changed_sources"] = result.changed
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    err.print(
+        f"[dim]{s.prompt_tokens:,} prompt tokens ({s.cached_tokens:,} cached) · TTFT {s.ttft_s:.2f}s · "
+        f"{s.tokens_per_s:.1f} tokens/s · session {result.session_id}[/dim]",
+        highlight=False, markup=True, soft_wrap=True,
+    )
+
+
+def _answer(
+    args: list[str], *, command: str, question_for, continue_: bool, session: Optional[str], refresh: bool,
+    model, system, max_tokens, temperature, top_p, seed, as_json, engine, base_url, api_key, runtime, db,
+    options, context_limit=None, tokenizer=None,
+) -> None:
+    from .. import session as conv
+
+    params = generation_params(max_tokens, temperature, top_p, seed)
+    sink = (lambda piece: None) if as_json else _stream_to_stdout
+    if continue_ or session:
+        question = " ".join(args).strip()
+        if not question:
+            raise UsageError("give the follow-up question, e.g. scoutdoc ask -c \"And the notice period?\"")
+        with open_store(db) as store:
+            record = store.session(session) if session else store.latest_session()
+            engine, base_url, context_limit = session_engine(record, engine, base_url, context_limit)
+            eng = open_engine_for(engine, model or record["model"] or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
+            result = conv.continue_session(
+                store, eng, session_id=record["id"], question=question, params=params, on_text=sink,
+                notice=notice, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
+            )
+    else:
+        paths, question = question_for(args)
+        result_docs = read_sources([Path(p) for p in paths], options)
+        require_documents(result_docs)
+        eng = open_engine_for(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
+        with open_store(db) as store:
+            result = conv.start_session(
+                store, eng, paths=paths, options=options, question=question, params=params, on_text=sink,
+                notice=notice, system=system, command=command, model_ref=model or "", result=result_docs,
+                prefill_progress=_PrefillBar(),
+            )
+    _emit(result, as_json)
+
+
+def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
+    if len(args) < 2:
+        raise UsageError('give one or more paths and then the question, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
+    return args[:-1], args[-1]
+
+
+def ask(
+    args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", help="Files, directories or archives, then the question (with -c/--session: only the question).", show_default=False)],
+    continue_: Annotated[bool, typer.Option("--continue", "-c", help="Follow up in the latest session (documents are not re-read).")] = False,
+    session: Annotated[Optional[str], typer.Option("--session", help="Follow up in this session (id or unique prefix).")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="With -c/--session: re-read sources that changed since the session started.")] = False,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = 512,
+    temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = None,
+    as_json: JsonOpt = False,
+    engine: EngineOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    context_limit: ContextLimitOpt = None,
+    tokenizer: TokenizerOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    attn: AttnOpt = "auto",
+    kv_dtype: KvDtypeOpt = None,
+    kv_device_budget: KvDeviceBudgetOpt = None,
+    kv_host_budget: KvHostBudgetOpt = None,
+    kv_disk: KvDiskOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+    db: DbOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    no_gitignore: NoGitignoreOpt = False,
+    max_file_size: MaxFileSizeOpt = "4M",
+    include_secrets: IncludeSecretsOpt = False,
+    password: PasswordOpt = None,
+) -> None:
+    """Read the sources into one prompt and stream the answer to QUESTION; -c asks a follow-up."""
+    options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
+    _answer(
+        args, command="ask", question_for=_split_ask_args, continue_=continue_, session=session, refresh=refresh,
+        model=model, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+        as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, runtime=runtime, db=db,
+        options=options,
+    )
+
+
+def summarize(
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files, directories or archives to summarize.", show_default=False)],
+    instruction: Annotated[Optional[str], typer.Option("--instruction", help="Replace the built-in summary instruction.")] = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = 768,
+    temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = None,
+    as_json: JsonOpt = False,
+    engine: EngineOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    context_limit: ContextLimitOpt = None,
+    tokenizer: TokenizerOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    attn: AttnOpt = "auto",
+    kv_dtype: KvDtypeOpt = None,
+    kv_device_budget: KvDeviceBudgetOpt = None,
+    kv_host_budget: KvHostBudgetOpt = None,
+    kv_disk: KvDiskOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+    db: DbOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    no_gitignore: NoGitignoreOpt = False,
+    max_file_size: MaxFileSizeOpt = "4M",
+    include_secrets: IncludeSecretsOpt = False,
+    password: PasswordOpt = None,
+) -> None:
+    """Summarize the sources; a codebase gets an architecture overview (modules, entry points, data flow)."""
+    from ..prompt import summary_instruction
+
+    options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
+    question = instruction or (lambda documents: summary_instruction(d.kind for d in documents))
+    _answer(
+        paths, command="summarize", question_for=lambda a: (a, question), continue_=False, session=None,
+        refresh=False, model=model, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        seed=seed, as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, runtime=runtime,
+        db=db, options=options,
+    )
+
+
+def chat(
+    paths: Annotated[Optional[list[str]], typer.Argument(metavar="[PATH...]", help="Sources to chat about (or --session to resume one).", show_default=False)] = None,
+    session: Annotated[Optional[str], typer.Option("--session", help="Resume this session instead of reading new sources.")] = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = 512,
+    temperature: TemperatureOpt = 0.0,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = None,
+    engine: EngineOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    context_limit: ContextLimitOpt = None,
+    tokenizer: TokenizerOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    attn: AttnOpt = "auto",
+    kv_dtype: KvDtypeOpt = None,
+    kv_device_budget: KvDeviceBudgetOpt = None,
+    kv_host_budget: KvHostBudgetOpt = None,
+    kv_disk: KvDiskOpt = None,
+    prefill_chunk: PrefillChunkOpt = None,
+    db: DbOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    no_gitignore: NoGitignoreOpt = False,
+    max_file_size: MaxFileSizeOpt = "4M",
+    include_secrets: IncludeSecretsOpt = False,
+    password: PasswordOpt = None,
+) -> None:
+    """Ask follow-up after follow-up about the same sources in one session (Ctrl-D to leave)."""
+    from .. import session as conv
+
+    if not paths and not session:
+        raise UsageError("give the sources to chat about, or --session ID to resume a session")
+    options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
+    params = generation_params(max_tokens, temperature, top_p, seed)
+    interactive = sys.stdin.isatty()
+    result_docs = None
+    if not session:
+        result_docs = require_documents(read_sources([Path(p) for p in paths or []], options))
+    with open_store(db) as store:
+        record = store.session(session) if session else None
+        sid = record["id"] if record else None
+        if record:
+            engine, base_url, context_limit = session_engine(record, engine, base_url, context_limit)
+        eng = open_engine_for(engine, model or (record["model"] if record else None) or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
+        err.print("[dim]ask a question; Ctrl-D to leave[/dim]", markup=True)
+        while True:
+            if interactive:
+                err.print("[bold]>[/bold] ", end="", markup=True)
+            line = sys.stdin.readline()
+            if not line:
+                break
+            question = line.strip()
+            if not question:
+                continue
+            if sid is None:
+                result = conv.start_session(
+                    store, eng, paths=list(paths or []), options=options, question=question, params=params,
+                    on_text=_stream_to_stdout, notice=notice, system=system, command="chat", model_ref=model or "",
+                    result=result_docs, prefill_progress=_PrefillBar(),
+                )
+                sid = result.session_id
+            else:
+                result = conv.continue_session(
+                    store, eng, session_id=sid, question=question, params=params, on_text=_stream_to_stdout,
+                    notice=notice, passwords=options.passwords, prefill_progress=_PrefillBar(),
+                )
+            _emit(result, as_json=False)
+    if interactive:
+        err.print()

