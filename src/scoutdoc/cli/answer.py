@@ -14,13 +14,9 @@ import typer
 from ..errors import UsageError
 from ..ingest import require_documents
 from .common import err, notice, open_store, read_sources
-from .engine import open_engine_for, session_engine
-from .options import (
-    ApiKeyOpt, AttnOpt, BaseUrlOpt, ContextLimitOpt, DbOpt, DeviceOpt, DtypeOpt, EngineOpt, ExcludeOpt, IncludeOpt,
-    IncludeSecretsOpt, JsonOpt, KvDeviceBudgetOpt, KvDiskOpt, KvDtypeOpt, KvHostBudgetOpt, MaxFileSizeOpt, MaxTokensOpt,
-    ModelOpt, NoGitignoreOpt, PasswordOpt, PrefillChunkOpt, SeedOpt, SystemOpt, TemperatureOpt, TokenizerOpt, TopPOpt,
-    generation_params, ingest_options, runtime_options,
-)
+from ..ingest import IngestOptions
+from .engine import open_engine_for
+from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, JsonOpt, expand_options
 
 
 class _PrefillBar:
@@ -84,12 +80,10 @@ def _emit(result, as_json: bool) -> None:
 
 def _answer(
     args: list[str], *, command: str, question_for, continue_: bool, session: Optional[str], refresh: bool,
-    model, system, max_tokens, temperature, top_p, seed, as_json, engine, base_url, api_key, runtime, db,
-    options, context_limit=None, tokenizer=None,
+    choice: EngineChoice, gen: Generation, as_json: bool, db: Optional[Path], options: IngestOptions,
 ) -> None:
     from .. import session as conv
 
-    params = generation_params(max_tokens, temperature, top_p, seed)
     sink = (lambda piece: None) if as_json else _stream_to_stdout
     if continue_ or session:
         question = " ".join(args).strip()
@@ -97,21 +91,20 @@ def _answer(
             raise UsageError("give the follow-up question, e.g. scoutdoc ask -c \"And the notice period?\"")
         with open_store(db) as store:
             record = store.session(session) if session else store.latest_session()
-            engine, base_url, context_limit = session_engine(record, engine, base_url, context_limit)
-            eng = open_engine_for(engine, model or record["model"] or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
+            eng = open_engine_for(choice.for_session(record))
             result = conv.continue_session(
-                store, eng, session_id=record["id"], question=question, params=params, on_text=sink,
+                store, eng, session_id=record["id"], question=question, params=gen.params, on_text=sink,
                 notice=notice, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
             )
     else:
         paths, question = question_for(args)
         result_docs = read_sources([Path(p) for p in paths], options)
         require_documents(result_docs)
-        eng = open_engine_for(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
+        eng = open_engine_for(choice)
         with open_store(db) as store:
             result = conv.start_session(
-                store, eng, paths=paths, options=options, question=question, params=params, on_text=sink,
-                notice=notice, system=system, command=command, model_ref=model or "", result=result_docs,
+                store, eng, paths=paths, options=options, question=question, params=gen.params, on_text=sink,
+                notice=notice, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,
                 prefill_progress=_PrefillBar(),
             )
     _emit(result, as_json)
@@ -123,133 +116,62 @@ def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
     return args[:-1], args[-1]
 
 
+@expand_options
 def ask(
     args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", help="Files, directories or archives, then the question (with -c/--session: only the question).", show_default=False)],
     continue_: Annotated[bool, typer.Option("--continue", "-c", help="Follow up in the latest session (documents are not re-read).")] = False,
     session: Annotated[Optional[str], typer.Option("--session", help="Follow up in this session (id or unique prefix).")] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="With -c/--session: re-read sources that changed since the session started.")] = False,
-    model: ModelOpt = None,
-    system: SystemOpt = None,
-    max_tokens: MaxTokensOpt = 512,
-    temperature: TemperatureOpt = 0.0,
-    top_p: TopPOpt = 1.0,
-    seed: SeedOpt = None,
+    *,
+    gen: Annotated[Generation, GENERATION],
     as_json: JsonOpt = False,
-    engine: EngineOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    context_limit: ContextLimitOpt = None,
-    tokenizer: TokenizerOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    attn: AttnOpt = "auto",
-    kv_dtype: KvDtypeOpt = None,
-    kv_device_budget: KvDeviceBudgetOpt = None,
-    kv_host_budget: KvHostBudgetOpt = None,
-    kv_disk: KvDiskOpt = None,
-    prefill_chunk: PrefillChunkOpt = None,
+    choice: Annotated[EngineChoice, ENGINE],
     db: DbOpt = None,
-    include: IncludeOpt = None,
-    exclude: ExcludeOpt = None,
-    no_gitignore: NoGitignoreOpt = False,
-    max_file_size: MaxFileSizeOpt = "4M",
-    include_secrets: IncludeSecretsOpt = False,
-    password: PasswordOpt = None,
+    options: Annotated[IngestOptions, INGEST],
 ) -> None:
     """Read the sources into one prompt and stream the answer to QUESTION; -c asks a follow-up."""
-    options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
-    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     _answer(
         args, command="ask", question_for=_split_ask_args, continue_=continue_, session=session, refresh=refresh,
-        model=model, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-        as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, runtime=runtime, db=db,
-        options=options,
+        choice=choice, gen=gen, as_json=as_json, db=db, options=options,
     )
 
 
+@expand_options
 def summarize(
     paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files, directories or archives to summarize.", show_default=False)],
     instruction: Annotated[Optional[str], typer.Option("--instruction", help="Replace the built-in summary instruction.")] = None,
-    model: ModelOpt = None,
-    system: SystemOpt = None,
-    max_tokens: MaxTokensOpt = 768,
-    temperature: TemperatureOpt = 0.0,
-    top_p: TopPOpt = 1.0,
-    seed: SeedOpt = None,
+    *,
+    gen: Annotated[Generation, GENERATION.with_defaults(max_tokens=768)],
     as_json: JsonOpt = False,
-    engine: EngineOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    context_limit: ContextLimitOpt = None,
-    tokenizer: TokenizerOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    attn: AttnOpt = "auto",
-    kv_dtype: KvDtypeOpt = None,
-    kv_device_budget: KvDeviceBudgetOpt = None,
-    kv_host_budget: KvHostBudgetOpt = None,
-    kv_disk: KvDiskOpt = None,
-    prefill_chunk: PrefillChunkOpt = None,
+    choice: Annotated[EngineChoice, ENGINE],
     db: DbOpt = None,
-    include: IncludeOpt = None,
-    exclude: ExcludeOpt = None,
-    no_gitignore: NoGitignoreOpt = False,
-    max_file_size: MaxFileSizeOpt = "4M",
-    include_secrets: IncludeSecretsOpt = False,
-    password: PasswordOpt = None,
+    options: Annotated[IngestOptions, INGEST],
 ) -> None:
     """Summarize the sources; a codebase gets an architecture overview (modules, entry points, data flow)."""
     from ..prompt import summary_instruction
 
-    options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
-    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     question = instruction or (lambda documents: summary_instruction(d.kind for d in documents))
     _answer(
         paths, command="summarize", question_for=lambda a: (a, question), continue_=False, session=None,
-        refresh=False, model=model, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        seed=seed, as_json=as_json, engine=engine, base_url=base_url, api_key=api_key, context_limit=context_limit, tokenizer=tokenizer, runtime=runtime,
-        db=db, options=options,
+        refresh=False, choice=choice, gen=gen, as_json=as_json, db=db, options=options,
     )
 
 
+@expand_options
 def chat(
     paths: Annotated[Optional[list[str]], typer.Argument(metavar="[PATH...]", help="Sources to chat about (or --session to resume one).", show_default=False)] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Resume this session instead of reading new sources.")] = None,
-    model: ModelOpt = None,
-    system: SystemOpt = None,
-    max_tokens: MaxTokensOpt = 512,
-    temperature: TemperatureOpt = 0.0,
-    top_p: TopPOpt = 1.0,
-    seed: SeedOpt = None,
-    engine: EngineOpt = None,
-    base_url: BaseUrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    context_limit: ContextLimitOpt = None,
-    tokenizer: TokenizerOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    attn: AttnOpt = "auto",
-    kv_dtype: KvDtypeOpt = None,
-    kv_device_budget: KvDeviceBudgetOpt = None,
-    kv_host_budget: KvHostBudgetOpt = None,
-    kv_disk: KvDiskOpt = None,
-    prefill_chunk: PrefillChunkOpt = None,
+    *,
+    gen: Annotated[Generation, GENERATION],
+    choice: Annotated[EngineChoice, ENGINE],
     db: DbOpt = None,
-    include: IncludeOpt = None,
-    exclude: ExcludeOpt = None,
-    no_gitignore: NoGitignoreOpt = False,
-    max_file_size: MaxFileSizeOpt = "4M",
-    include_secrets: IncludeSecretsOpt = False,
-    password: PasswordOpt = None,
+    options: Annotated[IngestOptions, INGEST],
 ) -> None:
     """Ask follow-up after follow-up about the same sources in one session (Ctrl-D to leave)."""
     from .. import session as conv
 
     if not paths and not session:
         raise UsageError("give the sources to chat about, or --session ID to resume a session")
-    options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
-    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
-    params = generation_params(max_tokens, temperature, top_p, seed)
     interactive = sys.stdin.isatty()
     result_docs = None
     if not session:
@@ -257,9 +179,7 @@ def chat(
     with open_store(db) as store:
         record = store.session(session) if session else None
         sid = record["id"] if record else None
-        if record:
-            engine, base_url, context_limit = session_engine(record, engine, base_url, context_limit)
-        eng = open_engine_for(engine, model or (record["model"] if record else None) or None, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
+        eng = open_engine_for(choice.for_session(record) if record else choice)
         err.print("[dim]ask a question; Ctrl-D to leave[/dim]", markup=True)
         while True:
             if interactive:
@@ -272,14 +192,14 @@ def chat(
                 continue
             if sid is None:
                 result = conv.start_session(
-                    store, eng, paths=list(paths or []), options=options, question=question, params=params,
-                    on_text=_stream_to_stdout, notice=notice, system=system, command="chat", model_ref=model or "",
-                    result=result_docs, prefill_progress=_PrefillBar(),
+                    store, eng, paths=list(paths or []), options=options, question=question, params=gen.params,
+                    on_text=_stream_to_stdout, notice=notice, system=gen.system, command="chat",
+                    model_ref=choice.model or "", result=result_docs, prefill_progress=_PrefillBar(),
                 )
                 sid = result.session_id
             else:
                 result = conv.continue_session(
-                    store, eng, session_id=sid, question=question, params=params, on_text=_stream_to_stdout,
+                    store, eng, session_id=sid, question=question, params=gen.params, on_text=_stream_to_stdout,
                     notice=notice, passwords=options.passwords, prefill_progress=_PrefillBar(),
                 )
             _emit(result, as_json=False)

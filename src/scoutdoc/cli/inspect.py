@@ -3,15 +3,14 @@
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..ingest import require_documents
+from ..ingest import IngestOptions, require_documents
 from .common import err, read_sources
-from .options import (
-    ExcludeOpt, IncludeOpt, IncludeSecretsOpt, MaxFileSizeOpt, NoGitignoreOpt, PasswordOpt, PathsArg, ingest_options,
-)
+from .options import INGEST, expand_options
 
 
 def token_counter(model: Optional[str]) -> Optional[Callable[[str], int]]:
@@ -31,14 +30,11 @@ def token_counter(model: Optional[str]) -> Optional[Callable[[str], int]]:
     return lambda text: len(tokenizer.encode(text))
 
 
+@expand_options
 def inspect(
-    paths: PathsArg,
-    include: IncludeOpt = None,
-    exclude: ExcludeOpt = None,
-    no_gitignore: NoGitignoreOpt = False,
-    max_file_size: MaxFileSizeOpt = "4M",
-    include_secrets: IncludeSecretsOpt = False,
-    password: PasswordOpt = None,
+    paths: Annotated[list[Path], typer.Argument(help="Files, directories (codebases) or archives to read.", show_default=False)],
+    *,
+    options: Annotated[IngestOptions, INGEST],
     tree: Annotated[bool, typer.Option("--tree", help="Add a per-directory breakdown.")] = False,
     dump: Annotated[bool, typer.Option("--dump", help="Print the exact packed text that would go into the prompt.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
@@ -47,7 +43,6 @@ def inspect(
     """Show what would go into the prompt: sources, sizes, skipped files and why. Nothing is sent to a model."""
     from ..ingest.report import summarize
 
-    options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
     if dump:  # documents are parked in a temporary file while reading, not all held in memory
         from ..ingest.dump import SpilledPack
 

@@ -7,8 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..engines import RuntimeOptions
 from .common import err
-from .options import ApiKeyOpt
+from .options import ENGINE, ApiKeyOpt, EngineChoice, expand_options
+
+# What `models info --context` plans with: the embedded engine's own options and defaults, so the plan
+# a user reads is the run `ask` makes with the same flags.
+PLAN_OPTIONS = ("device", "dtype", "kv_dtype", "kv_device_budget", "kv_host_budget", "kv_disk", "prefill_chunk")
 
 app = typer.Typer(help="List, pull and describe models.", no_args_is_help=True)
 
@@ -82,16 +87,13 @@ def models_pull(
 
 
 @app.command("info")
+@expand_options
 def models_info(
     ref: Annotated[str, typer.Argument(help="Catalog name, .gguf file, HF model directory or a config.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     context: Annotated[Optional[str], typer.Option("--context", help="Plan memory for this many tokens, e.g. 128k or 10M.")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="Weights/activations dtype for the plan.")] = "bfloat16",
-    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV dtype: model, float16, bfloat16 or float8.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
-    kv_device_budget: Annotated[Optional[str], typer.Option("--kv-device-budget", help="Global KV bytes on the device, e.g. 20GiB.")] = None,
-    kv_host_budget: Annotated[Optional[str], typer.Option("--kv-host-budget", help="Global KV bytes in host memory.")] = None,
-    kv_disk: Annotated[Optional[Path], typer.Option("--kv-disk", help="Directory for KV beyond the host budget.")] = None,
+    *,
+    choice: Annotated[EngineChoice, ENGINE.subset(*PLAN_OPTIONS)],
 ) -> None:
     """Architecture, parameter count, experts, per-layer plan, context length and size on disk;
     with --context, the memory plan (weights, KV per tier, activations) and whether it fits."""
@@ -100,7 +102,7 @@ def models_info(
     bar, progress = _download_bar(f"pulling {ref}")
     with bar:
         info = models.describe(ref, progress=progress)
-    plan = _memory_plan(info, context, dtype, kv_dtype, device, kv_device_budget, kv_host_budget, kv_disk) if context else None
+    plan = _memory_plan(info, context, choice.runtime) if context else None
     if as_json:
         sys.stdout.write(json.dumps({**info, **(plan.to_dict() if plan else {})}, ensure_ascii=False) + "\n")
         return
@@ -126,8 +128,7 @@ def models_info(
         sys.stdout.write(f"\nmemory plan ({plan.device}):\n{format_plan(plan)}\n")
 
 
-def _memory_plan(info: dict, context: str, dtype: str, kv_dtype: Optional[str], device: str,
-                 kv_device_budget: Optional[str], kv_host_budget: Optional[str], kv_disk: Optional[Path]):
+def _memory_plan(info: dict, context: str, runtime: RuntimeOptions):
     """The runtime's memory plan for a described model (config.json, HF directory or GGUF file).
 
     Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
@@ -139,6 +140,7 @@ def _memory_plan(info: dict, context: str, dtype: str, kv_dtype: Optional[str], 
     from ..runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
 
     path = Path(info["path"])
+    device, dtype = runtime.device, runtime.dtype
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if info["kind"] == "config":
@@ -147,7 +149,8 @@ def _memory_plan(info: dict, context: str, dtype: str, kv_dtype: Optional[str], 
         ckpt = open_checkpoint(path)
         cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
     return plan_memory(
-        cfg, parse_size(context), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights, device=device,
-        kv_device_budget=parse_size(kv_device_budget) if kv_device_budget else None,
-        kv_host_budget=parse_size(kv_host_budget) if kv_host_budget else None, kv_disk=kv_disk,
+        cfg, parse_size(context), weights_dtype=dtype, kv_dtype=runtime.kv_dtype, weights_bytes=weights, device=device,
+        kv_device_budget=parse_size(runtime.kv_device_budget) if runtime.kv_device_budget else None,
+        kv_host_budget=parse_size(runtime.kv_host_budget) if runtime.kv_host_budget else None, kv_disk=runtime.kv_disk,
+        prefill_chunk=runtime.prefill_chunk,
     )
