@@ -6,9 +6,11 @@ to stderr through rich, so `scoutdoc ... --json | jq` always works. Errors a use
 """
 
 import sys
+from typing import Annotated
 
 import typer
 
+from .. import __version__
 from ..errors import INTERRUPTED_EXIT_CODE, ScoutdocError
 from . import answer, batch, inspect, models, sessions
 from .common import err
@@ -25,8 +27,17 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"scoutdoc {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """--debug is read from sys.argv by main, before Typer parses anything; declared here for --help."""
 
 
@@ -37,6 +48,12 @@ app.command()(answer.chat)
 app.command()(batch.batch)
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(models.app, name="models")
+
+# Usage errors (unknown option or command, missing argument, a value out of range, no arguments) are
+# click exceptions. typer re-exports them from the click it runs on, its own bundled copy since typer
+# 0.26 and the separate click package before, so their base class is found through typer's export:
+# catching the click package's classes instead would miss every one of them.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def main() -> None:
@@ -65,12 +82,10 @@ def main() -> None:
     except (typer.Abort, EOFError):  # click turns Ctrl-C into Abort
         err.print("[yellow]interrupted[/yellow]")
         sys.exit(INTERRUPTED_EXIT_CODE)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except _ClickException as exc:  # usage errors: click's message and hints, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:
         if debug:
             raise
         err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)")

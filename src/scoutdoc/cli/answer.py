@@ -113,6 +113,8 @@ def _answer(
 def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
     if len(args) < 2:
         raise UsageError('give one or more paths and then the question, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
+    if not args[-1].strip():
+        raise UsageError('the question is empty; put it last, in quotes, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
     return args[:-1], args[-1]
 
 

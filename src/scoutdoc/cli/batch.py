@@ -29,6 +29,8 @@ def batch(
     """Ask one question (or summarize) about every document; results go to a JSONL file, one line each."""
     from ..batch import expand_inputs, run_batch
 
+    if question is not None and not question.strip():
+        raise UsageError("--question is empty; give the question to ask about each document")
     if bool(question) == summarize_:
         raise UsageError("give exactly one of --question Q or --summarize")
     inputs = expand_inputs(inputs)

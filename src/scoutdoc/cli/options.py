@@ -106,11 +106,32 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * factor)
 
 
+def _check_globs(patterns: Optional[list[str]]) -> Optional[list[str]]:
+    """--include/--exclude values that pathspec cannot compile are usage errors, before anything is read."""
+    from ..ingest.code import gitignore_spec
+
+    for pattern in patterns or ():
+        try:
+            gitignore_spec([pattern])
+        except (ValueError, re.error) as exc:  # pathspec's pattern errors are ValueErrors
+            reason = exc.msg if isinstance(exc, re.error) else str(exc)  # re's position is in the regex, not the glob
+            raise typer.BadParameter(f"{pattern!r} is not a gitignore-style glob: {reason}") from None
+    return patterns
+
+
+def _check_size(text: str) -> str:
+    try:
+        parse_size(text)
+    except UsageError:
+        raise typer.BadParameter(f"{text!r} is not a size; use a number with an optional k, M or G suffix, e.g. 4M") from None
+    return text
+
+
 def ingest_options(
-    include: Annotated[Optional[list[str]], typer.Option("--include", help="Only files matching this gitignore-style glob (repeatable).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave out files matching this gitignore-style glob (repeatable).")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", callback=_check_globs, help="Only files matching this gitignore-style glob (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", callback=_check_globs, help="Leave out files matching this gitignore-style glob (repeatable).")] = None,
     no_gitignore: Annotated[bool, typer.Option("--no-gitignore", help="Do not honour .gitignore and .git/info/exclude (default ignores still apply).")] = False,
-    max_file_size: Annotated[str, typer.Option("--max-file-size", help="Skip files found in directories or archives above this size, e.g. 500k, 4M.")] = "4M",
+    max_file_size: Annotated[str, typer.Option("--max-file-size", callback=_check_size, help="Skip files found in directories or archives above this size, e.g. 500k, 4M.")] = "4M",
     include_secrets: Annotated[bool, typer.Option("--include-secrets", help="Also read .env files, private keys and credential files.")] = False,
     password: Annotated[Optional[list[str]], typer.Option("--password", help="Password for encrypted PDFs (repeatable; each is tried).")] = None,
 ) -> IngestOptions:
