@@ -101,7 +101,7 @@ def parse_size(text: str) -> int:
     """Bytes from '4M', '500k', '1.5GB' or a plain number (binary multiples)."""
     match = _SIZE.match(text)
     if not match:
-        raise UsageError(f"--max-file-size {text!r} is not a size; use a number with an optional k, M or G suffix, e.g. 4M")
+        raise UsageError(f"{text!r} is not a size; use a number with an optional k, M or G suffix, e.g. 4M")
     factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
     return int(float(match.group(1)) * factor)
 
@@ -120,10 +120,11 @@ def _check_globs(patterns: Optional[list[str]]) -> Optional[list[str]]:
 
 
 def _check_size(text: str) -> str:
+    """A --max-file-size that is not a size is a usage error while parsing, with click's usage line."""
     try:
         parse_size(text)
-    except UsageError:
-        raise typer.BadParameter(f"{text!r} is not a size; use a number with an optional k, M or G suffix, e.g. 4M") from None
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return text
 
 
