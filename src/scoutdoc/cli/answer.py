@@ -12,9 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from ..ingest import require_documents
+from ..ingest import IngestOptions, require_documents
 from .common import err, notice, open_store, read_sources
-from ..ingest import IngestOptions
 from .engine import open_engine_for
 from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, JsonOpt, expand_options
 
