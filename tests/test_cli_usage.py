@@ -53,6 +53,8 @@ def usage_error(proc: subprocess.CompletedProcess, quiet_stdout: bool = True) ->
         (("inspect", "--exclude", "[z-a]", "notes.txt"), "'[z-a]' is not a gitignore-style glob"),
         (("ask", "--include", "!", "notes.txt", "Q?"), "'!' is not a gitignore-style glob"),
         (("inspect", "--max-file-size", "4Q", "notes.txt"), "'4Q' is not a size"),
+        (("ask", "--kv-device-budget", "lots", "notes.txt", "Q?"), "Invalid value for '--kv-device-budget': 'lots' is not a size"),
+        (("models", "info", "smollm2-135m", "--context", "10 million"), "Invalid value for '--context'"),
     ],
 )
 def test_usage_errors_exit_2_with_clicks_message(tmp_path, notes, args, expected):

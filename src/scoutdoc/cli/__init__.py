@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import INTERRUPTED_EXIT_CODE, ScoutdocError
 from . import answer, batch, inspect, models, sessions
 from .common import err
-from .options import parse_size
+from ..units import parse_size  # scoutdoc.cli.parse_size, as before the package split
 
 __all__ = ["app", "main", "parse_size"]
 

@@ -57,12 +57,7 @@ def _emit(result, as_json: bool) -> None:
             "answer": result.answer,
             "session_id": result.session_id,
             "sources": result.sources,
-            "stats": {
-                "prompt_tokens": s.prompt_tokens, "cached_tokens": s.cached_tokens,
-                "prefilled_tokens": s.prefilled_tokens, "generated_tokens": s.generated_tokens,
-                "ttft_s": round(s.ttft_s, 4), "tokens_per_s": round(s.tokens_per_s, 2),
-                "finish_reason": s.finish_reason,
-            },
+            "stats": s.to_dict(),
         }
         if result.changed:
             payload["changed_sources"] = result.changed

@@ -35,8 +35,8 @@ def batch(
         raise UsageError("give exactly one of --question Q or --summarize")
     inputs = expand_inputs(inputs)
     eng = open_engine_for(choice)
-    workers = concurrency or (4 if eng.name == "remote" else 1)
-    if eng.name == "embedded" and workers > 1:
+    workers = concurrency or eng.concurrency
+    if eng.concurrency == 1 and workers > 1:
         notice("the embedded engine answers one document at a time; --concurrency applies to --engine remote")
         workers = 1
     with open_store(db) as store:

@@ -2,20 +2,23 @@
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..engines import RuntimeOptions
 from .common import err
-from .options import ENGINE, ApiKeyOpt, EngineChoice, expand_options
+from .options import ENGINE, ApiKeyOpt, EngineChoice, check_size, expand_options
 
 # What `models info --context` plans with: the embedded engine's own options and defaults, so the plan
 # a user reads is the run `ask` makes with the same flags.
 PLAN_OPTIONS = ("device", "dtype", "kv_dtype", "kv_device_budget", "kv_host_budget", "kv_disk", "prefill_chunk")
 
 app = typer.Typer(help="List, pull and describe models.", no_args_is_help=True)
+
+
+def _plan_options(runtime: RuntimeOptions) -> dict:
+    return {name: getattr(runtime, name) for name in PLAN_OPTIONS}
 
 
 def _download_bar(label: str):
@@ -56,7 +59,7 @@ def _served_models(base_url: str, api_key: Optional[str], as_json: bool) -> None
     """The models a remote server offers, with the context limit it reports for each."""
     from dataclasses import asdict
 
-    from ..engines.remote import list_models
+    from ..engines.openai_client import list_models
 
     served = list_models(base_url, api_key=api_key)
     if as_json:
@@ -91,7 +94,7 @@ def models_pull(
 def models_info(
     ref: Annotated[str, typer.Argument(help="Catalog name, .gguf file, HF model directory or a config.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    context: Annotated[Optional[str], typer.Option("--context", help="Plan memory for this many tokens, e.g. 128k or 10M.")] = None,
+    context: Annotated[Optional[str], typer.Option("--context", callback=check_size, help="Plan memory for this many tokens, e.g. 128k or 10M.")] = None,
     *,
     choice: Annotated[EngineChoice, ENGINE.subset(*PLAN_OPTIONS)],
 ) -> None:
@@ -102,7 +105,7 @@ def models_info(
     bar, progress = _download_bar(f"pulling {ref}")
     with bar:
         info = models.describe(ref, progress=progress)
-    plan = _memory_plan(info, context, choice.runtime) if context else None
+    plan = models.memory_plan(info, context, **_plan_options(choice.runtime)) if context else None
     if as_json:
         sys.stdout.write(json.dumps({**info, **(plan.to_dict() if plan else {})}, ensure_ascii=False) + "\n")
         return
@@ -123,34 +126,4 @@ def models_info(
     for key, value in lines:
         sys.stdout.write(f"{key + ':':<16}{value}\n")
     if plan is not None:
-        from ..runtime.memory import format_plan
-
-        sys.stdout.write(f"\nmemory plan ({plan.device}):\n{format_plan(plan)}\n")
-
-
-def _memory_plan(info: dict, context: str, runtime: RuntimeOptions):
-    """The runtime's memory plan for a described model (config.json, HF directory or GGUF file).
-
-    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
-    dequantized to --dtype, and a float32 checkpoint run in bfloat16 takes half its size."""
-    import torch
-
-    from ..runtime.config import ModelConfig
-    from ..runtime.memory import parse_size, plan_memory
-    from ..runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
-
-    path = Path(info["path"])
-    device, dtype = runtime.device, runtime.dtype
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if info["kind"] == "config":
-        cfg, weights = ModelConfig.from_file(path), None
-    else:
-        ckpt = open_checkpoint(path)
-        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
-    return plan_memory(
-        cfg, parse_size(context), weights_dtype=dtype, kv_dtype=runtime.kv_dtype, weights_bytes=weights, device=device,
-        kv_device_budget=parse_size(runtime.kv_device_budget) if runtime.kv_device_budget else None,
-        kv_host_budget=parse_size(runtime.kv_host_budget) if runtime.kv_host_budget else None, kv_disk=runtime.kv_disk,
-        prefill_chunk=runtime.prefill_chunk,
-    )
+        sys.stdout.write(f"\nmemory plan ({plan.device}):\n{plan.text()}\n")

@@ -21,6 +21,7 @@ import typer
 from ..engines import GenerationParams, RuntimeOptions
 from ..errors import UsageError
 from ..ingest import IngestOptions
+from ..units import parse_size
 
 
 @dataclass(frozen=True)
@@ -94,18 +95,6 @@ ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", envvar="SCOUTDOC_
 
 # --- what to read: inspect, ask, summarize, chat, batch -------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from '4M', '500k', '1.5GB' or a plain number (binary multiples)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"{text!r} is not a size; use a number with an optional k, M or G suffix, e.g. 4M")
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    return int(float(match.group(1)) * factor)
-
-
 def _check_globs(patterns: Optional[list[str]]) -> Optional[list[str]]:
     """--include/--exclude values that pathspec cannot compile are usage errors, before anything is read."""
     from ..ingest.code import gitignore_spec
@@ -119,10 +108,12 @@ def _check_globs(patterns: Optional[list[str]]) -> Optional[list[str]]:
     return patterns
 
 
-def _check_size(text: str) -> str:
-    """A --max-file-size that is not a size is a usage error while parsing, with click's usage line."""
+def check_size(text: Optional[str]) -> Optional[str]:
+    """A size option (--max-file-size, --kv-*-budget, --context) that is not a size is a usage error
+    while parsing, with click's usage line; the value stays text for the dataclasses that hold it."""
     try:
-        parse_size(text)
+        if text is not None:
+            parse_size(text)
     except UsageError as exc:
         raise typer.BadParameter(str(exc)) from None
     return text
@@ -132,7 +123,7 @@ def ingest_options(
     include: Annotated[Optional[list[str]], typer.Option("--include", callback=_check_globs, help="Only files matching this gitignore-style glob (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", callback=_check_globs, help="Leave out files matching this gitignore-style glob (repeatable).")] = None,
     no_gitignore: Annotated[bool, typer.Option("--no-gitignore", help="Do not honour .gitignore and .git/info/exclude (default ignores still apply).")] = False,
-    max_file_size: Annotated[str, typer.Option("--max-file-size", callback=_check_size, help="Skip files found in directories or archives above this size, e.g. 500k, 4M.")] = "4M",
+    max_file_size: Annotated[str, typer.Option("--max-file-size", callback=check_size, help="Skip files found in directories or archives above this size, e.g. 500k, 4M.")] = "4M",
     include_secrets: Annotated[bool, typer.Option("--include-secrets", help="Also read .env files, private keys and credential files.")] = False,
     password: Annotated[Optional[list[str]], typer.Option("--password", help="Password for encrypted PDFs (repeatable; each is tried).")] = None,
 ) -> IngestOptions:
@@ -141,7 +132,7 @@ def ingest_options(
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         gitignore=not no_gitignore,
-        max_file_size=parse_size(max_file_size),
+        max_file_size=parse_size(max_file_size, "--max-file-size"),
         include_secrets=include_secrets,
         passwords=tuple(password or ()),
     )
@@ -188,8 +179,8 @@ def engine_choice(
     dtype: Annotated[str, typer.Option("--dtype", help="Embedded engine: float32, bfloat16 or float16.")] = RuntimeOptions.dtype,
     attn: Annotated[str, typer.Option("--attn", help="Embedded engine: attention backend auto, sdpa, flex, math or flash (flash needs CUDA and flash-attn).")] = RuntimeOptions.attn,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Embedded engine: KV cache dtype: model, float16, bfloat16 or float8.")] = None,
-    kv_device_budget: Annotated[Optional[str], typer.Option("--kv-device-budget", help="Embedded engine: most global-layer KV bytes on the device, e.g. 20GiB; the rest goes to host memory or --kv-disk.")] = None,
-    kv_host_budget: Annotated[Optional[str], typer.Option("--kv-host-budget", help="Embedded engine: most global-layer KV bytes in host memory; the rest goes to --kv-disk.")] = None,
+    kv_device_budget: Annotated[Optional[str], typer.Option("--kv-device-budget", callback=check_size, help="Embedded engine: most global-layer KV bytes on the device, e.g. 20GiB; the rest goes to host memory or --kv-disk.")] = None,
+    kv_host_budget: Annotated[Optional[str], typer.Option("--kv-host-budget", callback=check_size, help="Embedded engine: most global-layer KV bytes in host memory; the rest goes to --kv-disk.")] = None,
     kv_disk: Annotated[Optional[Path], typer.Option("--kv-disk", help="Embedded engine: directory for KV beyond the device and host budgets (memory-mapped, deleted afterwards).")] = None,
     prefill_chunk: Annotated[Optional[int], typer.Option("--prefill-chunk", min=1, help="Embedded engine: prompt tokens per forward pass (default: 2048, or the attention chunk for chunked models).")] = None,
 ) -> EngineChoice:
