@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..ingest import IngestOptions, require_documents
+from ..wording import plural
 from .common import err, read_sources
 from .options import INGEST, expand_options
 
@@ -71,7 +72,7 @@ def _print_inspect(report: dict) -> None:
         table.add_row(s["path"], kind, s["extent"], f"{s['chars']:,}", "-" if s["tokens"] is None else f"{s['tokens']:,}")
     totals = report["totals"]
     table.add_section()
-    table.add_row(f"{totals['sources']} sources, {totals['skipped']} skipped", "", "", f"{totals['chars']:,}", "-" if totals["tokens"] is None else f"{totals['tokens']:,}")
+    table.add_row(f"{plural(totals['sources'], 'source')}, {totals['skipped']} skipped", "", "", f"{totals['chars']:,}", "-" if totals["tokens"] is None else f"{totals['tokens']:,}")
     err.print(table)
     if "directories" in report:
         folders = Table(title="by directory", title_justify="left")
