@@ -14,7 +14,7 @@ import typer
 from .. import __version__
 from ..errors import INTERRUPTED_EXIT_CODE, ScoutdocError
 from . import answer, batch, inspect, models, sessions
-from .common import end_answer_line, err
+from .common import end_answer_line, err, json_written
 from ..units import parse_size  # scoutdoc.cli.parse_size, as before the package split
 
 __all__ = ["app", "main", "parse_size"]
@@ -66,7 +66,7 @@ def _fail(kind: str, message: str, code: int) -> None:
     colour = "yellow" if code == INTERRUPTED_EXIT_CODE else "red"
     label = "interrupted" if code == INTERRUPTED_EXIT_CODE else ("internal error:" if kind == "InternalError" else "error:")
     err.print(f"[{colour}]{label}[/{colour}] {escape(message)}".rstrip(), highlight=False, markup=True, soft_wrap=True)
-    if "--json" in sys.argv:
+    if "--json" in sys.argv and not json_written["done"]:
         error = {"type": kind, "message": message or "interrupted", "exit_code": code}
         sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")
         sys.stdout.flush()

@@ -17,6 +17,8 @@ err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
 # Whether a streamed answer left stdout in the middle of a line, so that a message (Ctrl-C's
 # "interrupted", an error) starts on a line of its own.
 mid_line = {"answer": False}
+# Whether a command already wrote its one JSON object to stdout, so an error after it adds no second one.
+json_written = {"done": False}
 
 
 def end_answer_line() -> None:

@@ -10,7 +10,7 @@ import typer
 
 from ..ingest import IngestOptions, require_documents
 from ..wording import plural
-from .common import err, read_sources
+from .common import err, json_written, read_sources
 from .options import INGEST, expand_options
 
 
@@ -56,6 +56,7 @@ def inspect(
     if as_json:
         count = token_counter(model)
         sys.stdout.write(json.dumps(summarize(result, count, by_directory=tree), ensure_ascii=False, indent=2) + "\n")
+        json_written["done"] = True  # its "skipped" list already says why; no second object after it
     else:
         _print_inspect(summarize(result, token_counter(model), by_directory=tree))
     require_documents(result)
