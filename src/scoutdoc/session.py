@@ -311,7 +311,7 @@ def continue_session(
         changed = []
     elif changed:
         notice(
-            f"{len(changed)} source(s) changed since this session started ({', '.join(changed)}); "
+            f"{plural(len(changed), 'source')} changed since this session started ({', '.join(changed)}); "
             "answering from the text read then — pass --refresh to re-read them"
         )
     prompt = Prompt(prefix=[Message("system", prefix)], turns=[*history(store, sid), Message("user", question)])

@@ -31,6 +31,9 @@ from .errors import SessionError
 from .settings import snapshots_dir
 
 BUSY_TIMEOUT_MS = 60_000
+# Around the matched words in search snippets: control characters no turn text contains, so a
+# renderer can mark them up without mistaking the text's own brackets for the match.
+MATCH_START, MATCH_END = "\x02", "\x03"
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -430,7 +433,7 @@ class Store:
         return list(
             self.db.query(
                 "SELECT t.session_id, t.position, t.role, t.created_at, "
-                "snippet(turns_fts, 0, '[', ']', '…', 12) AS snippet "
+                f"snippet(turns_fts, 0, '{MATCH_START}', '{MATCH_END}', '…', 12) AS snippet "
                 "FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid "
                 "WHERE turns_fts MATCH ? ORDER BY rank LIMIT ?",
                 [query, limit],

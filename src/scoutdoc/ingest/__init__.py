@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import IngestError
 from ..progress import Progress
+from ..wording import plural
 from .code import SECRET_SKIP_REASON, gitignore_spec, is_secret_name, render_tree, walk_directory
 from .document import Document, IngestResult, Segment, Skip, Unreadable
 from .garbled import check_garbled
@@ -110,7 +111,7 @@ def load_sources(
 def require_documents(result: IngestResult) -> IngestResult:
     """`result` unchanged, or IngestError when no source could be used."""
     if not result.documents:
-        detail = f"{len(result.skipped)} source(s) skipped, see the reasons above" if result.skipped else "no files were selected"
+        detail = f"{plural(len(result.skipped), 'source')} skipped, see the reasons above" if result.skipped else "no files were selected"
         raise IngestError(f"nothing could be ingested ({detail}); fix the paths or selection options and try again")
     return result
 
