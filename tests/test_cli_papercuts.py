@@ -134,3 +134,20 @@ def test_an_answer_cut_by_max_tokens_says_so(tmp_path, smollm2_gguf):
     assert as_json["truncated"] is True and as_json["stats"]["finish_reason"] == "length"
     listed = json.loads(run(tmp_path, "sessions", "list", "--json").stdout)
     assert listed[0]["model"] == "smollm2-135m"  # the catalog name, not the GGUF's internal one
+
+
+def test_the_first_use_of_a_catalog_model_downloads_it_with_a_bar(monkeypatch):
+    from scoutdoc import models
+    from scoutdoc.cli import engine
+
+    pulled: list[str] = []
+
+    def pull(name, progress=None):
+        progress(50, 100, "bytes")
+        pulled.append(name)
+
+    monkeypatch.setattr(models, "is_pulled", lambda name: False)
+    monkeypatch.setattr(models, "pull", pull)
+    engine._pull_first("smollm2-135m")
+    engine._pull_first("/models/own.gguf")  # not a catalog name: nothing to download
+    assert pulled == ["smollm2-135m"]

@@ -101,7 +101,7 @@ def _session_export(store, session_id: str) -> dict:
 
 
 def _session_markdown(data: dict) -> str:
-    lines = [f"# {data['title']}", "", f"- session: `{data['id']}`", f"- model: {data['model'] or data['model_id']}",
+    lines = [f"# {data['title']}", "", f"- session: `{data['id']}`", f"- model: {_model(data)}",
              f"- started: {_when(data['created_at'])}", "", "## Sources", ""]
     lines += [f"- `{s['path']}` ({s['kind']}, {s['tokens']:,} tokens, sha256 {s['sha256'][:12]}…)" for s in data["sources"]]
     lines.append("")
