@@ -20,6 +20,7 @@ from .config import ModelConfig
 from .generate import Sampling, Session, TextGeneration, generate_ids, prefill
 from .kvcache import CacheOptions, ContiguousCache, HybridCache, KVCache
 from .model import Transformer
+from .qload import check_quantize
 from .weights import Checkpoint, build_model, fingerprint, open_checkpoint, resolve_device, resolve_dtype
 
 __all__ = ["LoadedModel", "ModelConfig", "Sampling", "Session", "load_model"]
@@ -33,6 +34,7 @@ class LoadedModel:
     dtype: torch.dtype
     device: torch.device
     fingerprint: str
+    quantize: str = "none"  # how its decoder matrices are held (`qload`): none, auto, int8, int4, fp8
     _tokenizer: object = field(default=None, repr=False)
 
     @property
@@ -144,14 +146,18 @@ def _resolve_ref(ref: str | Path) -> Path:
     return Path(resolve(str(ref)))
 
 
-def load_model(ref: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto") -> LoadedModel:
-    """Load (or reuse) a model from a catalog name, a GGUF file or an HF directory."""
+def load_model(
+    ref: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto", quantize: str = "none"
+) -> LoadedModel:
+    """Load (or reuse) a model from a catalog name, a GGUF file or an HF directory; `quantize`
+    (none, auto, int8, int4, fp8) says which decoder matrices stay or become quantized (`qload`)."""
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
+    quantize_as = check_quantize(quantize)
     ckpt = open_checkpoint(_resolve_ref(ref))
-    fp = fingerprint(ckpt, torch_dtype)
+    fp = fingerprint(ckpt, torch_dtype, quantize_as)
     key = (fp, str(dev))
     if key not in _LOADED:
-        module = build_model(ckpt, torch_dtype, dev)
-        _LOADED[key] = LoadedModel(ckpt.config, module, ckpt, torch_dtype, dev, fp)
+        module = build_model(ckpt, torch_dtype, dev, quantize_as)
+        _LOADED[key] = LoadedModel(ckpt.config, module, ckpt, torch_dtype, dev, fp, quantize_as)
     return _LOADED[key]
