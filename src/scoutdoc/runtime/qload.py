@@ -89,14 +89,17 @@ class QuantParts:
     """Decoder matrices held quantized while a checkpoint loads, keyed by the model's parameter name.
 
     `add` takes one part of a parameter (slot of slots: q|k|v, gate|up) for one expert or for all.
-    A finished matrix is a `Quantized`; a finished expert bank a list with one per expert.
+    A finished matrix is packed for its kernel at once (`QuantLinear`, or `QuantExperts` for a
+    bank), so the plain form (one int4 value per byte) lives only until its parameter is complete.
     """
 
     kind: str | None  # the format dense parts are quantized to (None: only already quantized ones)
     num_experts: int
+    device: torch.device
+    dtype: torch.dtype
     enabled: bool = True  # False: `--quantize none`, every matrix dense (FP8 checkpoints too)
     group: int = INT4_GROUP
-    done: dict[str, Quantized | list[Quantized]] = field(default_factory=dict)
+    done: dict[str, QuantLinear | QuantExperts] = field(default_factory=dict)
     pending: dict[str, dict[tuple[int, int], Quantized]] = field(default_factory=dict)
 
     def wants(self, part: str, tensor) -> bool:
@@ -120,8 +123,11 @@ class QuantParts:
         if len(parts) < slots * (self.num_experts if bank else 1):
             return
         del self.pending[target]
-        fused = [_fuse([parts[(e, s)] for s in range(slots)]) for e in range(self.num_experts if bank else 1)]
-        self.done[target] = fused if bank else fused[0]
+        if bank:
+            fused = [_fuse([parts.pop((e, s)) for s in range(slots)]) for e in range(self.num_experts)]
+            self.done[target] = QuantExperts(fused, self.device, self.dtype)
+        else:
+            self.done[target] = QuantLinear(_fuse([parts[(0, s)] for s in range(slots)]), self.device, self.dtype)
 
 
 def _fuse(parts: list[Quantized]) -> Quantized:
@@ -132,18 +138,17 @@ def _fuse(parts: list[Quantized]) -> Quantized:
     return Quantized.cat(parts)
 
 
-def install(model: nn.Module, done: dict[str, Quantized | list[Quantized]], device: torch.device,
-            dtype: torch.dtype) -> None:
+def install(model: nn.Module, done: dict[str, QuantLinear | QuantExperts]) -> None:
     """Put each quantized matrix into the model in place of its dense parameter (still on meta)."""
-    for target, q in done.items():
+    for target, module in done.items():
         path, _, leaf = target.rpartition(".")
-        if isinstance(q, list):  # an expert bank: the parameter itself is replaced
-            parent, name = model.get_submodule(path), leaf
-            delattr(parent, name)
-            setattr(parent, name, QuantExperts(q, device, dtype))
+        if isinstance(module, QuantExperts):  # an expert bank: the parameter itself is replaced
+            parent = model.get_submodule(path)
+            delattr(parent, leaf)
+            setattr(parent, leaf, module)
         else:  # "....qkv.weight": the Linear is replaced
             parent_path, _, name = path.rpartition(".")
-            setattr(model.get_submodule(parent_path), name, QuantLinear(q, device, dtype))
+            setattr(model.get_submodule(parent_path), name, module)
 
 
 def quantized_bytes(out_features: int, in_features: int, kind: str, group: int = INT4_GROUP) -> int:

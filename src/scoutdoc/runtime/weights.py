@@ -23,6 +23,7 @@ from .config import ModelConfig, from_gguf_metadata
 from .kvcache import release_freed_heap
 from .model import Transformer
 from .packed import pack_linears, packs_linears
+from .qexperts import QuantExperts
 from .qload import DECODER_MATRICES, QuantParts, fp8_matrix, from_gguf_rows, gguf_target, install
 from .quant import INT4_GROUP, Q8_BLOCK, QUANT_KINDS, Q8Table, Quantized, quantize
 from .rope import inverse_frequencies, pairs_to_halves
@@ -408,7 +409,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quan
     with torch.device("meta"):
         model = Transformer(config)
     kind = quantize_as if quantize_as in QUANT_KINDS else None
-    quant = QuantParts(kind, config.num_experts, enabled=quantize_as != "none")
+    quant = QuantParts(kind, config.num_experts, device, dtype, enabled=quantize_as != "none")
     assembler = _Assembler(ckpt, dtype, device, quant)
     keep_q8 = keeps_q8_table(config, dtype, device)
     if ckpt.kind == "gguf":
@@ -445,8 +446,8 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quan
         )
     shapes = model.state_dict()
     held = {name: tuple(t.shape) for name, t in state.items()}
-    for name, q in quant.done.items():
-        held[name] = (len(q), *q[0].shape) if isinstance(q, list) else q.shape
+    for name, module in quant.done.items():
+        held[name] = module.shape if isinstance(module, QuantExperts) else (module.out_features, module.in_features)
     for name, shape in held.items():
         if name in shapes and tuple(shapes[name].shape) != shape:
             raise ModelError(
@@ -455,7 +456,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quan
             )
     model.load_state_dict(state, strict=False, assign=True)
     state.clear()  # the model holds the tensors now; packing below frees the dense ones it replaces
-    install(model, quant.done, device, dtype)
+    install(model, quant.done)
     quant.done.clear()
     if q8 is not None:
         model.use_q8_table(q8)
