@@ -720,8 +720,8 @@ def batch(
     runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     inputs = expand_inputs(inputs)
     eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
-    workers = concurrency or (4 if eng.name == "remote" else 1)
-    if eng.name == "embedded" and workers > 1:
+    workers = concurrency or eng.concurrency
+    if eng.concurrency == 1 and workers > 1:
         _notice("the embedded engine answers one document at a time; --concurrency applies to --engine remote")
         workers = 1
     with open_store(db) as store:
@@ -823,7 +823,10 @@ def models_info(
     bar, progress = _download_bar(f"pulling {ref}")
     with bar:
         info = models.describe(ref, progress=progress)
-    plan = _memory_plan(info, context, dtype, kv_dtype, device, kv_device_budget, kv_host_budget, kv_disk) if context else None
+    plan = models.memory_plan(
+        info, context, dtype=dtype, kv_dtype=kv_dtype, device=device, kv_device_budget=kv_device_budget,
+        kv_host_budget=kv_host_budget, kv_disk=kv_disk,
+    ) if context else None
     if as_json:
         sys.stdout.write(json.dumps({**info, **(plan.to_dict() if plan else {})}, ensure_ascii=False) + "\n")
         return
@@ -844,36 +847,7 @@ def models_info(
     for key, value in lines:
         sys.stdout.write(f"{key + ':':<16}{value}\n")
     if plan is not None:
-        from .runtime.memory import format_plan
-
-        sys.stdout.write(f"\nmemory plan ({plan.device}):\n{format_plan(plan)}\n")
-
-
-def _memory_plan(info: dict, context: str, dtype: str, kv_dtype: Optional[str], device: str,
-                 kv_device_budget: Optional[str], kv_host_budget: Optional[str], kv_disk: Optional[Path]):
-    """The runtime's memory plan for a described model (config.json, HF directory or GGUF file).
-
-    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
-    dequantized to --dtype, and a float32 checkpoint run in bfloat16 takes half its size."""
-    import torch
-
-    from .runtime.config import ModelConfig
-    from .runtime.memory import parse_size, plan_memory
-    from .runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
-
-    path = Path(info["path"])
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if info["kind"] == "config":
-        cfg, weights = ModelConfig.from_file(path), None
-    else:
-        ckpt = open_checkpoint(path)
-        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
-    return plan_memory(
-        cfg, parse_size(context), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights, device=device,
-        kv_device_budget=parse_size(kv_device_budget) if kv_device_budget else None,
-        kv_host_budget=parse_size(kv_host_budget) if kv_host_budget else None, kv_disk=kv_disk,
-    )
+        sys.stdout.write(f"\nmemory plan ({plan.device}):\n{plan.text()}\n")
 
 
 def main() -> None:

@@ -305,8 +305,8 @@ def layer_plan(cfg) -> str:
 
 def describe(ref: str, progress: Progress | None = None) -> dict[str, Any]:
     """What `scoutdoc models info` shows: architecture, size, experts, layer plan, context."""
-    from .runtime.config import ModelConfig, from_gguf_metadata
-    from .runtime.tokenizer import read_gguf_metadata
+    from .runtime.config import ModelConfig
+    from .runtime.gguf import gguf_config, read_gguf_metadata
 
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".json":
@@ -319,8 +319,7 @@ def describe(ref: str, progress: Progress | None = None) -> dict[str, Any]:
         if kind == "gguf":
             fields = read_gguf_metadata(path, tensors=True)
             tensors = fields.pop("__tensors__")
-            cfg = from_gguf_metadata(fields)
-            cfg.tie_word_embeddings = not any(t.name == "output.weight" for t in tensors)
+            cfg = gguf_config(fields, tensors)
             params = sum(_prod(t.shape) for t in tensors)
             files = [path]
         else:
@@ -361,3 +360,35 @@ def tokenizer_for(ref: str):
     from .runtime.tokenizer import load_tokenizer
 
     return load_tokenizer(resolve(ref).path)
+
+
+def memory_plan(
+    info: dict[str, Any], context: str | int, *, dtype: str = "float32", kv_dtype: str | None = None,
+    device: str = "auto", kv_device_budget: str | None = None, kv_host_budget: str | None = None,
+    kv_disk: Path | None = None,
+):
+    """The runtime's `MemoryPlan` for a model `describe` described (config.json, HF directory or GGUF
+    file) at `context` tokens; its `text()` is what `scoutdoc models info --context` prints.
+
+    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
+    dequantized to `dtype`, and a float32 checkpoint run in bfloat16 takes half its size. torch and
+    the runtime are imported here, so describing a model without a plan never loads them."""
+    import torch
+
+    from .runtime.config import ModelConfig
+    from .runtime.memory import parse_size, plan_memory
+    from .runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
+
+    path = Path(info["path"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if info["kind"] == "config":
+        cfg, weights = ModelConfig.from_file(path), None
+    else:
+        ckpt = open_checkpoint(path)
+        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
+    return plan_memory(
+        cfg, parse_size(context), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights, device=device,
+        kv_device_budget=parse_size(kv_device_budget) if kv_device_budget else None,
+        kv_host_budget=parse_size(kv_host_budget) if kv_host_budget else None, kv_disk=kv_disk,
+    )

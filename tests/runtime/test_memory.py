@@ -9,7 +9,6 @@ from scoutdoc.runtime.config import ModelConfig
 from scoutdoc.runtime.memory import (
     activation_bytes,
     cache_budgets,
-    format_plan,
     parameter_count,
     parse_size,
     plan_memory,
@@ -61,7 +60,7 @@ def test_scout_published_numbers(scout):
     assert round(plan.params / 1e9, 2) == 107.77
     assert plan.weights_bytes == 2 * plan.params
     assert plan.total_bytes == plan.weights_bytes + plan.kv_global_bytes + plan.kv_local_bytes + plan.activation_bytes
-    text = format_plan(plan)
+    text = plan.text()
     assert "48.00 KiB/token" in text and "1.12 GiB" in text
     fp8 = plan_memory(scout, 10_000_000, kv_dtype="float8", detect=False)
     assert fp8.kv_global_bytes_per_token == 24 * 1024 and fp8.kv_local_bytes == plan.kv_local_bytes // 2
@@ -131,6 +130,7 @@ def test_cli_models_info_context_json(tmp_path):
     assert text.exit_code == 0 and "24.00 KiB/token" in text.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cli_plan_counts_gguf_weights_as_loaded(smollm2_gguf, dtype):
     """The default model's 4-bit matrices are dequantized on load and only its Q8_0 token table stays

@@ -28,16 +28,18 @@ import random
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from ..errors import ContextTooLongError, EngineError, SessionError, UsageError
+from ..errors import ContextTooLongError, EngineError, UsageError
 from ..progress import Progress
-from . import GenerationParams, Prompt, Stats
+from ..prompt import Prompt
+from .base import GenerationParams, Stats
+from .chat import as_dicts
 
 API_KEY_ENV = "SCOUTDOC_API_KEY"
 DEFAULT_TIMEOUT_S = 600.0  # long: a million-token prefill happens before the first byte arrives
@@ -48,7 +50,6 @@ DEFAULT_MAX_RETRIES = 4
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 TEMPLATE_TOKENS_GENERATION_HEADER = 4
 ESTIMATE_BYTES_PER_TOKEN = 4  # typical for BPE vocabularies on English text and code
-STATE_FORMAT = "scoutdoc-remote-state/1"
 
 _CONTEXT_ERROR = re.compile(
     r"context (length|window|size)|maximum context|max_model_len|exceed_context|too long|exceeds? the",
@@ -96,6 +97,11 @@ class RemoteState:
     stats: Stats = field(default_factory=Stats)
     counted_prompt_tokens: int = 0  # our count before sending; the server's usage replaces it
     usage_from_server: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """The conversation's tokens as the server holds them after the answer."""
+        return self.stats.prompt_tokens + self.stats.generated_tokens
 
 
 def _server_message(response: httpx.Response) -> str:
@@ -298,6 +304,7 @@ class RemoteEngine:
     """
 
     name = "remote"
+    keeps_snapshots = False  # the server's prefix cache holds the reusable part
     concurrency = 4  # a batch's default documents in flight; servers batch these, and queue the rest
 
     def __init__(
@@ -385,9 +392,7 @@ class RemoteEngine:
 
     def prefix_tokens(self, prompt: Prompt) -> int:
         """Tokens of the session's fixed part, the share the server's prefix cache can reuse."""
-        return self._template_tokens(
-            [{"role": m.role, "content": m.content} for m in prompt.prefix], add_generation_prompt=False
-        )
+        return self._template_tokens(as_dicts(prompt.prefix), add_generation_prompt=False)
 
     def _template_tokens(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> int:
         """Tokens of `messages` in the chat template: rendered exactly by the local tokenizer or
@@ -565,38 +570,6 @@ class RemoteEngine:
         stats.tokens_per_s = decoded / stats.decode_s if stats.decode_s > 0 and decoded > 0 else 0.0
         stats.finish_reason = {"stop": "stop", "length": "length"}.get(finish, finish)
 
-    # -- snapshots --------------------------------------------------------------------------------
-
-    def save(self, state: RemoteState, path: Path) -> int:
-        """Record which conversation the server cached; the KV itself stays on the server."""
-        payload = json.dumps(
-            {
-                "format": STATE_FORMAT,
-                "model_id": self.model_id,
-                "base_url": self.base_url,
-                "messages_sha256": _digest(state.messages),
-                "messages": len(state.messages),
-                "stats": asdict(state.stats),
-            },
-            indent=1,
-        ).encode("utf-8")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-        return len(payload)
-
-    def load(self, path: Path) -> RemoteState:
-        try:
-            record = json.loads(Path(path).read_text(encoding="utf-8"))
-            if record.get("format") != STATE_FORMAT:
-                raise ValueError(f"format {record.get('format')!r}")
-            stats = Stats(**record["stats"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SessionError(f"{path} is not a remote-engine snapshot ({exc}); start a new session") from exc
-        return RemoteState(messages=[], stats=stats, counted_prompt_tokens=stats.prompt_tokens)
-
     # -- helpers ----------------------------------------------------------------------------------
 
     def _pick_model(self, served: list[ServedModel], wanted: str | None) -> str:
@@ -622,7 +595,7 @@ def _token_count(answer: Any, route: str) -> int:
 
 def _wire_messages(prompt: Prompt) -> list[dict[str, str]]:
     """The messages as sent; the prefix part is byte-identical on every turn of a session."""
-    return [{"role": m.role, "content": m.content} for m in prompt.messages]
+    return as_dicts(prompt.messages)
 
 
 def _load_tokenizer(tokenizer: str | Path | Any) -> Any:

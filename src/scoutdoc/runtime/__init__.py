@@ -1,11 +1,12 @@
 """The embedded runtime's public Python API (kept stable for the engine and for library users).
 
     from scoutdoc.runtime import load_model
-    m = load_model("smollm2-135m", dtype="bfloat16", device="cpu")
+    m = load_model("SmolLM2-135M-Instruct.Q4_1.gguf", dtype="bfloat16", device="cpu")
     ids = m.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
     for token in m.generate(ids, max_new_tokens=32): ...
 
-Loaded models are cached by fingerprint and device: the only global state in the runtime.
+Loaded models are cached by fingerprint and device: the only global state in the runtime. The
+runtime knows files, not names: `scoutdoc.models.resolve` turns a catalog name into a path.
 """
 
 from collections.abc import Iterable, Iterator
@@ -136,25 +137,15 @@ class LoadedModel:
 _LOADED: dict[tuple[str, str], LoadedModel] = {}
 
 
-def _resolve_ref(ref: str | Path) -> Path:
-    """An existing path as given; anything else goes through the catalog (pulled if needed)."""
-    path = Path(ref).expanduser()
-    if path.exists():
-        return path
-    from ..models import resolve  # imported here: models.py builds on the runtime
-
-    return Path(resolve(str(ref)))
-
-
 def load_model(
-    ref: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto", quantize: str = "none"
+    path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto", quantize: str = "none"
 ) -> LoadedModel:
-    """Load (or reuse) a model from a catalog name, a GGUF file or an HF directory; `quantize`
-    (none, auto, int8, int4, fp8) says which decoder matrices stay or become quantized (`qload`)."""
+    """Load (or reuse) a model from a GGUF file or an HF directory; `quantize` (none, auto, int8,
+    int4, fp8) says which decoder matrices stay or become quantized (`qload`)."""
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     quantize_as = check_quantize(quantize)
-    ckpt = open_checkpoint(_resolve_ref(ref))
+    ckpt = open_checkpoint(Path(path).expanduser())
     fp = fingerprint(ckpt, torch_dtype, quantize_as)
     key = (fp, str(dev))
     if key not in _LOADED:

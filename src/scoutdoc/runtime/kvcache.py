@@ -16,11 +16,8 @@ inside the cache is what lets a tiered cache stream offloaded blocks without the
   exactly (`attention.merge`), streaming offloaded extents to the device in position order.
 """
 
-import ctypes
-import ctypes.util
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +29,7 @@ import torch
 from ..errors import MemoryPlanError, ModelError
 from .attention import attention_part, attention_window, merge, select_backend
 from .config import ModelConfig
+from .heap import release_freed_heap
 
 
 class KVCache(Protocol):
@@ -62,22 +60,6 @@ def kv_buffer(tokens: int, heads: int, dim: int, dtype: torch.dtype, device: tor
     instead of 2.0 in fp32) when the keys come from memory rather than cache.
     """
     return torch.empty((heads, tokens, dim), dtype=dtype, device=device, pin_memory=pin).transpose(0, 1)
-
-
-def release_freed_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere).
-
-    Buffers of a few MiB come from the heap, not from their own memory maps, so the blocks freed
-    when weights are dequantized or cache buffers grow stay resident for the life of the process
-    unless trimmed (about 40 MiB after loading the default model, about 90 MiB per doubling of a
-    cache past 4096 tokens).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class ContiguousCache:

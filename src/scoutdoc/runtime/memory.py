@@ -126,6 +126,41 @@ class MemoryPlan:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fits": self.fits}
 
+    def text(self) -> str:
+        """The plan as a few aligned lines for `scoutdoc models info NAME --context N`."""
+        fb = format_bytes
+        chunk_note = (
+            f"{self.local_layers} chunked layers x {self.kv_local_tokens_per_layer:,} tokens (bounded)"
+            if self.local_layers
+            else "none (no chunked layers)"
+        )
+        rows = [
+            ("context", f"{self.context_tokens:,} tokens, prefill in pieces of {self.prefill_chunk:,}"),
+            ("parameters", f"{self.params / 1e9:.2f} B"),
+            ("weights", f"{fb(self.weights_bytes)} ({self.weights_dtype})"),
+            (
+                "KV global",
+                f"{fb(self.kv_global_bytes)} = {self.global_layers} layers, "
+                f"{fb(self.kv_global_bytes_per_token)}/token ({self.kv_dtype})",
+            ),
+            ("  on device", fb(self.kv_device_bytes)),
+            ("  in host memory", fb(self.kv_host_bytes)),
+            ("  on disk", fb(self.kv_disk_bytes)),
+            ("KV local", f"{fb(self.kv_local_bytes)} = {chunk_note}"),
+            ("activations", fb(self.activation_bytes)),
+            ("total", fb(self.total_bytes)),
+        ]
+        if self.kv_unplaced_bytes:
+            rows.insert(7, ("  unplaced", fb(self.kv_unplaced_bytes)))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+        if self.fits:
+            lines.append("fits: yes")
+        else:
+            lines.append("fits: NO - " + "; ".join(self.problems))
+            lines.append("try: " + "; or ".join(self.suggestions))
+        return "\n".join(lines)
+
 
 def _available_ram() -> int | None:
     try:
@@ -299,42 +334,6 @@ def require_fit(plan: MemoryPlan) -> None:
     raise MemoryPlanError(
         f"a {plan.context_tokens:,}-token context does not fit: {'; '.join(plan.problems)}. Try {options}"
     )
-
-
-def format_plan(plan: MemoryPlan) -> str:
-    """The plan as a few aligned lines for `scoutdoc models info NAME --context N`."""
-    fb = format_bytes
-    chunk_note = (
-        f"{plan.local_layers} chunked layers x {plan.kv_local_tokens_per_layer:,} tokens (bounded)"
-        if plan.local_layers
-        else "none (no chunked layers)"
-    )
-    rows = [
-        ("context", f"{plan.context_tokens:,} tokens, prefill in pieces of {plan.prefill_chunk:,}"),
-        ("parameters", f"{plan.params / 1e9:.2f} B"),
-        ("weights", f"{fb(plan.weights_bytes)} ({plan.weights_dtype})"),
-        (
-            "KV global",
-            f"{fb(plan.kv_global_bytes)} = {plan.global_layers} layers, "
-            f"{fb(plan.kv_global_bytes_per_token)}/token ({plan.kv_dtype})",
-        ),
-        ("  on device", fb(plan.kv_device_bytes)),
-        ("  in host memory", fb(plan.kv_host_bytes)),
-        ("  on disk", fb(plan.kv_disk_bytes)),
-        ("KV local", f"{fb(plan.kv_local_bytes)} = {chunk_note}"),
-        ("activations", fb(plan.activation_bytes)),
-        ("total", fb(plan.total_bytes)),
-    ]
-    if plan.kv_unplaced_bytes:
-        rows.insert(7, ("  unplaced", fb(plan.kv_unplaced_bytes)))
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    if plan.fits:
-        lines.append("fits: yes")
-    else:
-        lines.append("fits: NO - " + "; ".join(plan.problems))
-        lines.append("try: " + "; or ".join(plan.suggestions))
-    return "\n".join(lines)
 
 
 def cache_budgets(plan: MemoryPlan) -> dict[str, int | None]:

@@ -19,8 +19,9 @@ from typing import Any, BinaryIO
 import torch
 
 from ..errors import ModelError
-from .config import ModelConfig, from_gguf_metadata
-from .kvcache import release_freed_heap
+from .config import ModelConfig
+from .gguf import gguf_config, read_gguf_metadata
+from .heap import release_freed_heap
 from .model import Transformer
 from .packed import pack_linears, packs_linears
 from .qexperts import QuantExperts
@@ -40,7 +41,7 @@ class Checkpoint:
     kind: str  # "safetensors" or "gguf"
     files: list[Path]
     pair_rope: bool  # q/k rows in adjacent-pair RoPE order (Llama 4 HF, every GGUF)
-    gguf_tensors: list[Any] = field(default_factory=list, repr=False)  # tokenizer.GGUFTensorInfo rows
+    gguf_tensors: list[Any] = field(default_factory=list, repr=False)  # gguf.GGUFTensorInfo rows
     gguf_data_offset: int = 0  # where tensor data starts in the file
 
     @property
@@ -102,19 +103,12 @@ def _open_hf_dir(path: Path) -> Checkpoint:
 
 
 def _open_gguf(path: Path) -> Checkpoint:
-    """Parse the header with the tokenizer's plain `struct` reader.
-
-    `gguf.GGUFReader` builds a numpy view per metadata array element: for a 49k-token vocabulary
-    that is seconds of CPU and ~200 MB of Python objects, more than the model itself costs to load.
-    Tensor data is then read tensor by tensor and dequantized with `gguf.quants`.
-    """
-    from .tokenizer import read_gguf_metadata
-
+    """Parse the header with `gguf.read_gguf_metadata` (fast, unlike `gguf.GGUFReader` on a large
+    vocabulary); tensor data is then read tensor by tensor and dequantized with `gguf.quants`."""
     fields = read_gguf_metadata(path, tensors=True)
     tensors = fields.pop("__tensors__")
     data_offset = fields.pop("__data_offset__")
-    config = from_gguf_metadata(fields)
-    config.tie_word_embeddings = not any(t.name == "output.weight" for t in tensors)
+    config = gguf_config(fields, tensors)
     return Checkpoint(
         config=config, kind="gguf", files=[path], pair_rope=True, gguf_tensors=tensors, gguf_data_offset=data_offset,
     )
