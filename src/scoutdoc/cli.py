@@ -201,6 +201,7 @@ KvDtypeOpt = Annotated[Optional[str], typer.Option("--kv-dtype", help="Embedded 
 KvDeviceBudgetOpt = Annotated[Optional[str], typer.Option("--kv-device-budget", help="Embedded engine: most global-layer KV bytes on the device, e.g. 20GiB; the rest goes to host memory or --kv-disk.")]
 KvHostBudgetOpt = Annotated[Optional[str], typer.Option("--kv-host-budget", help="Embedded engine: most global-layer KV bytes in host memory; the rest goes to --kv-disk.")]
 KvDiskOpt = Annotated[Optional[Path], typer.Option("--kv-disk", help="Embedded engine: directory for KV beyond the device and host budgets (memory-mapped, deleted afterwards).")]
+QuantizeOpt = Annotated[str, typer.Option("--quantize", help="Embedded engine: decoder matrices auto (as the file keeps them, where a kernel runs them), none (dense), int8, int4 or fp8.")]
 PrefillChunkOpt = Annotated[Optional[int], typer.Option("--prefill-chunk", min=1, help="Embedded engine: prompt tokens per forward pass (default: 2048, or the attention chunk for chunked models).")]
 
 
@@ -213,13 +214,14 @@ def runtime_options(
     kv_host_budget: Optional[str] = None,
     kv_disk: Optional[Path] = None,
     prefill_chunk: Optional[int] = None,
+    quantize: str = "auto",
 ):
     """RuntimeOptions from the embedded-engine flags above; commands declare those flags and pass them here."""
     from .engines import RuntimeOptions
 
     return RuntimeOptions(
         dtype=dtype, device=device, attn=attn, kv_dtype=kv_dtype, kv_device_budget=kv_device_budget,
-        kv_host_budget=kv_host_budget, kv_disk=kv_disk, prefill_chunk=prefill_chunk,
+        kv_host_budget=kv_host_budget, kv_disk=kv_disk, prefill_chunk=prefill_chunk, quantize=quantize,
     )
 
 
@@ -240,7 +242,7 @@ def _engine(
 
     engine = engine or "embedded"
     if engine == "remote":
-        if runtime != RuntimeOptions(device=runtime.device, dtype=runtime.dtype):
+        if runtime != RuntimeOptions(device=runtime.device, dtype=runtime.dtype, quantize=runtime.quantize):
             _notice("--attn, --kv-* and --prefill-chunk apply to the embedded engine; the server manages its own cache")
         remote = open_engine(
             "remote", model=model, base_url=base_url, api_key=api_key, tokenizer=tokenizer, context_limit=context_limit
@@ -398,6 +400,7 @@ def ask(
     dtype: DtypeOpt = "float32",
     attn: AttnOpt = "auto",
     kv_dtype: KvDtypeOpt = None,
+    quantize: QuantizeOpt = "auto",
     kv_device_budget: KvDeviceBudgetOpt = None,
     kv_host_budget: KvHostBudgetOpt = None,
     kv_disk: KvDiskOpt = None,
@@ -412,7 +415,7 @@ def ask(
 ) -> None:
     """Read the sources into one prompt and stream the answer to QUESTION; -c asks a follow-up."""
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
-    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk, quantize)
     _answer(
         args, command="ask", question_for=_split_ask_args, continue_=continue_, session=session, refresh=refresh,
         model=model, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -441,6 +444,7 @@ def summarize(
     dtype: DtypeOpt = "float32",
     attn: AttnOpt = "auto",
     kv_dtype: KvDtypeOpt = None,
+    quantize: QuantizeOpt = "auto",
     kv_device_budget: KvDeviceBudgetOpt = None,
     kv_host_budget: KvHostBudgetOpt = None,
     kv_disk: KvDiskOpt = None,
@@ -457,7 +461,7 @@ def summarize(
     from .prompt import summary_instruction
 
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
-    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk, quantize)
     question = instruction or (lambda documents: summary_instruction(d.kind for d in documents))
     _answer(
         paths, command="summarize", question_for=lambda a: (a, question), continue_=False, session=None,
@@ -486,6 +490,7 @@ def chat(
     dtype: DtypeOpt = "float32",
     attn: AttnOpt = "auto",
     kv_dtype: KvDtypeOpt = None,
+    quantize: QuantizeOpt = "auto",
     kv_device_budget: KvDeviceBudgetOpt = None,
     kv_host_budget: KvHostBudgetOpt = None,
     kv_disk: KvDiskOpt = None,
@@ -504,7 +509,7 @@ def chat(
     if not paths and not session:
         raise UsageError("give the sources to chat about, or --session ID to resume a session")
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
-    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk, quantize)
     params = _params(max_tokens, temperature, top_p, seed)
     interactive = sys.stdin.isatty()
     result_docs = None
@@ -699,6 +704,7 @@ def batch(
     dtype: DtypeOpt = "float32",
     attn: AttnOpt = "auto",
     kv_dtype: KvDtypeOpt = None,
+    quantize: QuantizeOpt = "auto",
     kv_device_budget: KvDeviceBudgetOpt = None,
     kv_host_budget: KvHostBudgetOpt = None,
     kv_disk: KvDiskOpt = None,
@@ -717,7 +723,7 @@ def batch(
     if bool(question) == summarize_:
         raise UsageError("give exactly one of --question Q or --summarize")
     options = ingest_options(include, exclude, no_gitignore, max_file_size, include_secrets, password)
-    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
+    runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk, quantize)
     inputs = expand_inputs(inputs)
     eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
     workers = concurrency or eng.concurrency
@@ -815,6 +821,9 @@ def models_info(
     kv_device_budget: Annotated[Optional[str], typer.Option("--kv-device-budget", help="Global KV bytes on the device, e.g. 20GiB.")] = None,
     kv_host_budget: Annotated[Optional[str], typer.Option("--kv-host-budget", help="Global KV bytes in host memory.")] = None,
     kv_disk: Annotated[Optional[Path], typer.Option("--kv-disk", help="Directory for KV beyond the host budget.")] = None,
+    quantize: Annotated[str, typer.Option("--quantize", help="Decoder matrices for the plan: none, auto (as the file keeps them), int8, int4 or fp8.")] = "none",
+    device_memory: Annotated[Optional[str], typer.Option("--device-memory", help="Plan for a device of this size, e.g. 80GB (default: this machine's free memory).")] = None,
+    host_memory: Annotated[Optional[str], typer.Option("--host-memory", help="Plan for this much host memory, e.g. 128GiB (default: available RAM).")] = None,
 ) -> None:
     """Architecture, parameter count, experts, per-layer plan, context length and size on disk;
     with --context, the memory plan (weights, KV per tier, activations) and whether it fits."""
@@ -825,7 +834,8 @@ def models_info(
         info = models.describe(ref, progress=progress)
     plan = models.memory_plan(
         info, context, dtype=dtype, kv_dtype=kv_dtype, device=device, kv_device_budget=kv_device_budget,
-        kv_host_budget=kv_host_budget, kv_disk=kv_disk,
+        kv_host_budget=kv_host_budget, kv_disk=kv_disk, quantize=quantize, device_memory=device_memory,
+        host_memory=host_memory,
     ) if context else None
     if as_json:
         sys.stdout.write(json.dumps({**info, **(plan.to_dict() if plan else {})}, ensure_ascii=False) + "\n")

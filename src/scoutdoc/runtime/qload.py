@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import UsageError
 from .qexperts import QuantExperts
-from .qlinear import QuantLinear, kernel_for
+from .qlinear import ROW_BLOCK, QuantLinear, kernel_for
 from .quant import INT4_GROUP, QUANT_KINDS, Quantized, from_ggml_blocks, q8_0_to_int8, quantize
 
 QUANTIZE_CHOICES = ("auto", "none", *QUANT_KINDS)
@@ -152,8 +152,9 @@ def install(model: nn.Module, done: dict[str, QuantLinear | QuantExperts]) -> No
 
 
 def quantized_bytes(out_features: int, in_features: int, kind: str, group: int = INT4_GROUP) -> int:
-    """Bytes of one [out, in] matrix once packed for its kernel (values, scales, zeros)."""
+    """Bytes of one [out, in] matrix once packed for its kernel: int4 nibbles with a bf16 scale and
+    zero per group (rows padded to the packing block), int8/fp8 values with one scale per row."""
     if kind == "int4":
-        groups = -(-in_features // group)
-        return out_features * groups * (group // 2 + 2 * 2)  # nibbles + bf16 scale and zero per group
-    return out_features * in_features + out_features * 4  # int8 / fp8 values + one scale per row
+        rows = -(-out_features // ROW_BLOCK) * ROW_BLOCK
+        return rows * -(-in_features // group) * (group // 2 + 2 * 2)
+    return out_features * in_features + out_features * 4

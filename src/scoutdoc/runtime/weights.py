@@ -300,24 +300,6 @@ def keeps_q8_table(config: ModelConfig, dtype: torch.dtype, device: torch.device
     return not config.tie_word_embeddings or (device.type == "cpu" and dtype in (torch.float32, torch.bfloat16))
 
 
-def loaded_weight_bytes(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> int:
-    """What the loaded weights occupy: every parameter in `dtype`, except a Q8_0 token table kept
-    8-bit (`keeps_q8_table`). A quantized GGUF's file size is no guide: its other matrices are
-    dequantized on load, so a 4-bit file takes about four times its size in bfloat16."""
-    import gguf
-
-    from .memory import parameter_count  # memory.py plans from configs alone; only this needs both
-
-    config = ckpt.config
-    total = parameter_count(config) * dtype.itemsize
-    embed = next((t for t in ckpt.gguf_tensors if _gguf_name(t.name) == "embed"), None)
-    if embed is not None and embed.type == gguf.GGMLQuantizationType.Q8_0 and keeps_q8_table(config, dtype, device):
-        table = config.vocab_size * config.hidden_size
-        q8 = table + table // Q8_BLOCK * 4 + config.vocab_size * dtype.itemsize  # values, fp32 scales, unit row
-        total += q8 - table * dtype.itemsize
-    return total
-
-
 # --- assembly --------------------------------------------------------------------------------
 
 # neutral part -> (our parameter suffix, slot, number of slots)
