@@ -166,6 +166,20 @@ def scout_model(device: str):
     return config, model.eval()
 
 
+def time_prefill_decode(model, ids: torch.Tensor, cache, piece: int, steps: int, sync) -> tuple[float, float]:
+    """Seconds to prefill all of ids in pieces, then milliseconds per one-token decode step."""
+    start = time.perf_counter()
+    for s in range(0, ids.shape[0], piece):
+        model(ids[s : s + piece], cache, last_only=True)
+    sync()
+    took = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(steps):
+        model(ids[i : i + 1], cache, last_only=True)
+    sync()
+    return took, (time.perf_counter() - start) / steps * 1e3
+
+
 def bench_prefill(device: str, tokens: int, piece: int) -> None:
     print(f"3. Scout-shaped prefill (1 chunked + 1 global layer, bf16, {tokens} tokens in pieces of {piece})")
     config, model = scout_model(device)
@@ -180,16 +194,7 @@ def bench_prefill(device: str, tokens: int, piece: int) -> None:
         with torch.inference_mode():
             model(ids[:256], HybridCache(config, torch.bfloat16, device, CacheOptions(backend=backend)), last_only=True)
             sync()
-            start = time.perf_counter()
-            for s in range(0, tokens, piece):
-                model(ids[s : s + piece], cache, last_only=True)
-            sync()
-            took = time.perf_counter() - start
-            t0 = time.perf_counter()
-            for _ in range(8):
-                model(ids[:1], cache, last_only=True)
-            sync()
-            decode_ms = (time.perf_counter() - t0) / 8 * 1e3
+            took, decode_ms = time_prefill_decode(model, ids, cache, piece, 8, sync)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
         print(f"  {backend:5s}: prefill {tokens / took:,.0f} tok/s per 2 layers ({took:.1f} s), "
               f"decode {decode_ms:.1f} ms/token at {tokens} ctx, peak GPU {peak:.1f} GiB")
@@ -279,16 +284,7 @@ def bench_scout_int4(device: str, tokens: int, piece: int) -> None:
     cache = HybridCache(config, torch.bfloat16, device)
     ids = torch.randint(0, config.vocab_size, (tokens,), device=device)
     with torch.inference_mode():
-        start = time.perf_counter()
-        for s in range(0, tokens, piece):
-            model(ids[s : s + piece], cache, last_only=True)
-        sync()
-        took = time.perf_counter() - start
-        t0 = time.perf_counter()
-        for i in range(4):
-            model(ids[i : i + 1], cache, last_only=True)
-        sync()
-        decode_ms = (time.perf_counter() - t0) / 4 * 1e3
+        took, decode_ms = time_prefill_decode(model, ids, cache, piece, 4, sync)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     print(f"  {config.num_layers} layers, weights {weights / 2**30:.1f} GiB (built in {built:.0f} s); "
           f"prefill {tokens / took:,.0f} tok/s ({took:.0f} s); decode {decode_ms:.0f} ms/token at {tokens:,} "
