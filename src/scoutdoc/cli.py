@@ -7,7 +7,6 @@ to stderr through rich, so `scoutdoc ... --json | jq` always works. Errors a use
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.console import Console
 
 from .errors import INTERRUPTED_EXIT_CODE, ScoutdocError, UsageError
 from .ingest import IngestOptions, IngestResult, load_sources, require_documents
+from .units import parse_size
 
 app = typer.Typer(
     name="scoutdoc",
@@ -45,17 +45,6 @@ MaxFileSizeOpt = Annotated[str, typer.Option("--max-file-size", help="Skip files
 IncludeSecretsOpt = Annotated[bool, typer.Option("--include-secrets", help="Also read .env files, private keys and credential files.")]
 PasswordOpt = Annotated[Optional[list[str]], typer.Option("--password", help="Password for encrypted PDFs (repeatable; each is tried).")]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from '4M', '500k', '1.5GB' or a plain number (binary multiples)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"--max-file-size {text!r} is not a size; use a number with an optional k, M or G suffix, e.g. 4M")
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    return int(float(match.group(1)) * factor)
-
 
 def ingest_options(
     include: Optional[list[str]] = None,
@@ -70,7 +59,7 @@ def ingest_options(
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         gitignore=not no_gitignore,
-        max_file_size=parse_size(max_file_size),
+        max_file_size=parse_size(max_file_size, "--max-file-size"),
         include_secrets=include_secrets,
         passwords=tuple(password or ()),
     )
@@ -317,12 +306,7 @@ def _emit(result, as_json: bool) -> None:
             "answer": result.answer,
             "session_id": result.session_id,
             "sources": result.sources,
-            "stats": {
-                "prompt_tokens": s.prompt_tokens, "cached_tokens": s.cached_tokens,
-                "prefilled_tokens": s.prefilled_tokens, "generated_tokens": s.generated_tokens,
-                "ttft_s": round(s.ttft_s, 4), "tokens_per_s": round(s.tokens_per_s, 2),
-                "finish_reason": s.finish_reason,
-            },
+            "stats": s.to_dict(),
         }
         if result.changed:
             payload["changed_sources"] = result.changed
@@ -780,7 +764,7 @@ def _served_models(base_url: str, api_key: Optional[str], as_json: bool) -> None
     """The models a remote server offers, with the context limit it reports for each."""
     from dataclasses import asdict
 
-    from .engines.remote import list_models
+    from .engines.openai_client import list_models
 
     served = list_models(base_url, api_key=api_key)
     if as_json:

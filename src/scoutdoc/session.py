@@ -10,7 +10,6 @@ from another model is reported through `notice` and the turn is recomputed from 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import threading
@@ -20,6 +19,7 @@ from typing import Any, Callable
 
 from .engines import Engine, GenerationParams, Stats
 from .errors import ScoutdocError
+from .hashing import sha256_file
 from .ingest import IngestOptions, IngestResult, load_sources, pack, require_documents
 from .ingest.document import Document
 from .ingest.pack import pack_document
@@ -62,14 +62,6 @@ def options_from_json(data: dict[str, Any], passwords: tuple[str, ...] = ()) -> 
     return IngestOptions(**data, archive=archive, passwords=passwords)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _abs_path(source: str, inputs: list[Path]) -> str:
     """The file on disk a document was read from, for change detection: the document's own file, or
     for an archive member ("docs.zip!a/b.pdf", nested ones too) the outermost archive."""
@@ -98,7 +90,7 @@ def source_records(engine: Engine, documents: list[Document], inputs: list[Path]
         file_sha256 = d.sha256
         if "!" in d.source and abs_path:
             if abs_path not in archives:
-                archives[abs_path] = _sha256_file(Path(abs_path))
+                archives[abs_path] = sha256_file(abs_path)
             file_sha256 = archives[abs_path]
         records.append(SourceRecord(path=d.source, sha256=d.sha256, kind=d.kind, abs_path=abs_path,
                                     file_sha256=file_sha256, tokens=engine.count_tokens(pack_document(d))))
@@ -124,7 +116,7 @@ def changed_sources(store: Store, session_id: str) -> list[str]:
             continue
         if path not in now:
             try:
-                now[path] = _sha256_file(Path(path))
+                now[path] = sha256_file(path)
             except OSError:
                 now[path] = None
         name = src["path"].split("!", 1)[0]

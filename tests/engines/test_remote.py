@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from scoutdoc.engines import GenerationParams
-from scoutdoc.engines.remote import RemoteEngine, estimate_tokens, list_models
+from scoutdoc.engines.openai_client import list_models
+from scoutdoc.engines.remote import RemoteEngine, estimate_tokens
 from scoutdoc.errors import ContextTooLongError, EngineError, UsageError
 from scoutdoc.prompt import Message, Prompt
 

@@ -4,16 +4,9 @@ import json
 
 import pytest
 
-from scoutdoc.errors import MemoryPlanError, UsageError
-from scoutdoc.runtime.config import ModelConfig
-from scoutdoc.runtime.memory import (
-    activation_bytes,
-    cache_budgets,
-    parameter_count,
-    parse_size,
-    plan_memory,
-    require_fit,
-)
+from scoutdoc.errors import MemoryPlanError
+from scoutdoc.runtime.config import ModelConfig, parameter_count
+from scoutdoc.runtime.memory import activation_bytes, cache_budgets, plan_memory, require_fit
 
 
 # Llama-4-Scout-17B-16E-Instruct text config (llama4.md §1)
@@ -39,17 +32,6 @@ GIB = 1 << 30
 @pytest.fixture
 def scout() -> ModelConfig:
     return ModelConfig.from_hf(SCOUT)
-
-
-def test_parse_size():
-    assert parse_size("10M") == 10_000_000
-    assert parse_size("64k") == 64_000
-    assert parse_size("8GiB") == 8 * GIB
-    assert parse_size("1.5GB") == 1_500_000_000
-    assert parse_size("512") == 512
-    assert parse_size("4Ki") == 4096
-    with pytest.raises(UsageError):
-        parse_size("lots")
 
 
 def test_scout_published_numbers(scout):
@@ -124,8 +106,9 @@ def test_cli_models_info_context_json(tmp_path):
     result = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["context_tokens"] == 10_000_000 and data["kv_dtype"] == "bfloat16"
-    assert data["kv_global_bytes"] == 10_000_000 * 49152 and data["kv_local_bytes"] == 36 * 8192 * 4096
+    assert data["context_tokens"] == 10 * 2**20 == SCOUT["text_config"]["max_position_embeddings"]  # "10M" as Meta counts it
+    assert data["kv_dtype"] == "bfloat16"
+    assert data["kv_global_bytes"] == 10 * 2**20 * 49152 and data["kv_local_bytes"] == 36 * 8192 * 4096
     text = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--kv-dtype", "float8"])
     assert text.exit_code == 0 and "24.00 KiB/token" in text.output
 

@@ -16,7 +16,8 @@ import pytest
 
 from scoutdoc.errors import ModelError
 from scoutdoc.runtime.gguf import read_gguf_metadata
-from scoutdoc.runtime.tokenizer import Tokenizer, llama4_special_tokens, load_tokenizer
+from scoutdoc.runtime.tokenizer import Tokenizer, load_tokenizer
+from scoutdoc.runtime.vocab import llama4_special_tokens
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
@@ -316,7 +317,7 @@ def _write_gguf(path: Path, pre: str, model: str = "gpt2") -> Path:
     import gguf
     import numpy as np
 
-    from scoutdoc.runtime.tokenizer import byte_to_unicode
+    from scoutdoc.runtime.pretokenize import byte_to_unicode
 
     writer = gguf.GGUFWriter(str(path), "llama")
     symbols = [byte_to_unicode()[b] for b in range(256)]
@@ -392,7 +393,7 @@ def test_meta_tokenizer_model(tmp_path: Path, default_gguf: Path) -> None:
 
     import tiktoken
 
-    from scoutdoc.runtime.tokenizer import LLAMA4_PATTERN
+    from scoutdoc.runtime.pretokenize import LLAMA4_PATTERN
 
     smol = Tokenizer.from_gguf(default_gguf)
     ranks = dict(smol._ranks)
@@ -435,7 +436,7 @@ def test_llama4_style_tokenizer_json(tmp_path: Path, smol: Tokenizer, texts: lis
     from tokenizers import Tokenizer as HFTokenizer
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    from scoutdoc.runtime.tokenizer import LLAMA4_PATTERN
+    from scoutdoc.runtime.pretokenize import LLAMA4_PATTERN
 
     ranks = dict(sorted(smol._ranks.items(), key=lambda kv: kv[1]))
     ranks = {token: i for i, token in enumerate(ranks)}  # dense ranks 0..n-1, as in a tiktoken file

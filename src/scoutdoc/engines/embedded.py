@@ -17,6 +17,7 @@ from typing import Iterator
 from ..errors import ModelError, SnapshotError, UsageError
 from ..models import resolve
 from ..progress import Progress
+from ..units import parse_size
 from ..prompt import Message, Prompt
 from .base import GenerationParams, Stats
 from .chat import as_dicts, cut_after_last_special, render, special_strings
@@ -98,7 +99,6 @@ class EmbeddedEngine:
         from ..runtime import load_model
         from ..runtime.attention import select_backend
         from ..runtime.kvcache import resolve_kv_dtype
-        from ..runtime.memory import parse_size
         from ..runtime.weights import resolve_device, resolve_dtype
 
         if prefill_chunk is not None and prefill_chunk < 1:
@@ -106,8 +106,8 @@ class EmbeddedEngine:
         dev = resolve_device(device)
         self.backend = select_backend(attn, dev)
         self.kv_dtype = resolve_kv_dtype(kv_dtype, resolve_dtype(dtype), dev)
-        self.kv_device_budget = parse_size(kv_device_budget) if kv_device_budget is not None else None
-        self.kv_host_budget = parse_size(kv_host_budget) if kv_host_budget is not None else None
+        self.kv_device_budget = parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget is not None else None
+        self.kv_host_budget = parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget is not None else None
         self.kv_disk = Path(kv_disk).expanduser() if kv_disk is not None else None
         self.kv_dtype_name = None if kv_dtype in (None, "model") else kv_dtype  # the planner's name for it
         path, self.model_name = locate(model)

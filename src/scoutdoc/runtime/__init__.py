@@ -19,9 +19,10 @@ from ..errors import ModelError
 from ..progress import Progress
 from .config import ModelConfig
 from .generate import Sampling, Session, TextGeneration, generate_ids, prefill
-from .kvcache import CacheOptions, ContiguousCache, HybridCache, KVCache
+from .kvcache import CacheOptions, HybridCache, KVCache
 from .model import Transformer
 from .qload import check_quantize
+from .reference import ContiguousCache
 from .weights import Checkpoint, build_model, fingerprint, open_checkpoint, resolve_device, resolve_dtype
 
 __all__ = ["LoadedModel", "ModelConfig", "Sampling", "Session", "load_model"]

@@ -9,7 +9,6 @@ same way `HybridCache` places it; chunked-layer KV is bounded by the attention c
 """
 
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,57 +17,16 @@ from typing import Any
 import torch
 
 from ..errors import MemoryPlanError, UsageError
-from .config import ModelConfig
+from ..units import format_bytes
+from .config import ModelConfig, parameter_count
+from .dtypes import DTYPES
 from .generate import default_prefill_chunk
 from .model import FFN_ROWS
 from .qload import quantized_bytes
 from .quant import QUANT_KINDS, int4_group
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "float8_e4m3": 1, "float8_e5m2": 1}
+DTYPE_BYTES = {name: dtype.itemsize for name, dtype in DTYPES.items()}
 STREAM_TOKENS = 16384  # must match CacheOptions.stream_tokens: offloaded KV staging on the device
-
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
-_SCALE = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
-
-
-def parse_size(text: str | int) -> int:
-    """"10M" -> 10_000_000, "64k" -> 64_000, "8GiB" -> 8 * 2**30, "1.5GB" -> 1_500_000_000.
-
-    Decimal suffixes are powers of 1000, the "i" forms powers of 1024; a trailing B is optional.
-    """
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise UsageError(f"cannot read size {text!r}; write it like 10M, 64k, 8GiB or 512MB")
-    number, prefix, binary = match.groups()
-    base = 1024 if binary else 1000
-    return int(float(number) * base ** _SCALE[prefix.lower()])
-
-
-def format_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def parameter_count(config: ModelConfig) -> int:
-    """Parameters of the text model, from the config alone (Scout: 107.77 B)."""
-    h, d = config.hidden_size, config.head_dim
-    attention = h * d * (2 * config.num_heads + 2 * config.num_kv_heads)  # q, o, k, v
-    total = config.vocab_size * h * (1 if config.tie_word_embeddings else 2) + h  # embed, head, final norm
-    for i in range(config.num_layers):
-        total += attention + 2 * h
-        if config.layer_is_moe[i]:
-            f = config.intermediate_size
-            total += h * config.num_experts + (config.num_experts + 1) * 3 * h * f  # router, experts, shared
-        else:
-            total += 3 * h * config.intermediate_size_mlp
-    return total
-
 
 def decoder_matrices(config: ModelConfig) -> list[tuple[int, int, int]]:
     """(out, in, how many) of every matrix `--quantize` quantizes: attention q|k|v and output,

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ModelError
 from .config import ModelConfig
+from .dtypes import DTYPES, WEIGHT_DTYPES
 from .gguf import gguf_config, read_gguf_metadata
 from .heap import release_freed_heap
 from .model import Transformer
@@ -29,7 +30,6 @@ from .qload import DECODER_MATRICES, QuantParts, fp8_matrix, from_gguf_rows, ggu
 from .quant import INT4_GROUP, Q8_BLOCK, QUANT_KINDS, Q8Table, Quantized, quantize
 from .rope import inverse_frequencies, pairs_to_halves
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GGUF_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"}
 
 
@@ -52,8 +52,8 @@ class Checkpoint:
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype not in WEIGHT_DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(WEIGHT_DTYPES)}")
     return DTYPES[dtype]
 
 
