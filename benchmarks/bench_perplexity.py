@@ -20,8 +20,11 @@ import argparse
 import ctypes
 import json
 import math
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +117,12 @@ def main() -> None:
                      "Q4_0": requantize(gguf, Path(tmp) / "q4_0.gguf", "Q4_0")}
             for name, path in files.items():
                 start = time.perf_counter()
-                ppl = llama_cpp_ppl(path, windows, args.threads)
+                try:  # in a child process: a crash inside llama.cpp ends that row, not the run
+                    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                        ppl = pool.submit(llama_cpp_ppl, path, windows, args.threads).result()
+                except BrokenProcessPool:
+                    print(f"llama.cpp {name}: the llama-cpp-python process crashed", flush=True)
+                    continue
                 rows.append({"engine": f"llama.cpp {name}", "ppl": ppl, "seconds": time.perf_counter() - start})
                 print(rows[-1], flush=True)
     base = rows[0]["ppl"]
