@@ -18,6 +18,7 @@ from torch import nn
 from .config import ModelConfig
 from .kvcache import KVCache
 from .qexperts import expert_linear
+from .qlinear import QuantLinear
 from .quant import Q8Table, TiedQ8Head
 from .rope import apply_rope, inverse_frequencies, rope_tables
 
@@ -59,13 +60,16 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(width, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 1 or not isinstance(self.gate_up, nn.Linear):  # decode, or a packed weight
+        if isinstance(self.gate_up, nn.Linear):
+            w = self.gate_up.weight if x.shape[0] > 1 else None
+        else:  # a quantized weight dequantized for a prompt, as QuantLinear itself would (None: its kernel)
+            w = self.gate_up.dense_weight(x) if isinstance(self.gate_up, QuantLinear) else None
+        if w is None:  # decode, a packed weight, or a quantized kernel
             gate, up = self.gate_up(x).split(self.width, dim=-1)
             return self.down(F.silu(gate).mul_(up))
         # Prompts with a dense weight: two GEMMs on row slices of it (no copy). oneDNN runs them
         # faster than one [2F, H] GEMM (64 against 79 ms at 7000 tokens, bf16), and their contiguous
         # outputs let silu and the product work in place.
-        w = self.gate_up.weight
         gate = F.silu(F.linear(x, w[: self.width]), inplace=True)
         return self.down(gate.mul_(F.linear(x, w[self.width :])))
 

@@ -132,11 +132,19 @@ class QuantLinear(nn.Module):
         unit = torch.stack([torch.ones_like(self.scale_zero[..., 0]), torch.full_like(self.scale_zero[..., 0], 8)], -1)
         return torch._weight_int4pack_mm(eye, p, self.group, unit.to(torch.bfloat16)).t().round().to(torch.uint8)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def dense_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The dequantized weight when x is multiplied by it rather than by a kernel (no kernel
+        here, or more rows than the kernel is fast for); None when the kernel runs."""
         rows = x.numel() // x.shape[-1]
         if self.layout == "plain" or (rows > KERNEL_ROWS and self.layout not in ANY_ROWS):
-            return F.linear(x, self.dequantize(x.dtype))
-        shape = x.shape
+            return self.dequantize(x.dtype)
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dense = self.dense_weight(x)
+        if dense is not None:
+            return F.linear(x, dense)
+        rows, shape = x.numel() // x.shape[-1], x.shape
         x2 = x.reshape(rows, shape[-1]).to(self.act_dtype)
         if self.padded_in != self.in_features:
             x2 = F.pad(x2, (0, self.padded_in - self.in_features))
