@@ -341,8 +341,8 @@ def tokenizer_for(ref: str):
 def memory_plan(
     info: dict[str, Any], context: str | int, *, dtype: str = "float32", kv_dtype: str | None = None,
     device: str = "auto", kv_device_budget: str | None = None, kv_host_budget: str | None = None,
-    kv_disk: Path | None = None, quantize: str = "none", device_memory: str | None = None,
-    host_memory: str | None = None,
+    kv_disk: Path | None = None, prefill_chunk: int | None = None, quantize: str = "none",
+    device_memory: str | None = None, host_memory: str | None = None,
 ):
     """The runtime's `MemoryPlan` for a model `describe` described (config.json, HF directory or GGUF
     file) at `context` tokens; its `text()` is what `scoutdoc models info --context` prints.
@@ -379,6 +379,7 @@ def memory_plan(
         kv_host_budget=parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget else None, kv_disk=kv_disk,
         device_capacity=parse_size(device_memory, "--device-memory") if device_memory else None,
         host_capacity=parse_size(host_memory, "--host-memory") if host_memory else None,
+        prefill_chunk=prefill_chunk,
     )
     plan.quantize_detail = detail
     return plan

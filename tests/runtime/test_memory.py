@@ -103,7 +103,7 @@ def test_cli_models_info_context_json(tmp_path):
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps(SCOUT))
-    result = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--json", "--device", "cpu"])
+    result = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--json", "--device", "cpu", "--dtype", "bfloat16"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["context_tokens"] == 10 * 2**20 == SCOUT["text_config"]["max_position_embeddings"]  # "10M" as Meta counts it
@@ -166,8 +166,8 @@ def test_cli_scout_int4_fits_one_80gb_gpu(tmp_path):
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps(SCOUT))
-    args = ["models", "info", str(path), "--context", "1M", "--device", "cuda", "--device-memory", "80GB",
-            "--host-memory", "128GiB"]
+    args = ["models", "info", str(path), "--context", "1M", "--device", "cuda", "--dtype", "bfloat16",
+            "--device-memory", "80GB", "--host-memory", "128GiB"]
     result = CliRunner().invoke(app, [*args, "--quantize", "int4", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
@@ -176,5 +176,5 @@ def test_cli_scout_int4_fits_one_80gb_gpu(tmp_path):
     assert plan["kv_device_tokens"] + plan["kv_host_tokens"] >= 1_000_000 - 1
     text = CliRunner().invoke(app, [*args, "--quantize", "int4"]).output
     assert "decoder matrices int4" in text and "fits: yes" in text and f"{plan['kv_device_tokens']:,} tokens" in text
-    dense = json.loads(CliRunner().invoke(app, [*args, "--json"]).output)
+    dense = json.loads(CliRunner().invoke(app, [*args, "--quantize", "none", "--json"]).output)
     assert not dense["fits"] and any("--quantize int4" in s for s in dense["suggestions"])
