@@ -11,6 +11,10 @@ peak RSS over the whole run (the longest prefill dominates).
     python benchmarks/bench_runtime.py --engines scoutdoc --dtype float32 --json out.json
     python benchmarks/bench_runtime.py --engines scoutdoc,transformers --rounds 3   # alternate, median round
     python benchmarks/bench_runtime.py --paired 6 --lengths 7000    # scoutdoc vs transformers, in turn
+    python benchmarks/bench_runtime.py --engines scoutdoc,scoutdoc:auto,scoutdoc:int8,llama_cpp  # --quantize
+
+An engine `scoutdoc:Q` loads the model with `--quantize Q` (auto keeps the file's 4-bit matrices;
+int8/int4 re-quantize); plain `scoutdoc` is the dense path (`--quantize none`).
 
 `--paired N` keeps scoutdoc and transformers loaded, each in its own process, and has them prefill the
 same prompt in turn, N times each (who goes first alternates; the idle one waits on a pipe). Each pair
@@ -59,13 +63,13 @@ def _median_run(fn, repeats: int) -> tuple[float, float]:
 
 # --- engines: each gets (gguf path, threads, dtype) and exposes prefill(ids) and decode(ids, n) ----------
 
-def _scoutdoc(gguf: Path, threads: int, dtype: str):
+def _scoutdoc(gguf: Path, threads: int, dtype: str, quantize: str = "none"):
     import torch
 
     torch.set_num_threads(threads)
     from scoutdoc.runtime import load_model
 
-    m = load_model(gguf, dtype=dtype, device="cpu")
+    m = load_model(gguf, dtype=dtype, device="cpu", quantize=quantize)
 
     def prefill(ids):
         m.prefill(ids)
@@ -135,12 +139,19 @@ def _llama_cpp(gguf: Path, threads: int, dtype: str):
 _FACTORIES = {"scoutdoc": _scoutdoc, "transformers": _transformers, "llama_cpp": _llama_cpp}
 
 
+def _factory(engine: str):
+    """"scoutdoc:int8" -> the scoutdoc factory loading with --quantize int8."""
+    name, _, quantize = engine.partition(":")
+    factory = _FACTORIES[name]
+    return (lambda *a: factory(*a, quantize)) if quantize else factory
+
+
 def worker(engine: str, gguf: Path, ids_file: Path, lengths: list[int], decode_tokens: int, threads: int,
            dtype: str, repeats: int) -> dict:
     ids = json.loads(ids_file.read_text())
     rss_before = _peak_rss_mib()
     with Timer() as load:
-        prefill, decode = _FACTORIES[engine](gguf, threads, dtype)
+        prefill, decode = _factory(engine)(gguf, threads, dtype)
     result = {"engine": engine, "load_s": load.wall, "rss_after_load_mib": _peak_rss_mib(),
               "rss_at_start_mib": rss_before, "prefill": {}}
     prefill(ids[:64])  # warm-up: first-call allocations and kernel selection
@@ -158,7 +169,7 @@ def serve(engine: str, gguf: Path, ids_file: Path, threads: int, dtype: str) -> 
     """--paired's worker: load one engine, then prefill the first N ids for each N read from stdin and
     answer with the tokens/s."""
     ids = json.loads(ids_file.read_text())
-    prefill = _FACTORIES[engine](gguf, threads, dtype)[0]
+    prefill = _factory(engine)(gguf, threads, dtype)[0]
     prefill(ids[:64])
     print("READY", flush=True)
     for line in sys.stdin:

@@ -8,8 +8,14 @@
 3. Prefill throughput of a Scout-shaped model with one chunked and one global layer (real
    dimensions: hidden 5120, 40/8 heads x 128, 16 experts x 8192, vocab 202048; random weights),
    per available backend, plus host->device streaming rate of offloaded global KV during decode.
+4. Host->device streaming of offloaded global KV during decode.
+5. The whole Scout shape (48 layers, 16 experts) with random int4 decoder matrices built on the
+   device (no checkpoint): peak GPU memory with --scout-tokens of KV on the device (goal: under
+   80 GB at 131,072), prefill and decode tokens/s.
 
 Exits 2 with one line when there is no CUDA device. Runs in a few minutes on one H100.
+`--allow-cpu` runs every step on the CPU at tiny sizes, so CI catches an API change
+(tests/test_gpu_check.py).
 """
 
 import argparse
@@ -161,6 +167,20 @@ def scout_model(device: str):
     return config, model.eval()
 
 
+def time_prefill_decode(model, ids: torch.Tensor, cache, piece: int, steps: int, sync) -> tuple[float, float]:
+    """Seconds to prefill all of ids in pieces, then milliseconds per one-token decode step."""
+    start = time.perf_counter()
+    for s in range(0, ids.shape[0], piece):
+        model(ids[s : s + piece], cache, last_only=True)
+    sync()
+    took = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(steps):
+        model(ids[i : i + 1], cache, last_only=True)
+    sync()
+    return took, (time.perf_counter() - start) / steps * 1e3
+
+
 def bench_prefill(device: str, tokens: int, piece: int) -> None:
     print(f"3. Scout-shaped prefill (1 chunked + 1 global layer, bf16, {tokens} tokens in pieces of {piece})")
     config, model = scout_model(device)
@@ -169,22 +189,13 @@ def bench_prefill(device: str, tokens: int, piece: int) -> None:
     for backend in backends(device):
         if backend in ("math", "flex"):
             continue  # reference / eager paths, not meant for 8k-token pieces
-        cache = HybridCache(config, torch.bfloat16, device, CacheOptions(backend=backend, reserve_tokens=tokens + 64))
+        cache = HybridCache(config, torch.bfloat16, device, CacheOptions(backend=backend))
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with torch.inference_mode():
             model(ids[:256], HybridCache(config, torch.bfloat16, device, CacheOptions(backend=backend)), last_only=True)
             sync()
-            start = time.perf_counter()
-            for s in range(0, tokens, piece):
-                model(ids[s : s + piece], cache, last_only=True)
-            sync()
-            took = time.perf_counter() - start
-            t0 = time.perf_counter()
-            for _ in range(8):
-                model(ids[:1], cache, last_only=True)
-            sync()
-            decode_ms = (time.perf_counter() - t0) / 8 * 1e3
+            took, decode_ms = time_prefill_decode(model, ids, cache, piece, 8, sync)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
         print(f"  {backend:5s}: prefill {tokens / took:,.0f} tok/s per 2 layers ({took:.1f} s), "
               f"decode {decode_ms:.1f} ms/token at {tokens} ctx, peak GPU {peak:.1f} GiB")
@@ -217,11 +228,79 @@ def bench_streaming(device: str, tokens: int) -> None:
           f"(pinned: {cache.extents[0][0].k.is_pinned() if device == 'cuda' else 'n/a'})")
 
 
+def scout_int4_model(device: str):
+    """Scout's full depth with every decoder matrix random int4 (groups of 64) packed for the
+    device's kernel as it is made, so no dense copy of a matrix ever exists."""
+    from torch import nn
+
+    from scoutdoc.runtime.model import Transformer
+    from scoutdoc.runtime.qexperts import QuantExperts
+    from scoutdoc.runtime.qlinear import QuantLinear
+    from scoutdoc.runtime.quant import Quantized
+    from scoutdoc.runtime.rope import inverse_frequencies
+
+    layers = {"num_hidden_layers": 48, "no_rope_layers": [1, 1, 1, 0] * 12}
+    if device == "cpu":
+        layers = {"num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], **CPU_SHRINK}
+    config = ModelConfig.from_hf({**SCOUT_LAYERS, **layers})
+    with torch.device("meta"):
+        model = Transformer(config)
+
+    def random_int4(out_features: int, in_features: int) -> Quantized:
+        values = torch.randint(0, 16, (out_features, in_features), dtype=torch.uint8, device=device)
+        scales = torch.full((out_features, in_features // 64), 0.02 / 4, device=device)
+        return Quantized("int4", values, scales, torch.zeros_like(scales), 64)
+
+    for block in model.layers:
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear) and name != "router":
+                    setattr(parent, name, QuantLinear(random_int4(*child.weight.shape), device, torch.bfloat16))
+            for name in ("experts_gate_up", "experts_down"):
+                bank = getattr(parent, name, None)
+                if isinstance(bank, torch.Tensor):
+                    delattr(parent, name)
+                    experts = [random_int4(*bank.shape[1:]) for _ in range(bank.shape[0])]
+                    setattr(parent, name, QuantExperts(experts, torch.device(device), torch.bfloat16))
+    with torch.no_grad():  # what is left on meta: embeddings, norms, routers, head (to_empty would wipe the int4 buffers)
+        for module in model.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                dense = torch.empty(p.shape, dtype=torch.bfloat16, device=device)
+                dense.fill_(1.0) if "norm" in type(module).__name__.lower() else dense.normal_(0.0, 0.02)
+                setattr(module, name, nn.Parameter(dense, requires_grad=False))
+    model.inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling).to(device)
+    return config, model.eval()
+
+
+def bench_scout_int4(device: str, tokens: int, piece: int) -> None:
+    print(f"5. Scout int4, full depth ({tokens:,} tokens of KV on the device, prefill in pieces of {piece})")
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    config, model = scout_int4_model(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    built = time.perf_counter() - start
+    weights = sum(t.nbytes for t in [*model.parameters(), *model.buffers()])
+    cache = HybridCache(config, torch.bfloat16, device)
+    ids = torch.randint(0, config.vocab_size, (tokens,), device=device)
+    with torch.inference_mode():
+        took, decode_ms = time_prefill_decode(model, ids, cache, piece, 4, sync)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    print(f"  {config.num_layers} layers, weights {weights / 2**30:.1f} GiB (built in {built:.0f} s); "
+          f"prefill {tokens / took:,.0f} tok/s ({took:.0f} s); decode {decode_ms:.0f} ms/token at {tokens:,} "
+          f"ctx; peak GPU {peak:.1f} GiB")
+    if device == "cuda" and tokens >= 131072 and peak > 80 * 1e9 / 2**30:
+        FAILURES.append(f"Scout int4 at {tokens} tokens needs {peak:.1f} GiB, over one 80 GB GPU")
+    del model, cache
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="scoutdoc GPU check")
     parser.add_argument("--allow-cpu", action="store_true", help="run the same checks on CPU with small sizes")
     parser.add_argument("--tokens", type=int, default=32768)
     parser.add_argument("--stream-tokens", type=int, default=262144)
+    parser.add_argument("--scout-tokens", type=int, default=131072, help="KV tokens for step 5 (0: skip)")
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("gpu_check: no CUDA device visible to PyTorch (torch.cuda.is_available() is False); "
@@ -236,6 +315,8 @@ def main() -> int:
         check_offload(device, Path(tmp))
     bench_prefill(device, args.tokens, min(8192, args.tokens))
     bench_streaming(device, args.stream_tokens)
+    if args.scout_tokens:
+        bench_scout_int4(device, args.scout_tokens, min(8192, args.scout_tokens))
     if FAILURES:
         print(f"FAILED: {len(FAILURES)} check(s): {', '.join(FAILURES)}")
         return 1

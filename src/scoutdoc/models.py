@@ -342,31 +342,45 @@ def tokenizer_for(ref: str):
 def memory_plan(
     info: dict[str, Any], context: str | int, *, dtype: str = "float32", kv_dtype: str | None = None,
     device: str = "auto", kv_device_budget: str | None = None, kv_host_budget: str | None = None,
-    kv_disk: Path | None = None, prefill_chunk: int | None = None,
+    kv_disk: Path | None = None, prefill_chunk: int | None = None, quantize: str = "none",
+    device_memory: str | None = None, host_memory: str | None = None,
 ):
     """The runtime's `MemoryPlan` for a model `describe` described (config.json, HF directory or GGUF
     file) at `context` tokens; its `text()` is what `scoutdoc models info --context` prints.
 
-    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
-    dequantized to `dtype`, and a float32 checkpoint run in bfloat16 takes half its size. torch and
-    the runtime are imported here, so describing a model without a plan never loads them."""
+    Weights count as loaded (`loaded_weight_bytes`), not as stored: with `quantize` none, quantized
+    GGUF matrices are dequantized to `dtype`; with int8/int4/fp8 the decoder matrices take that
+    format's bytes; with auto a GGUF keeps its own (`runtime.qload`). `device_memory`/`host_memory`
+    plan for a machine other than this one (e.g. "80GB" for one H100). torch and the runtime are
+    imported here, so describing a model without a plan never loads them."""
     import torch
 
     from .runtime.config import ModelConfig
+    from .runtime.footprint import gguf_matrix_types, loaded_weight_bytes
     from .runtime.memory import plan_memory
-    from .runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
+    from .runtime.qload import check_quantize, describe_gguf
+    from .runtime.weights import open_checkpoint, resolve_dtype
 
     path = Path(info["path"])
+    quantize = check_quantize(quantize)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    detail = ""
     if info["kind"] == "config":
         cfg, weights = ModelConfig.from_file(path), None
     else:
         ckpt = open_checkpoint(path)
-        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
-    return plan_memory(
-        cfg, parse_size(context, "--context"), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights,
-        device=device, kv_device_budget=parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget else None,
+        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device), quantize)
+        if ckpt.kind == "gguf" and quantize != "none":
+            detail = describe_gguf(gguf_matrix_types(ckpt), quantize, torch.device(device).type)
+    plan = plan_memory(
+        cfg, parse_size(context, "--context"), weights_dtype=dtype, quantize=quantize, kv_dtype=kv_dtype,
+        weights_bytes=weights, device=device,
+        kv_device_budget=parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget else None,
         kv_host_budget=parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget else None, kv_disk=kv_disk,
+        device_capacity=parse_size(device_memory, "--device-memory") if device_memory else None,
+        host_capacity=parse_size(host_memory, "--host-memory") if host_memory else None,
         prefill_chunk=prefill_chunk,
     )
+    plan.quantize_detail = detail
+    return plan

@@ -116,21 +116,67 @@ def test_cli_models_info_context_json(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("quantize", ["none", "auto"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cli_plan_counts_gguf_weights_as_loaded(smollm2_gguf, dtype):
-    """The default model's 4-bit matrices are dequantized on load and only its Q8_0 token table stays
-    8-bit: the plan counts the bytes the loaded model holds, not the file's 94 MiB."""
+def test_cli_plan_counts_gguf_weights_as_loaded(smollm2_gguf, dtype, quantize):
+    """With --quantize none the default model's 4-bit matrices are dequantized on load and only its
+    Q8_0 token table stays 8-bit; with auto they stay 4-bit. Either way the plan counts the bytes
+    the loaded model holds, not the file's 94 MiB."""
     from typer.testing import CliRunner
 
     from scoutdoc.cli import app
     from scoutdoc.runtime import load_model
 
-    args = ["models", "info", str(smollm2_gguf), "--context", "7000", "--json", "--device", "cpu", "--dtype", dtype]
+    args = ["models", "info", str(smollm2_gguf), "--context", "7000", "--json", "--device", "cpu", "--dtype", dtype,
+            "--quantize", quantize]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     planned = json.loads(result.output)["weights_bytes"]
-    module = load_model(smollm2_gguf, dtype=dtype, device="cpu").module
+    module = load_model(smollm2_gguf, dtype=dtype, device="cpu", quantize=quantize).module
     loaded = sum(p.nbytes for p in module.parameters())
     loaded += sum(b.nbytes for name, b in module.named_buffers() if name != "inv_freq")
     assert planned == loaded
-    assert planned > 2 * smollm2_gguf.stat().st_size
+    if quantize == "none":
+        assert planned > 2 * smollm2_gguf.stat().st_size
+    else:
+        assert planned < 1.2 * smollm2_gguf.stat().st_size
+
+
+def test_quantized_weights_by_hand(scout):
+    """int4 decoder matrices: half a byte per value plus a bf16 scale and zero per 64 values; routers,
+    norms, the token table and the LM head stay bf16."""
+    from scoutdoc.runtime.memory import weight_bytes
+
+    dense = weight_bytes(scout, "bfloat16")
+    assert dense == parameter_count(scout) * 2
+    h, f, e = 5120, 8192, 16
+    matrices = 48 * (7168 * h + h * 5120 + (e + 1) * 3 * h * f)  # q|k|v, o, experts + shared expert
+    rest = parameter_count(scout) - matrices
+    assert weight_bytes(scout, "bfloat16", "int4") == rest * 2 + matrices // 64 * (32 + 4)
+    int8 = weight_bytes(scout, "bfloat16", "int8")
+    rows = 48 * (7168 + h + (e + 1) * (2 * f + h))
+    assert int8 == rest * 2 + matrices + rows * 4
+    assert weight_bytes(scout, "bfloat16", "fp8") == int8
+
+
+def test_cli_scout_int4_fits_one_80gb_gpu(tmp_path):
+    """The issue's check: Scout with int4 weights at a 1M-token context on one 80 GB GPU and a host
+    with 128 GiB: weights on the device, global KV split between device and host, and both counted."""
+    from typer.testing import CliRunner
+
+    from scoutdoc.cli import app
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(SCOUT))
+    args = ["models", "info", str(path), "--context", "1M", "--device", "cuda", "--dtype", "bfloat16",
+            "--device-memory", "80GB", "--host-memory", "128GiB"]
+    result = CliRunner().invoke(app, [*args, "--quantize", "int4", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["fits"] and plan["quantize"] == "int4" and plan["weights_bytes"] < 64e9
+    assert plan["kv_device_tokens"] > 200_000 and plan["kv_host_tokens"] > 0
+    assert plan["kv_device_tokens"] + plan["kv_host_tokens"] >= 1_000_000 - 1
+    text = CliRunner().invoke(app, [*args, "--quantize", "int4"]).output
+    assert "decoder matrices int4" in text and "fits: yes" in text and f"{plan['kv_device_tokens']:,} tokens" in text
+    dense = json.loads(CliRunner().invoke(app, [*args, "--quantize", "none", "--json"]).output)
+    assert not dense["fits"] and any("--quantize int4" in s for s in dense["suggestions"])

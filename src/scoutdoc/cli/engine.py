@@ -13,7 +13,7 @@ def open_engine_for(choice: EngineChoice):
     engine = choice.engine or "embedded"
     runtime = choice.runtime
     if engine == "remote":
-        if runtime != RuntimeOptions(device=runtime.device, dtype=runtime.dtype):
+        if runtime != RuntimeOptions(device=runtime.device, dtype=runtime.dtype, quantize=runtime.quantize):
             notice("--attn, --kv-* and --prefill-chunk apply to the embedded engine; the server manages its own cache")
         remote = open_engine(
             "remote", model=choice.model, base_url=choice.base_url, api_key=choice.api_key, tokenizer=choice.tokenizer,

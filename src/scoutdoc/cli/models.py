@@ -12,7 +12,8 @@ from .options import ENGINE, ApiKeyOpt, EngineChoice, check_size, expand_options
 
 # What `models info --context` plans with: the embedded engine's own options and defaults, so the plan
 # a user reads is the run `ask` makes with the same flags.
-PLAN_OPTIONS = ("device", "dtype", "kv_dtype", "kv_device_budget", "kv_host_budget", "kv_disk", "prefill_chunk")
+PLAN_OPTIONS = ("device", "dtype", "quantize", "kv_dtype", "kv_device_budget", "kv_host_budget", "kv_disk",
+                "prefill_chunk")
 
 app = typer.Typer(help="List, pull and describe models.", no_args_is_help=True)
 
@@ -86,6 +87,8 @@ def models_info(
     ref: Annotated[str, typer.Argument(help="Catalog name, .gguf file, HF model directory or a config.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     context: Annotated[Optional[str], typer.Option("--context", callback=check_size, help="Plan memory for this many tokens, e.g. 128k or 10M.")] = None,
+    device_memory: Annotated[Optional[str], typer.Option("--device-memory", callback=check_size, help="Plan for a device of this size, e.g. 80GB (default: this machine's free memory).")] = None,
+    host_memory: Annotated[Optional[str], typer.Option("--host-memory", callback=check_size, help="Plan for this much host memory, e.g. 128GiB (default: available RAM).")] = None,
     *,
     choice: Annotated[EngineChoice, ENGINE.subset(*PLAN_OPTIONS)],
 ) -> None:
@@ -96,7 +99,9 @@ def models_info(
     bar, progress = download_bar(f"pulling {ref}")
     with bar:
         info = models.describe(ref, progress=progress)
-    plan = models.memory_plan(info, context, **_plan_options(choice.runtime)) if context else None
+    plan = models.memory_plan(
+        info, context, **_plan_options(choice.runtime), device_memory=device_memory, host_memory=host_memory,
+    ) if context else None
     if as_json:
         sys.stdout.write(json.dumps({**info, **(plan.to_dict() if plan else {})}, ensure_ascii=False) + "\n")
         return

@@ -180,6 +180,7 @@ def engine_choice(
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Remote engine: the served model's tokenizer (tokenizer.json, model directory or .gguf) for exact token counts.")] = None,
     device: Annotated[str, typer.Option("--device", help="Embedded engine: cpu, cuda, or auto.")] = RuntimeOptions.device,
     dtype: Annotated[str, typer.Option("--dtype", help="Embedded engine: float32, bfloat16 or float16.")] = RuntimeOptions.dtype,
+    quantize: Annotated[str, typer.Option("--quantize", help="Embedded engine: decoder matrices auto (as the file keeps them, where a kernel runs them), none (dense), int8, int4 or fp8.")] = RuntimeOptions.quantize,
     attn: Annotated[str, typer.Option("--attn", help="Embedded engine: attention backend auto, sdpa, flex, math or flash (flash needs CUDA and flash-attn).")] = RuntimeOptions.attn,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Embedded engine: KV cache dtype: model, float16, bfloat16 or float8.")] = None,
     kv_device_budget: Annotated[Optional[str], typer.Option("--kv-device-budget", callback=check_size, help="Embedded engine: most global-layer KV bytes on the device, e.g. 20GiB; the rest goes to host memory or --kv-disk.")] = None,
@@ -190,7 +191,7 @@ def engine_choice(
     """The engine options of the answer commands; `models info` plans with the embedded ones."""
     runtime = RuntimeOptions(
         dtype=dtype, device=device, attn=attn, kv_dtype=kv_dtype, kv_device_budget=kv_device_budget,
-        kv_host_budget=kv_host_budget, kv_disk=kv_disk, prefill_chunk=prefill_chunk,
+        kv_host_budget=kv_host_budget, kv_disk=kv_disk, prefill_chunk=prefill_chunk, quantize=quantize,
     )
     return EngineChoice(engine, model, base_url, api_key, context_limit, tokenizer, runtime)
 

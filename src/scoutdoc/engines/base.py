@@ -26,12 +26,14 @@ class GenerationParams:
 
 @dataclass
 class RuntimeOptions:
-    """How the embedded engine runs: weights dtype and device, attention backend, where the KV cache
-    may live (byte budgets per tier as sizes like "20GiB", a spill directory, its dtype) and the
+    """How the embedded engine runs: weights dtype and device, how decoder matrices are held
+    (`quantize`: auto, none, int8, int4, fp8; see `runtime.qload`), attention backend, where the KV
+    cache may live (byte budgets per tier as sizes like "20GiB", a spill directory, its dtype) and the
     prefill piece size (None: aligned to the model's attention chunk). The remote engine ignores them."""
 
     dtype: str = "float32"
     device: str = "auto"
+    quantize: str = "auto"
     attn: str = "auto"
     kv_dtype: str | None = None
     kv_device_budget: str | None = None

@@ -92,6 +92,7 @@ class EmbeddedEngine:
         kv_device_budget: str | int | None = None,
         kv_host_budget: str | int | None = None,
         kv_disk: str | Path | None = None,
+        quantize: str = "none",
     ):
         """`attn` and the `kv_*` options are checked before the weights load, so a forced attention
         backend this machine cannot run (ModelError) or an unreadable size (UsageError) fails fast."""
@@ -110,7 +111,7 @@ class EmbeddedEngine:
         self.kv_disk = Path(kv_disk).expanduser() if kv_disk is not None else None
         self.kv_dtype_name = None if kv_dtype in (None, "model") else kv_dtype  # the planner's name for it
         path, self.model_name = locate(model)
-        self.model = load_model(path, dtype=dtype, device=device)
+        self.model = load_model(path, dtype=dtype, device=device, quantize=quantize)
         self.tokenizer = self.model.tokenizer
         self.model_id = self.model.fingerprint
         self.context_limit = int(self.model.config.max_position_embeddings)

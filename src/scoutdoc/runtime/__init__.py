@@ -21,6 +21,7 @@ from .config import ModelConfig
 from .generate import Sampling, Session, TextGeneration, generate_ids, prefill
 from .kvcache import CacheOptions, HybridCache, KVCache
 from .model import Transformer
+from .qload import check_quantize
 from .reference import ContiguousCache
 from .weights import Checkpoint, build_model, fingerprint, open_checkpoint, resolve_device, resolve_dtype
 
@@ -35,6 +36,7 @@ class LoadedModel:
     dtype: torch.dtype
     device: torch.device
     fingerprint: str
+    quantize: str = "none"  # how its decoder matrices are held (`qload`): none, auto, int8, int4, fp8
     _tokenizer: object = field(default=None, repr=False)
 
     @property
@@ -136,14 +138,18 @@ class LoadedModel:
 _LOADED: dict[tuple[str, str], LoadedModel] = {}
 
 
-def load_model(path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto") -> LoadedModel:
-    """Load (or reuse) a model from a GGUF file or an HF directory."""
+def load_model(
+    path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto", quantize: str = "none"
+) -> LoadedModel:
+    """Load (or reuse) a model from a GGUF file or an HF directory; `quantize` (none, auto, int8,
+    int4, fp8) says which decoder matrices stay or become quantized (`qload`)."""
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
+    quantize_as = check_quantize(quantize)
     ckpt = open_checkpoint(Path(path).expanduser())
-    fp = fingerprint(ckpt, torch_dtype)
+    fp = fingerprint(ckpt, torch_dtype, quantize_as)
     key = (fp, str(dev))
     if key not in _LOADED:
-        module = build_model(ckpt, torch_dtype, dev)
-        _LOADED[key] = LoadedModel(ckpt.config, module, ckpt, torch_dtype, dev, fp)
+        module = build_model(ckpt, torch_dtype, dev, quantize_as)
+        _LOADED[key] = LoadedModel(ckpt.config, module, ckpt, torch_dtype, dev, fp, quantize_as)
     return _LOADED[key]

@@ -22,9 +22,41 @@ from .config import ModelConfig, parameter_count
 from .dtypes import DTYPES
 from .generate import default_prefill_chunk
 from .model import FFN_ROWS
+from .qload import quantized_bytes
+from .quant import QUANT_KINDS, int4_group
 
 DTYPE_BYTES = {name: dtype.itemsize for name, dtype in DTYPES.items()}
 STREAM_TOKENS = 16384  # must match CacheOptions.stream_tokens: offloaded KV staging on the device
+
+def decoder_matrices(config: ModelConfig) -> list[tuple[int, int, int]]:
+    """(out, in, how many) of every matrix `--quantize` quantizes: attention q|k|v and output,
+    feed-forward gate|up and down, shared experts and every routed expert (not routers, norms,
+    the token table or the LM head)."""
+    h, d = config.hidden_size, config.head_dim
+    qkv, o = (config.num_heads + 2 * config.num_kv_heads) * d, config.num_heads * d
+    rows: dict[tuple[int, int], int] = {}
+    for i in range(config.num_layers):
+        shapes = [(qkv, h), (h, o)]
+        if config.layer_is_moe[i]:
+            f, copies = config.intermediate_size, config.num_experts + 1  # routed experts + the shared one
+        else:
+            f, copies = config.intermediate_size_mlp, 1
+        shapes += [(2 * f, h)] * copies + [(h, f)] * copies
+        for shape in shapes:
+            rows[shape] = rows.get(shape, 0) + 1
+    return [(out, inp, n) for (out, inp), n in rows.items()]
+
+
+def weight_bytes(config: ModelConfig, dtype: str, quantize: str = "none") -> int:
+    """Bytes of the loaded weights: everything in `dtype`, or with `quantize` int8/int4/fp8 the
+    decoder matrices packed in that format (`qload.quantized_bytes`) and the rest in `dtype`."""
+    total = parameter_count(config) * DTYPE_BYTES[dtype]
+    if quantize not in QUANT_KINDS:
+        return total
+    for out, inp, n in decoder_matrices(config):
+        total += n * (quantized_bytes(out, inp, quantize, int4_group(inp)) - out * inp * DTYPE_BYTES[dtype])
+    return total
+
 
 def kv_bytes_per_token_layer(config: ModelConfig, kv_dtype: str) -> int:
     return 2 * config.num_kv_heads * config.head_dim * DTYPE_BYTES[kv_dtype]
@@ -77,6 +109,8 @@ class MemoryPlan:
     context_fit: int = 0  # tokens of context that would fit as things are, when it is the context that does not
     problems: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    quantize: str = "none"  # how the decoder matrices are held (`qload`): none, auto, int8, int4, fp8
+    quantize_detail: str = ""  # for a GGUF: which of its matrix types are held how
 
     @property
     def fits(self) -> bool:
@@ -87,9 +121,17 @@ class MemoryPlan:
         """Whether the device's free memory was known, so that "fits" was checked against it."""
         return self.device_capacity is not None
 
+    def tokens(self, kv_bytes: int) -> int:
+        """How many tokens of global KV `kv_bytes` hold."""
+        return kv_bytes // self.kv_global_bytes_per_token if self.kv_global_bytes_per_token else 0
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; "fits" is null when nothing failed but the device's memory was unknown."""
-        return {**asdict(self), "fits": self.fits if self.fits is False or self.device_known else None}
+        return {
+            **asdict(self), "fits": self.fits if self.fits is False or self.device_known else None,
+            "kv_device_tokens": self.tokens(self.kv_device_bytes),
+            "kv_host_tokens": self.tokens(self.kv_host_bytes), "kv_disk_tokens": self.tokens(self.kv_disk_bytes),
+        }
 
     def text(self) -> str:
         """The plan as a few aligned lines for `scoutdoc models info NAME --context N`."""
@@ -102,21 +144,23 @@ class MemoryPlan:
         rows = [
             ("context", f"{self.context_tokens:,} tokens, prefill in pieces of {self.prefill_chunk:,}"),
             ("parameters", f"{self.params / 1e9:.2f} B"),
-            ("weights", f"{fb(self.weights_bytes)} ({self.weights_dtype})"),
+            ("weights", f"{fb(self.weights_bytes)} ({self._weights_form()})"),
             (
                 "KV global",
                 f"{fb(self.kv_global_bytes)} = {self.global_layers} layers, "
                 f"{fb(self.kv_global_bytes_per_token)}/token ({self.kv_dtype})",
             ),
-            ("  on device", fb(self.kv_device_bytes)),
-            ("  in host memory", fb(self.kv_host_bytes)),
-            ("  on disk", fb(self.kv_disk_bytes)),
+            ("  on device", f"{fb(self.kv_device_bytes)} ({self.tokens(self.kv_device_bytes):,} tokens)"),
+            ("  in host memory", f"{fb(self.kv_host_bytes)} ({self.tokens(self.kv_host_bytes):,} tokens)"),
+            ("  on disk", f"{fb(self.kv_disk_bytes)} ({self.tokens(self.kv_disk_bytes):,} tokens)"),
             ("KV local", f"{fb(self.kv_local_bytes)} = {chunk_note}"),
             ("activations", fb(self.activation_bytes)),
             ("total", fb(self.total_bytes)),
         ]
         if self.kv_unplaced_bytes:
             rows.insert(7, ("  unplaced", fb(self.kv_unplaced_bytes)))
+        if self.quantize_detail:
+            rows.insert(3, ("  matrices", self.quantize_detail))
         rows.append(("device memory", f"{fb(self.device_capacity)} free" if self.device_known else _unknown_device(self.device)))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
@@ -129,6 +173,11 @@ class MemoryPlan:
             shorter = [f"--context {self.context_fit} (what fits now)"] if self.context_fit else []
             lines.append("try: " + "; or ".join(shorter + self.suggestions))
         return "\n".join(lines)
+
+    def _weights_form(self) -> str:
+        if self.quantize in QUANT_KINDS:
+            return f"decoder matrices {self.quantize}, the rest {self.weights_dtype}"
+        return self.weights_dtype + (" or as the file keeps them" if self.quantize == "auto" else "")
 
 
 def _available_ram() -> int | None:
@@ -157,6 +206,7 @@ def plan_memory(
     context_tokens: int,
     *,
     weights_dtype: str = "bfloat16",
+    quantize: str = "none",
     kv_dtype: str | None = None,
     weights_bytes: int | None = None,
     device: str = "cpu",
@@ -171,7 +221,7 @@ def plan_memory(
 ) -> MemoryPlan:
     """Bytes for weights, KV (global per tier, local) and activations, and whether they fit.
 
-    `weights_bytes` overrides the estimate from the parameter count (`weights.loaded_weight_bytes` for a
+    `weights_bytes` overrides the estimate from the parameter count (`footprint.loaded_weight_bytes` for a
     checkpoint whose token table stays quantized; 0 for a model already loaded).
     Capacities not given are detected (free device memory, available RAM, free disk) unless
     `detect` is False, in which case an unknown capacity is not checked. Budgets left at None
@@ -190,7 +240,7 @@ def plan_memory(
     n_global = config.num_layers - n_local
     per_layer = kv_bytes_per_token_layer(config, kv_dtype)
     params = parameter_count(config)
-    weights = weights_bytes if weights_bytes is not None else params * DTYPE_BYTES[weights_dtype]
+    weights = weights_bytes if weights_bytes is not None else weight_bytes(config, weights_dtype, quantize)
     local_tokens = min(context_tokens, chunk) if chunk and n_local else 0
     kv_local = n_local * local_tokens * per_layer
     kv_global = n_global * context_tokens * per_layer
@@ -231,6 +281,7 @@ def plan_memory(
         context_tokens=context_tokens,
         kv_dtype=kv_dtype,
         weights_dtype=weights_dtype,
+        quantize=quantize,
         device=device,
         params=params,
         weights_bytes=weights,
@@ -277,8 +328,9 @@ def _check(plan: MemoryPlan, on_cpu: bool) -> None:
     room = plan.kv_global_bytes - plan.kv_unplaced_bytes
     fixed = plan.weights_bytes + plan.kv_local_bytes + plan.activation_bytes
     if plan.device_capacity is not None and fixed > plan.device_capacity:
+        quantize = "" if plan.quantize == "int4" else "--quantize int4, "
         plan.suggestions.append(
-            f"a quantized model file or a device with more memory (weights alone need {fb(plan.weights_bytes)})"
+            f"{quantize}a quantized model file or a device with more memory (weights alone need {fb(plan.weights_bytes)})"
         )
     elif plan.kv_unplaced_bytes and per_token and room // per_token > 0:
         plan.context_fit = room // per_token  # worded by the caller: only `models info` has --context

@@ -17,6 +17,8 @@ from torch import nn
 
 from .config import ModelConfig
 from .kvcache import KVCache
+from .qexperts import expert_linear
+from .qlinear import QuantLinear
 from .quant import Q8Table, TiedQ8Head
 from .rope import apply_rope, inverse_frequencies, rope_tables
 
@@ -58,13 +60,16 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(width, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 1 or not isinstance(self.gate_up, nn.Linear):  # decode, or a packed weight
+        if isinstance(self.gate_up, nn.Linear):
+            w = self.gate_up.weight if x.shape[0] > 1 else None
+        else:  # a quantized weight dequantized for a prompt, as QuantLinear itself would (None: its kernel)
+            w = self.gate_up.dense_weight(x) if isinstance(self.gate_up, QuantLinear) else None
+        if w is None:  # decode, a packed weight, or a quantized kernel
             gate, up = self.gate_up(x).split(self.width, dim=-1)
             return self.down(F.silu(gate).mul_(up))
         # Prompts with a dense weight: two GEMMs on row slices of it (no copy). oneDNN runs them
         # faster than one [2F, H] GEMM (64 against 79 ms at 7000 tokens, bf16), and their contiguous
         # outputs let silu and the product work in place.
-        w = self.gate_up.weight
         gate = F.silu(F.linear(x, w[: self.width]), inplace=True)
         return self.down(gate.mul_(F.linear(x, w[self.width :])))
 
@@ -73,21 +78,23 @@ class MoE(nn.Module):
     """Top-k router with sigmoid scores applied to each expert's *input*, plus an always-on shared expert.
 
     Only the selected experts run: tokens are grouped by expert, so cost grows with k, not with the
-    number of experts. Expert weights are [E, out, in] so each expert is an `F.linear`.
+    number of experts. Expert weights are [E, out, in] so each expert is an `F.linear` (or, once
+    quantized, a `qexperts.QuantExperts` bank that runs the same product on its own kernel).
     """
 
     def __init__(self, hidden: int, width: int, num_experts: int, top_k: int):
         super().__init__()
         self.width = width
         self.top_k = top_k
+        self.num_experts = num_experts
         self.router = nn.Linear(hidden, num_experts, bias=False)
         self.experts_gate_up = nn.Parameter(torch.empty(num_experts, 2 * width, hidden))
         self.experts_down = nn.Parameter(torch.empty(num_experts, hidden, width))
         self.shared = SwiGLU(hidden, width)
 
     def _expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, self.experts_gate_up[e]).split(self.width, dim=-1)
-        return F.linear(F.silu(gate) * up, self.experts_down[e])
+        gate, up = expert_linear(self.experts_gate_up, e, x).split(self.width, dim=-1)
+        return expert_linear(self.experts_down, e, F.silu(gate) * up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.router(x)
@@ -100,7 +107,7 @@ class MoE(nn.Module):
             return out
         flat_experts = top_experts.flatten()
         order = torch.argsort(flat_experts, stable=True)
-        counts = torch.bincount(flat_experts, minlength=self.experts_gate_up.shape[0]).tolist()
+        counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
         token_of = order // self.top_k
         scaled = x[token_of] * scores.flatten()[order][:, None]
         start = 0

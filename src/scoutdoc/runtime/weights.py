@@ -19,13 +19,15 @@ from typing import Any, BinaryIO
 import torch
 
 from ..errors import ModelError
-from .config import ModelConfig, parameter_count
+from .config import ModelConfig
 from .dtypes import DTYPES, WEIGHT_DTYPES
 from .gguf import gguf_config, read_gguf_metadata
 from .heap import release_freed_heap
 from .model import Transformer
 from .packed import pack_linears, packs_linears
-from .quant import Q8_BLOCK, Q8Table
+from .qexperts import QuantExperts
+from .qload import DECODER_MATRICES, QuantParts, fp8_matrix, from_gguf_rows, gguf_target, install
+from .quant import INT4_GROUP, Q8_BLOCK, QUANT_KINDS, Q8Table, Quantized, quantize
 from .rope import inverse_frequencies, pairs_to_halves
 
 GGUF_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"}
@@ -156,6 +158,8 @@ _GGUF_LAYER = {
 _GGUF_TOP = {"token_embd": "embed", "output_norm": "norm", "output": "lm_head", "rope_freqs": "rope_freqs"}
 _SKIP_PREFIXES = ("vision_model.", "multi_modal_projector.", "v.", "mm.")
 _LAYER_RE = re.compile(r"^layers\.(\d+)\.(.+)$")
+# per-expert matrices as FP8 repos publish Llama 4 ([out, in] each, with a `weight_scale` beside)
+_EXPERT_RE = re.compile(r"^feed_forward\.experts\.(\d+)\.(gate|up|down)_proj\.weight$")
 _BLK_RE = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.weight$")
 
 
@@ -168,6 +172,9 @@ def _hf_name(name: str) -> str | None:
     m = _LAYER_RE.match(name)
     if m and m.group(2) in _HF_LAYER:
         return f"{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+    expert = _EXPERT_RE.match(m.group(2)) if m else None
+    if expert:
+        return f"{m.group(1)}.exp_{expert.group(2)}#{expert.group(1)}"
     return None
 
 
@@ -185,6 +192,7 @@ def _iter_safetensors(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
     for file in ckpt.files:
         try:
             with safe_open(file, framework="pt") as f:
+                names = set(f.keys())
                 for name in f.keys():
                     neutral = _hf_name(name)
                     if neutral is None:
@@ -192,6 +200,9 @@ def _iter_safetensors(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
                     tensor = f.get_tensor(name)
                     if neutral.endswith(("exp_gate_up", "exp_down")):
                         tensor = tensor.transpose(1, 2)  # x @ W layout -> [E, out, in]
+                    if tensor.dtype == torch.float8_e4m3fn:
+                        scale = f.get_tensor(name + "_scale") if name + "_scale" in names else torch.ones(1)
+                        tensor = fp8_matrix(tensor, scale)
                     yield neutral, tensor
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise ModelError(
@@ -205,18 +216,19 @@ _DEQUANT_BLOCK = 1 << 21
 
 
 def _iter_gguf(
-    ckpt: Checkpoint, dtype: torch.dtype, keep_q8: bool = False
-) -> Iterator[tuple[str, torch.Tensor | Q8Table]]:
+    ckpt: Checkpoint, dtype: torch.dtype, keep_q8: bool = False, quantize_as: str = "none", device_type: str = "cpu"
+) -> Iterator[tuple[str, torch.Tensor | Q8Table | Quantized]]:
     """Neutral name and tensor in `dtype` (fp32 for rope_freqs), dequantized in bounded row blocks;
-    with `keep_q8` a Q8_0 token table comes as a `Q8Table` instead."""
+    with `keep_q8` a Q8_0 token table comes as a `Q8Table` instead, and a decoder matrix that
+    `qload.gguf_target` keeps quantized comes as a `Quantized`."""
     path = ckpt.files[0]
     with open(path, "rb") as f:  # plain reads, not a memory map: mapped file pages would count as our RSS
-        yield from _read_gguf_tensors(ckpt, f, dtype, keep_q8)
+        yield from _read_gguf_tensors(ckpt, f, dtype, keep_q8, quantize_as, device_type)
 
 
 def _read_gguf_tensors(
-    ckpt: Checkpoint, f: BinaryIO, dtype: torch.dtype, keep_q8: bool
-) -> Iterator[tuple[str, torch.Tensor | Q8Table]]:
+    ckpt: Checkpoint, f: BinaryIO, dtype: torch.dtype, keep_q8: bool, quantize_as: str, device_type: str
+) -> Iterator[tuple[str, torch.Tensor | Q8Table | Quantized]]:
     import gguf
     import numpy as np
 
@@ -245,6 +257,15 @@ def _read_gguf_tensors(
         f.seek(start)
         if neutral == "embed" and keep_q8 and qtype == gguf.GGMLQuantizationType.Q8_0:
             yield neutral, _read_q8_0(f, rows, t.shape[0], step, dtype)
+            continue
+        target = gguf_target(qtype.name, quantize_as, device_type) if neutral.split(".")[-1] in DECODER_MATRICES else None
+        if target:  # the whole tensor's blocks at once: at most a fraction of its dense size
+            raw = np.frombuffer(f.read(rows * row_bytes), dtype=np.uint8).reshape(rows, row_bytes)
+            q = from_gguf_rows(raw, qtype.name, t.shape[0], target)
+            if q is None:
+                dense = torch.from_numpy(np.require(gguf.quants.dequantize(raw, qtype), np.float32, ("C", "W")))
+                q = quantize(dense, target, INT4_GROUP if qtype.name in ("F32", "F16", "BF16") else 32)
+            yield neutral, q
             continue
         out = torch.empty((rows, t.shape[0]), dtype=torch.float32 if neutral == "rope_freqs" else dtype)
         for r in range(0, rows, step):
@@ -279,23 +300,6 @@ def keeps_q8_table(config: ModelConfig, dtype: torch.dtype, device: torch.device
     return not config.tie_word_embeddings or (device.type == "cpu" and dtype in (torch.float32, torch.bfloat16))
 
 
-def loaded_weight_bytes(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> int:
-    """What the loaded weights occupy: every parameter in `dtype`, except a Q8_0 token table kept
-    8-bit (`keeps_q8_table`). A quantized GGUF's file size is no guide: its other matrices are
-    dequantized on load, so a 4-bit file takes about four times its size in bfloat16."""
-    import gguf
-
-
-    config = ckpt.config
-    total = parameter_count(config) * dtype.itemsize
-    embed = next((t for t in ckpt.gguf_tensors if _gguf_name(t.name) == "embed"), None)
-    if embed is not None and embed.type == gguf.GGMLQuantizationType.Q8_0 and keeps_q8_table(config, dtype, device):
-        table = config.vocab_size * config.hidden_size
-        q8 = table + table // Q8_BLOCK * 4 + config.vocab_size * dtype.itemsize  # values, fp32 scales, unit row
-        total += q8 - table * dtype.itemsize
-    return total
-
-
 # --- assembly --------------------------------------------------------------------------------
 
 # neutral part -> (our parameter suffix, slot, number of slots)
@@ -322,16 +326,17 @@ _TOP = {"embed": "embed.weight", "norm": "norm.weight", "lm_head": "lm_head.weig
 
 
 class _Assembler:
-    """Collects neutral tensors into the model's state dict, fusing multi-part parameters when complete."""
+    """Collects neutral tensors into the model's state dict, fusing multi-part parameters when
+    complete; decoder matrices that are (or are to be) quantized go to `quant` instead."""
 
-    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype, device: torch.device):
-        self.ckpt, self.dtype, self.device = ckpt, dtype, device
+    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quant: QuantParts):
+        self.ckpt, self.dtype, self.device, self.quant = ckpt, dtype, device, quant
         self.state: dict[str, torch.Tensor] = {}
         self.pending: dict[str, dict[int, torch.Tensor]] = {}
         self.rope_freqs: torch.Tensor | None = None
         self.q8_embed: Q8Table | None = None
 
-    def add(self, neutral: str, tensor: torch.Tensor | Q8Table) -> None:
+    def add(self, neutral: str, tensor: torch.Tensor | Q8Table | Quantized) -> None:
         if isinstance(tensor, Q8Table):
             self.q8_embed = tensor.to(self.device)
             return
@@ -342,33 +347,51 @@ class _Assembler:
             self.state[_TOP[neutral]] = self._cast(tensor)
             return
         layer, part = neutral.split(".", 1)
+        part, _, expert = part.partition("#")  # "exp_gate#3": expert 3's own matrix
         suffix, slot, slots = _PARTS[part]
-        tensor = self._cast(tensor)
         if part in ("q", "k") and self.ckpt.pair_rope:
             heads = self.ckpt.config.num_heads if part == "q" else self.ckpt.config.num_kv_heads
-            tensor = pairs_to_halves(tensor, heads)
+            if isinstance(tensor, Quantized):
+                tensor = tensor.map_rows(lambda t: pairs_to_halves(t, heads))
+            else:
+                tensor = pairs_to_halves(tensor, heads)
         target = f"layers.{layer}.{suffix}"
-        if slots == 1:
+        if self.quant.wants(part, tensor):
+            on_device = tensor if isinstance(tensor, Quantized) else tensor.to(self.device)
+            self.quant.add(target, slot, slots, on_device, int(expert) if expert else None)
+            return
+        tensor = self._cast(tensor)
+        experts = self.ckpt.config.num_experts if expert else 1
+        if slots * experts == 1:
             self.state[target] = tensor.contiguous()
             return
         parts = self.pending.setdefault(target, {})
-        parts[slot] = tensor
-        if len(parts) == slots:
-            self.state[target] = torch.cat([parts[i] for i in range(slots)], dim=-2)
+        parts[int(expert or 0) * slots + slot] = tensor
+        if len(parts) == slots * experts:
+            fused = [torch.cat([parts[e * slots + i] for i in range(slots)], dim=-2) for e in range(experts)]
+            self.state[target] = torch.stack(fused) if expert else fused[0]
             del self.pending[target]
 
-    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _cast(self, tensor: torch.Tensor | Quantized) -> torch.Tensor:
+        if isinstance(tensor, Quantized):
+            tensor = tensor.dequantize(self.dtype)
         return tensor.to(device=self.device, dtype=self.dtype)
 
 
-def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> Transformer:
-    """Instantiate the model without allocating weights, then assign the checkpoint's tensors."""
+def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quantize_as: str = "none") -> Transformer:
+    """Instantiate the model without allocating weights, then assign the checkpoint's tensors;
+    `quantize_as` (see `qload`) says which decoder matrices are held quantized."""
     config = ckpt.config
     with torch.device("meta"):
         model = Transformer(config)
-    assembler = _Assembler(ckpt, dtype, device)
+    kind = quantize_as if quantize_as in QUANT_KINDS else None
+    quant = QuantParts(kind, config.num_experts, device, dtype, enabled=quantize_as != "none")
+    assembler = _Assembler(ckpt, dtype, device, quant)
     keep_q8 = keeps_q8_table(config, dtype, device)
-    tensors = _iter_gguf(ckpt, dtype, keep_q8) if ckpt.kind == "gguf" else _iter_safetensors(ckpt)
+    if ckpt.kind == "gguf":
+        tensors = _iter_gguf(ckpt, dtype, keep_q8, quantize_as, device.type)
+    else:
+        tensors = _iter_safetensors(ckpt)
     for neutral, tensor in tensors:
         try:
             assembler.add(neutral, tensor)
@@ -390,7 +413,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
         state.pop("lm_head.weight", None)
-    missing = sorted(expected - set(state)) + sorted(assembler.pending)
+    missing = sorted(expected - set(state) - set(quant.done)) + sorted(assembler.pending) + sorted(quant.pending)
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ModelError(
@@ -398,14 +421,19 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
             "configuration, download the model again"
         )
     shapes = model.state_dict()
-    for name, tensor in state.items():
-        if name in shapes and shapes[name].shape != tensor.shape:
+    held = {name: tuple(t.shape) for name, t in state.items()}
+    for name, module in quant.done.items():
+        held[name] = module.shape if isinstance(module, QuantExperts) else (module.out_features, module.in_features)
+    for name, shape in held.items():
+        if name in shapes and tuple(shapes[name].shape) != shape:
             raise ModelError(
-                f"{ckpt.path}: tensor {name} has shape {tuple(tensor.shape)}, the configuration expects "
+                f"{ckpt.path}: tensor {name} has shape {shape}, the configuration expects "
                 f"{tuple(shapes[name].shape)}; the weights and config.json/metadata disagree"
             )
     model.load_state_dict(state, strict=False, assign=True)
     state.clear()  # the model holds the tensors now; packing below frees the dense ones it replaces
+    install(model, quant.done)
+    quant.done.clear()
     if q8 is not None:
         model.use_q8_table(q8)
     elif config.tie_word_embeddings:
@@ -420,7 +448,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device) -> T
     return model.eval()
 
 
-def fingerprint(ckpt: Checkpoint, dtype: torch.dtype) -> str:
+def fingerprint(ckpt: Checkpoint, dtype: torch.dtype, quantize_as: str = "none") -> str:
     """Stable id of the model as run: its configuration, the dtype, and each weight file's name, size
     and first/last MiB.
 
@@ -428,6 +456,8 @@ def fingerprint(ckpt: Checkpoint, dtype: torch.dtype) -> str:
     only valid for the exact weights, configuration and dtype that produced them.
     """
     h = hashlib.sha256(str(dtype).encode())
+    if quantize_as != "none":  # dense runs keep the fingerprints their snapshots were saved under
+        h.update(quantize_as.encode())
     h.update(json.dumps(ckpt.config.to_dict(), sort_keys=True, default=str).encode())
     for file in ckpt.files:
         size = file.stat().st_size

@@ -1,0 +1,173 @@
+"""A linear layer whose weight stays quantized in memory, multiplied by PyTorch's own kernels.
+
+Formats (see `quant.Quantized`) and the kernel each one runs on:
+
+| format | CPU | CUDA | fallback (any device) |
+| --- | --- | --- | --- |
+| int8, per output channel (W8A16) | `_weight_int8pack_mm` | `_weight_int8pack_mm` | dequantize + `F.linear` |
+| int4, groups of 32-128 with zero points (W4A16) | `_weight_int4pack_mm_for_cpu` | `_weight_int4pack_mm` | same |
+| fp8 e4m3, per output channel | - | `_scaled_mm` (W8A8, rows scaled on the fly; sm_89+) | same |
+
+The kernels are PyTorch-internal operators whose packed layouts and dtype rules vary by version
+and device, so `kernel_for` runs each one once on a small matrix against the fallback and the
+layer falls back wherever it is missing or disagrees. The fallback keeps int4 as plain nibbles.
+
+On the CPU the int8/int4 kernels only run fast with bfloat16 activations (fp32 and fp16 are 10-30x
+slower than a dense product, torch 2.13), so an fp32 model hands them bfloat16 rows (W8A16 means
+16-bit activations); and they beat dequantize-then-matmul only for a few rows (on this project's
+machine: 2.3x at one row, even at about 16), so prompts dequantize one matrix at a time and run
+the dense product: prefill keeps oneDNN's speed, decode reads 4-8x fewer bytes.
+"""
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quant import Quantized, quantize
+
+KERNEL_ROWS = 16  # up to this many rows the quantized kernels beat dequantize + dense product (CPU)
+ANY_ROWS = ("int4cuda", "fp8mm")  # GPU kernels built for prompts too (tensor cores); int4cuda is opaque
+COLUMN_BLOCK = 32  # int8 matrices get their columns padded to a multiple of this for the kernel
+ROW_BLOCK = 64  # int4 matrices get their rows padded to a multiple of this (every packed layout's block)
+
+
+def kernel_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
+    """The activation dtype the quantized kernels run in: bfloat16 unless the model runs fp16 on a GPU."""
+    return dtype if device_type == "cuda" and dtype == torch.float16 else torch.bfloat16
+
+
+@lru_cache(maxsize=None)
+def kernel_for(kind: str, device_type: str) -> str | None:
+    """The kernel layout for `kind` on this device, or None for the dequantize fallback: each
+    candidate is packed from a small matrix and must reproduce the fallback's product."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(ROW_BLOCK * 2, 128, generator=generator)
+    x = torch.randn(3, 128, generator=generator).to(torch.bfloat16)
+    q = quantize(weight, kind, 32)
+    want = F.linear(x.float(), q.dequantize())
+    for layout in _CANDIDATES.get((kind, device_type), ()):
+        try:
+            layer = QuantLinear(q, torch.device(device_type), layout=layout)
+            got = layer(x.to(device_type)).float().cpu()
+            unpacks = kind != "int4" or torch.equal(layer._int4_values().cpu(), q.values)  # the layout is as read
+        except (RuntimeError, AttributeError, NotImplementedError, TypeError):
+            continue
+        if unpacks and (got - want).abs().max().item() <= 0.02 * want.abs().max().item():
+            return layout
+    return None
+
+
+_CANDIDATES = {
+    ("int8", "cpu"): ("int8mm",),
+    ("int8", "cuda"): ("int8mm",),
+    ("int4", "cpu"): ("int4cpu64", "int4cpu32", "int4cpu16"),
+    ("int4", "cuda"): ("int4cuda",),
+    ("fp8", "cuda"): ("fp8mm",),
+}
+
+
+class QuantLinear(nn.Module):
+    """`nn.Linear` without bias holding a `Quantized` weight in its kernel's layout."""
+
+    def __init__(self, q: Quantized, device: torch.device, dtype: torch.dtype = torch.float32, layout: str | None = None):
+        super().__init__()
+        device = torch.device(device)
+        self.kind, self.group = q.kind, q.group
+        self.out_features, self.in_features = q.shape
+        self.act_dtype = kernel_dtype(device.type, dtype)
+        self.layout = layout if layout is not None else (kernel_for(q.kind, device.type) or "plain")
+        q = q.to(device)
+        if q.kind == "int4":
+            self._pack_int4(q)
+        else:  # the int8 kernel needs a width that is a multiple of 16 (wrong results or a crash otherwise)
+            columns = -q.shape[1] % COLUMN_BLOCK if self.layout == "int8mm" else 0
+            self.register_buffer("values", F.pad(q.values, (0, columns)) if columns else q.values.contiguous())
+            self.register_buffer("scales", q.scales.to(self.act_dtype if self.layout == "int8mm" else torch.float32))
+
+    def _pack_int4(self, q: Quantized) -> None:
+        rows = -q.shape[0] % ROW_BLOCK
+        values = F.pad(q.values, (0, 0, 0, rows))  # zero rows: their outputs are cut off
+        scales, zeros = F.pad(q.scales, (0, 0, 0, rows)), F.pad(q.zeros, (0, 0, 0, rows))
+        if self.layout.startswith("int4cpu"):
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
+        elif self.layout == "int4cuda":
+            width = values.shape[1]
+            tiles = next(t for t in (8, 4, 2) if width % (t * 16) == 0)
+            packed = torch.ops.aten._convert_weight_to_int4pack((values[:, ::2] << 4 | values[:, 1::2]).contiguous(), tiles)
+        else:
+            packed = (values[:, ::2] | values[:, 1::2] << 4).contiguous()
+        self.register_buffer("packed", packed)
+        # [in/group, out, 2]: the kernels' scales-and-zeros layout, in their activation dtype
+        self.register_buffer("scale_zero", torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous().to(self.act_dtype))
+
+    @property
+    def padded_in(self) -> int:
+        return self.scale_zero.shape[0] * self.group if self.kind == "int4" else self.values.shape[1]
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        """The dense [out, in] weight in `dtype` (what the fallback and long prompts multiply by)."""
+        if self.kind != "int4":
+            return (self.values[:, : self.in_features].to(dtype) * self.scales[:, None].to(dtype)).to(dtype)
+        values = self._int4_values()
+        rows, width = values.shape
+        sz = self.scale_zero.transpose(0, 1).float()  # [out, in/group, 2]
+        scale, offset = sz[..., :1], sz[..., 1:] - 8 * sz[..., :1]  # w = q * scale + (zero - 8 * scale)
+        # in fp32, cast once at the end: 1.5-2x faster than the same two ops in bfloat16 on the CPU
+        groups = values.view(rows, -1, self.group).float().mul_(scale).add_(offset)
+        return groups.view(rows, width)[: self.out_features, : self.in_features].to(dtype)
+
+    def _int4_values(self) -> torch.Tensor:
+        """uint8 [padded out, padded in], one value per byte, from whichever layout is held."""
+        p = self.packed
+        if self.layout == "plain":
+            return torch.stack([p & 15, p >> 4], dim=-1).view(p.shape[0], -1)
+        if self.layout.startswith("int4cpu"):  # blocks of B rows, k-major; byte = row d | row d + B/2 << 4
+            block = int(self.layout.removeprefix("int4cpu"))
+            rows, width = p.shape[0], p.shape[1] * 2
+            p = p.reshape(rows // block, width, block // 2)
+            return torch.stack([p & 15, p >> 4], dim=1).transpose(2, 3).reshape(rows, width)
+        eye = torch.eye(self.padded_in, device=p.device, dtype=torch.bfloat16)  # opaque tiled layout: multiply out
+        unit = torch.stack([torch.ones_like(self.scale_zero[..., 0]), torch.full_like(self.scale_zero[..., 0], 8)], -1)
+        return torch._weight_int4pack_mm(eye, p, self.group, unit.to(torch.bfloat16)).t().round().to(torch.uint8)
+
+    def dense_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The dequantized weight when x is multiplied by it rather than by a kernel (no kernel
+        here, or more rows than the kernel is fast for); None when the kernel runs."""
+        rows = x.numel() // x.shape[-1]
+        if self.layout == "plain" or (rows > KERNEL_ROWS and self.layout not in ANY_ROWS):
+            return self.dequantize(x.dtype)
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dense = self.dense_weight(x)
+        if dense is not None:
+            return F.linear(x, dense)
+        rows, shape = x.numel() // x.shape[-1], x.shape
+        x2 = x.reshape(rows, shape[-1]).to(self.act_dtype)
+        if self.padded_in != self.in_features:
+            x2 = F.pad(x2, (0, self.padded_in - self.in_features))
+        if self.layout == "int8mm":
+            out = torch._weight_int8pack_mm(x2, self.values, self.scales)
+        elif self.layout == "fp8mm":
+            out = _fp8_matmul(x2, self.values, self.scales)
+        elif self.layout == "int4cuda":
+            out = torch._weight_int4pack_mm(x2, self.packed, self.group, self.scale_zero)
+        else:
+            out = torch._weight_int4pack_mm_for_cpu(x2, self.packed, self.group, self.scale_zero)
+        return out[:, : self.out_features].to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers())
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self.kind}, layout={self.layout}"
+
+
+def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """W8A8 on Hopper: rows of x scaled into e4m3 on the fly, fp32 row and column scales."""
+    row_scale = x.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12) / 448.0
+    x8 = (x.float() / row_scale).to(torch.float8_e4m3fn)
+    return torch._scaled_mm(x8, weight.t(), scale_a=row_scale, scale_b=scales[None, :].float(), out_dtype=x.dtype)
