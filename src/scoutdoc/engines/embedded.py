@@ -179,7 +179,8 @@ class EmbeddedEngine:
     def generate(self, state: EmbeddedState, params: GenerationParams) -> Iterator[str]:
         from ..runtime import Sampling
 
-        sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed)
+        sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed,
+                            repetition_penalty=params.repetition_penalty, loop_window=params.loop_window)
         text_gen = self.model.generate_text(
             state.ids, max_new_tokens=params.max_tokens, sampling=sampling, stop=params.stop, session=state.session,
             logits=state.logits,
