@@ -7,7 +7,6 @@ to stderr through rich, so `scoutdoc ... --json | jq` always works. Errors a use
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.console import Console
 
 from .errors import INTERRUPTED_EXIT_CODE, ScoutdocError, UsageError
 from .ingest import IngestOptions, IngestResult, load_sources, require_documents
+from .units import parse_size
 
 app = typer.Typer(
     name="scoutdoc",
@@ -45,17 +45,6 @@ MaxFileSizeOpt = Annotated[str, typer.Option("--max-file-size", help="Skip files
 IncludeSecretsOpt = Annotated[bool, typer.Option("--include-secrets", help="Also read .env files, private keys and credential files.")]
 PasswordOpt = Annotated[Optional[list[str]], typer.Option("--password", help="Password for encrypted PDFs (repeatable; each is tried).")]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from '4M', '500k', '1.5GB' or a plain number (binary multiples)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"--max-file-size {text!r} is not a size; use a number with an optional k, M or G suffix, e.g. 4M")
-    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    return int(float(match.group(1)) * factor)
-
 
 def ingest_options(
     include: Optional[list[str]] = None,
@@ -70,7 +59,7 @@ def ingest_options(
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         gitignore=not no_gitignore,
-        max_file_size=parse_size(max_file_size),
+        max_file_size=parse_size(max_file_size, "--max-file-size"),
         include_secrets=include_secrets,
         passwords=tuple(password or ()),
     )
@@ -315,12 +304,7 @@ def _emit(result, as_json: bool) -> None:
             "answer": result.answer,
             "session_id": result.session_id,
             "sources": result.sources,
-            "stats": {
-                "prompt_tokens": s.prompt_tokens, "cached_tokens": s.cached_tokens,
-                "prefilled_tokens": s.prefilled_tokens, "generated_tokens": s.generated_tokens,
-                "ttft_s": round(s.ttft_s, 4), "tokens_per_s": round(s.tokens_per_s, 2),
-                "finish_reason": s.finish_reason,
-            },
+            "stats": s.to_dict(),
         }
         if result.changed:
             payload["changed_sources"] = result.changed
@@ -720,8 +704,8 @@ def batch(
     runtime = runtime_options(device, dtype, attn, kv_dtype, kv_device_budget, kv_host_budget, kv_disk, prefill_chunk)
     inputs = expand_inputs(inputs)
     eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
-    workers = concurrency or (4 if eng.name == "remote" else 1)
-    if eng.name == "embedded" and workers > 1:
+    workers = concurrency or eng.concurrency
+    if eng.concurrency == 1 and workers > 1:
         _notice("the embedded engine answers one document at a time; --concurrency applies to --engine remote")
         workers = 1
     with open_store(db) as store:
@@ -774,7 +758,7 @@ def _served_models(base_url: str, api_key: Optional[str], as_json: bool) -> None
     """The models a remote server offers, with the context limit it reports for each."""
     from dataclasses import asdict
 
-    from .engines.remote import list_models
+    from .engines.openai_client import list_models
 
     served = list_models(base_url, api_key=api_key)
     if as_json:
@@ -823,7 +807,10 @@ def models_info(
     bar, progress = _download_bar(f"pulling {ref}")
     with bar:
         info = models.describe(ref, progress=progress)
-    plan = _memory_plan(info, context, dtype, kv_dtype, device, kv_device_budget, kv_host_budget, kv_disk) if context else None
+    plan = models.memory_plan(
+        info, context, dtype=dtype, kv_dtype=kv_dtype, device=device, kv_device_budget=kv_device_budget,
+        kv_host_budget=kv_host_budget, kv_disk=kv_disk,
+    ) if context else None
     if as_json:
         sys.stdout.write(json.dumps({**info, **(plan.to_dict() if plan else {})}, ensure_ascii=False) + "\n")
         return
@@ -844,36 +831,7 @@ def models_info(
     for key, value in lines:
         sys.stdout.write(f"{key + ':':<16}{value}\n")
     if plan is not None:
-        from .runtime.memory import format_plan
-
-        sys.stdout.write(f"\nmemory plan ({plan.device}):\n{format_plan(plan)}\n")
-
-
-def _memory_plan(info: dict, context: str, dtype: str, kv_dtype: Optional[str], device: str,
-                 kv_device_budget: Optional[str], kv_host_budget: Optional[str], kv_disk: Optional[Path]):
-    """The runtime's memory plan for a described model (config.json, HF directory or GGUF file).
-
-    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
-    dequantized to --dtype, and a float32 checkpoint run in bfloat16 takes half its size."""
-    import torch
-
-    from .runtime.config import ModelConfig
-    from .runtime.memory import parse_size, plan_memory
-    from .runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
-
-    path = Path(info["path"])
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if info["kind"] == "config":
-        cfg, weights = ModelConfig.from_file(path), None
-    else:
-        ckpt = open_checkpoint(path)
-        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
-    return plan_memory(
-        cfg, parse_size(context), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights, device=device,
-        kv_device_budget=parse_size(kv_device_budget) if kv_device_budget else None,
-        kv_host_budget=parse_size(kv_host_budget) if kv_host_budget else None, kv_disk=kv_disk,
-    )
+        sys.stdout.write(f"\nmemory plan ({plan.device}):\n{plan.text()}\n")
 
 
 def main() -> None:

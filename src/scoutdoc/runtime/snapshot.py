@@ -29,7 +29,8 @@ import torch
 
 from ..errors import SnapshotError
 from .config import ModelConfig
-from .kvcache import CacheOptions, HybridCache, release_freed_heap
+from .heap import release_freed_heap
+from .kvcache import CacheOptions, HybridCache
 
 FORMAT = "scoutdoc-kv/1"
 _ST_DTYPES = {
