@@ -106,11 +106,12 @@ def test_map_reduce_covers_every_passage_once_in_order_with_markers():
 
 
 def test_combine_keeps_citations_and_drops_parts_that_found_nothing():
-    plan = fit.FitStats("map-reduce", 10, 10, 3)
+    plan = fit.Fitted(fit.FitStats("map-reduce", 10, 10, 3), question="What is the fee?", preamble="Instructions.\n\n")
     partials = [("pages 1-4", "The fee is EUR 2,400 [report.pdf, page 3]."), ("pages 5-8", fit.NOT_FOUND),
                 ("pages 9-10", "It is due monthly [report.pdf, page 9].")]
-    step = fit.combine("Instructions.\n\n", "What is the fee?", partials, window(4000), plan)
-    assert step.stats is plan and not step.parts
+    step = fit.combine(plan, partials, window(4000))
+    assert step.stats is plan.stats and not step.parts
+    assert step.system.startswith("Instructions.\n\n<document ")
     assert "[pages 1-4]\nThe fee is EUR 2,400 [report.pdf, page 3]." in step.system
     assert fit.NOT_FOUND not in step.system and "[report.pdf, page 9]" in step.system
     assert step.question.startswith("What is the fee?")
@@ -119,8 +120,9 @@ def test_combine_keeps_citations_and_drops_parts_that_found_nothing():
 def test_combine_runs_another_round_when_the_partial_answers_do_not_fit_together():
     partials = [(f"pages {n}-{n + 1}", filler(random.Random(n), 60) + f" [report.pdf, page {n}]") for n in range(1, 40, 2)]
     w = window(600)
-    step = fit.combine("Instructions.\n\n", "Summarize.", partials, w, fit.FitStats("map-reduce", 40, 40, 20))
-    assert 1 < len(step.parts) < len(partials)
+    plan = fit.Fitted(fit.FitStats("map-reduce", 40, 40, 20), question="Summarize.", preamble="Instructions.\n\n")
+    step = fit.combine(plan, partials, w)
+    assert 1 < len(step.parts) < len(partials) and step.preamble == plan.preamble
     for part in step.parts:
         assert w.measure(part.system, part.question) + w.answer <= w.limit
 

@@ -164,9 +164,11 @@ def test_archive_members_point_at_the_archive_hashed_once(store, tmp_path, monke
 
 
 def test_context_too_long_is_refused_before_any_work(store, notes):
+    """With --fit full (the refusal --fit auto replaces by retrieval: see test_session_fit.py)."""
     engine = FakeEngine(context_limit=40)
-    with pytest.raises(ContextTooLongError, match=r"fake \(fake-model-1\) holds 40"):
-        ask(store, engine, [notes])
+    with pytest.raises(ContextTooLongError, match=r"fake \(fake-model-1\) holds 40") as refused:
+        ask(store, engine, [notes], fit="full")
+    assert refused.value.exit_code == 4
     assert engine.prefills == [] and store.sessions() == []
     needed = ask(store, FakeEngine(), [notes]).stats.prompt_tokens
     short = FakeEngine(context_limit=needed + 10)

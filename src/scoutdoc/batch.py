@@ -111,7 +111,7 @@ def _question_for(document: Document, question: str | None) -> tuple[str, str]:
 def _answer_one(
     document: Document, *, engine: Engine, db: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, model_ref: str, resume: bool, out: ResultsFile,
-    stop: threading.Event,
+    stop: threading.Event, fit: str = "auto",
 ) -> str:
     """Answer one document and record it; returns "ok", "skipped" or "failed:<reason>"."""
     asked, key = _question_for(document, question)
@@ -129,6 +129,7 @@ def _answer_one(
                 store, engine, paths=[], options=options, question=asked, params=params,
                 on_text=lambda piece: None, notice=lambda message: None, system=system, command="batch",
                 model_ref=model_ref, result=IngestResult(documents=[document]), stop_event=stop,
+                fit=fit, summary=question is None,
             )
         except Interrupted:
             raise
@@ -141,7 +142,7 @@ def _answer_one(
             return "failed:" + reason
         row = {
             **base, "status": "ok", "answer": result.answer, "session_id": result.session_id,
-            "stats": result.stats.to_dict(),
+            "stats": {**result.stats.to_dict(), "fit": result.fit.as_dict() if result.fit else None},
             "wall_s": round(time.perf_counter() - started, 3),
         }
         store.record_batch_item(source=document.source, sha256=document.sha256, question=key, model=engine.model_id,
@@ -153,8 +154,10 @@ def _answer_one(
 def run_batch(
     inputs: list[str], *, engine: Engine, db: Path, out: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, resume: bool, concurrency: int, model_ref: str, console: Console,
+    fit: str = "auto",
 ) -> Tally:
-    """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr)."""
+    """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr); `fit` is
+    the strategy for documents longer than the model's window (questions retrieve, summaries map-reduce)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
@@ -185,7 +188,7 @@ def run_batch(
             for document in ingested.documents:
                 futures[pool.submit(
                     _answer_one, document, engine=engine, db=db, question=question, params=params, options=options,
-                    system=system, model_ref=model_ref, resume=resume, out=results, stop=stop,
+                    system=system, model_ref=model_ref, resume=resume, out=results, stop=stop, fit=fit,
                 )] = document
             pending = set(futures)
             while pending:

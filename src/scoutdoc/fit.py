@@ -137,16 +137,20 @@ class Part:
 
 @dataclass
 class Fitted:
-    """What to run: one prompt (`system`, `question`) or, for map-reduce, `parts` and then `combine`."""
+    """What to run: one prompt (`system`, `question`) or, for map-reduce, the `parts`, whose answers
+    then go to `combine` (with `preamble`, the instructions before the documents, and `question`, the
+    user's)."""
 
     stats: FitStats
     system: str = ""
     question: str = ""
     parts: list[Part] = field(default_factory=list)
+    preamble: str = ""
 
 
-def parse(system: str) -> Layout:
-    """Take a system message written by `prompt.system_text` apart; passages cover each document's text."""
+def parse(system: str, passage_chars: int = PASSAGE_CHARS) -> Layout:
+    """Take a system message written by `prompt.system_text` apart; passages of at most about
+    `passage_chars` characters cover each document's text."""
     headers = list(_HEADER.finditer(system))
     if not headers:
         return Layout(preamble=system, tree="", docs=[], passages=[], trailer="")
@@ -167,7 +171,7 @@ def parse(system: str) -> Layout:
             trailer = span[close + len("</document>"):] if close >= 0 else ""
         source = re.search(r'source="([^"]*)"', header.group(0))
         docs.append(Doc(header.group(0), source.group(1) if source else ""))
-        passages.extend(Passage(n, text, where) for text, where in _passages(body))
+        passages.extend(Passage(n, text, where) for text, where in _passages(body, passage_chars))
     return Layout(preamble, tree, docs, passages, trailer)
 
 
@@ -358,10 +362,19 @@ def _fits(system: str, question: str, window: Window) -> bool:
     return window.measure(system, question) + window.answer <= window.limit
 
 
+def _for_room(layout: Layout, system: str, room: int) -> Layout:
+    """`layout`, or for a window too small for passages of the usual size, one with passages of about
+    `room` characters (a quarter of the room in tokens), so several still fit."""
+    if room >= PASSAGE_CHARS:
+        return layout
+    return parse(system, max(80, room))
+
+
 def _retrieve(layout: Layout, system: str, question: str, window: Window) -> Fitted:
     """The passages that fit, re-checked on the whole prompt (a few tokens can merge differently)."""
-    total = len(layout.passages)
     room = window.room(layout, question)
+    layout = _for_room(layout, system, room)
+    total = len(layout.passages)
     keep_tree = bool(layout.tree) and window.count(layout.tree) * 10 <= room
     if keep_tree:
         room -= window.count(layout.tree)
@@ -374,7 +387,9 @@ def _retrieve(layout: Layout, system: str, question: str, window: Window) -> Fit
         if over <= 0 and chosen:
             return Fitted(FitStats("retrieve", len(chosen), total, 1, describe(layout, chosen)), text, question)
         room -= max(over, 16)
-    check_fits(window.measure(layout.preamble + layout.trailer, question), window.answer, window.limit, window.model)
+    whole = window.measure(system, question)
+    if whole < window.limit:  # the documents fit, the answer's budget is what does not: say by how much
+        check_fits(whole, window.answer, window.limit, window.model)
     raise ContextTooLongError(
         f"no passage of the documents fits next to the question and the answer in {window.model}'s "
         f"{window.limit:,} tokens; lower --max-tokens or use a model with a longer context (--model)")
@@ -396,27 +411,30 @@ def combine_question(question: str) -> str:
 
 
 def _map_reduce(layout: Layout, system: str, question: str, window: Window) -> Fitted:
-    total = len(layout.passages)
     # Room for the longest question a part gets: its locations take up to WHERE_CHARS characters.
     probe = map_question(question, "", 999, 999)
-    groups = windows(layout, window.room(layout, probe) - window.count("x, " * (WHERE_CHARS // 3)), window.count)
+    room = window.room(layout, probe) - window.count("x, " * (WHERE_CHARS // 3))
+    layout = _for_room(layout, system, room)
+    total = len(layout.passages)
+    groups = windows(layout, room, window.count)
     parts = []
     for n, group in enumerate(groups, start=1):
         where = describe(layout, group) or f"passages {group[0] + 1}-{group[-1] + 1}"
         parts.append(Part(layout.assemble(group), map_question(question, where, n, len(groups)), where))
-    return Fitted(FitStats("map-reduce", total, total, len(groups)), question=question, parts=parts)
+    return Fitted(FitStats("map-reduce", total, total, len(groups)), question=question, parts=parts,
+                  preamble=layout.preamble)
 
 
-def combine(preamble: str, question: str, partials: list[tuple[str, str]], window: Window, stats: FitStats) -> Fitted:
-    """The next step after the map answers `partials` ((where, answer) pairs): one final prompt when
-    they fit together, else another map-reduce round over groups of them (each group one window).
-    `stats` (the plan's) are carried along unchanged."""
+def combine(plan: Fitted, partials: list[tuple[str, str]], window: Window) -> Fitted:
+    """The step after a map-reduce round answered `plan.parts` with `partials` ((where, answer) pairs):
+    one final prompt when they fit together, else another round over groups of them (each group one
+    window). The plan's stats, preamble and question are carried along."""
     useful = [(w, a) for w, a in partials if NOT_FOUND.lower() not in a.lower()] or partials
     body = "".join(f"[{where}]\n{answer.strip()}\n" for where, answer in useful)
-    system = f'{preamble}<document source="{COMBINE_SOURCE}" kind="notes">\n{body}</document>\n'
-    final = combine_question(question)
+    system = f'{plan.preamble}<document source="{COMBINE_SOURCE}" kind="notes">\n{body}</document>\n'
+    final = combine_question(plan.question)
     if _fits(system, final, window) or len(useful) == 1:
-        return Fitted(stats, system, final)
+        return Fitted(plan.stats, system, final, preamble=plan.preamble)
     layout = parse(system)
     groups = windows(layout, window.room(layout, final), window.count)
     if len(groups) >= len(useful):
@@ -424,7 +442,7 @@ def combine(preamble: str, question: str, partials: list[tuple[str, str]], windo
             f"the partial answers are too long to combine in {window.model}'s {window.limit:,} tokens; "
             "lower --max-tokens or use a model with a longer context (--model)")
     parts = [Part(layout.assemble(g), final, describe(layout, g)) for g in groups]
-    return Fitted(stats, question=question, parts=parts)
+    return Fitted(plan.stats, question=plan.question, parts=parts, preamble=plan.preamble)
 
 
 def fit(system: str, question: str, window: Window, strategy: str = "auto", summary: bool = False) -> Fitted:

@@ -159,7 +159,13 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["sources"].add_column("file_sha256", str, not_null_default="")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """How an answer's documents met the model's window (JSON of `fit.FitStats`: strategy, passages
+    used and in all); empty for questions and for turns written before."""
+    db["turns"].add_column("fit", str, not_null_default="")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -175,6 +181,7 @@ class TurnRecord:
     tokens_per_s: float = 0.0
     model: str = ""
     finish_reason: str = ""
+    fit: str = ""  # JSON of fit.FitStats for an answer
 
 
 @dataclass
