@@ -153,8 +153,8 @@ def test_archive_members_point_at_the_archive_hashed_once(store, tmp_path, monke
         z.writestr("notes.txt", "The meeting is on Tuesday.\n")
         z.writestr("agenda.txt", "Budget, then hiring.\n")
     hashed = []
-    real = conv._sha256_file
-    monkeypatch.setattr(conv, "_sha256_file", lambda p: hashed.append(p) or real(p))
+    real = conv.sha256_file
+    monkeypatch.setattr(conv, "sha256_file", lambda p: hashed.append(p) or real(p))
     sid = ask(store, FakeEngine(), [inbox]).session_id
     sources = store.sources(sid)
     assert sorted(s["path"] for s in sources) == [f"{inbox}!agenda.txt", f"{inbox}!notes.txt"]

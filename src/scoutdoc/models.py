@@ -341,7 +341,7 @@ def tokenizer_for(ref: str):
 def memory_plan(
     info: dict[str, Any], context: str | int, *, dtype: str = "float32", kv_dtype: str | None = None,
     device: str = "auto", kv_device_budget: str | None = None, kv_host_budget: str | None = None,
-    kv_disk: Path | None = None,
+    kv_disk: Path | None = None, prefill_chunk: int | None = None,
 ):
     """The runtime's `MemoryPlan` for a model `describe` described (config.json, HF directory or GGUF
     file) at `context` tokens; its `text()` is what `scoutdoc models info --context` prints.
@@ -367,4 +367,5 @@ def memory_plan(
         cfg, parse_size(context, "--context"), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights,
         device=device, kv_device_budget=parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget else None,
         kv_host_budget=parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget else None, kv_disk=kv_disk,
+        prefill_chunk=prefill_chunk,
     )

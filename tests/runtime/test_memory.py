@@ -103,7 +103,7 @@ def test_cli_models_info_context_json(tmp_path):
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps(SCOUT))
-    result = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--json", "--device", "cpu"])
+    result = CliRunner().invoke(app, ["models", "info", str(path), "--context", "10M", "--json", "--device", "cpu", "--dtype", "bfloat16"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["context_tokens"] == 10 * 2**20 == SCOUT["text_config"]["max_position_embeddings"]  # "10M" as Meta counts it
