@@ -57,7 +57,7 @@ def _emit(result, as_json: bool) -> None:
             "answer": result.answer,
             "session_id": result.session_id,
             "sources": result.sources,
-            "stats": s.to_dict(),
+            "stats": {**s.to_dict(), "fit": result.fit.as_dict() if result.fit else None},
         }
         if result.changed:
             payload["changed_sources"] = result.changed
@@ -89,6 +89,7 @@ def _answer(
             result = conv.continue_session(
                 store, eng, session_id=record["id"], question=question, params=gen.params, on_text=sink,
                 notice=notice, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
+                fit=gen.fit,
             )
     else:
         paths, question = question_for(args)
@@ -99,7 +100,7 @@ def _answer(
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=gen.params, on_text=sink,
                 notice=notice, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,
-                prefill_progress=_PrefillBar(),
+                prefill_progress=_PrefillBar(), fit=gen.fit, summary=command == "summarize",
             )
     _emit(result, as_json)
 
@@ -190,13 +191,13 @@ def chat(
                 result = conv.start_session(
                     store, eng, paths=list(paths or []), options=options, question=question, params=gen.params,
                     on_text=_stream_to_stdout, notice=notice, system=gen.system, command="chat",
-                    model_ref=choice.model or "", result=result_docs, prefill_progress=_PrefillBar(),
+                    model_ref=choice.model or "", result=result_docs, prefill_progress=_PrefillBar(), fit=gen.fit,
                 )
                 sid = result.session_id
             else:
                 result = conv.continue_session(
                     store, eng, session_id=sid, question=question, params=gen.params, on_text=_stream_to_stdout,
-                    notice=notice, passwords=options.passwords, prefill_progress=_PrefillBar(),
+                    notice=notice, passwords=options.passwords, prefill_progress=_PrefillBar(), fit=gen.fit,
                 )
             _emit(result, as_json=False)
     if interactive:

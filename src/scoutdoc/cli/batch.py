@@ -43,5 +43,5 @@ def batch(
         db_file = store.path
     run_batch(
         inputs, engine=eng, db=db_file, out=out, question=question, params=gen.params, options=options,
-        system=gen.system, resume=resume, concurrency=workers, model_ref=choice.model or "", console=err,
+        system=gen.system, resume=resume, concurrency=workers, model_ref=choice.model or "", console=err, fit=gen.fit,
     )
