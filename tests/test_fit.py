@@ -154,3 +154,19 @@ def test_terms_drop_question_words_and_rank_uses_stems():
     passages = [fit.Passage(0, "[page 1]\nThe fee is monthly.\n", ["page 1"]),
                 fit.Passage(0, "[page 2]\nEither party may terminate with notice.\n", ["page 2"])]
     assert fit.rank(passages, "What is the termination notice period?") == [1, 0]
+
+
+def test_excerpt_repeats_the_best_matching_passages_best_last():
+    pad = "\n" + filler(random.Random(1), 24)  # long enough that pages are not merged into one passage
+    doc = Document("c.pdf", "pdf", "0" * 64, "c", [
+        Segment("The fee is EUR 2,400 per month, paid within thirty days." + pad, "page 1"),
+        Segment("Either party may terminate with sixty days' written notice." + pad, "page 2"),
+        Segment("The courts of Dublin have jurisdiction." + pad, "page 3")])
+    text = fit.excerpt(system_for(doc), "What is the termination notice period?", count)
+    assert text == f'<document source="c.pdf">\n[page 2]\nEither party may terminate with sixty days\' written notice.{pad}\n</document>\n'
+    assert fit.excerpt(system_for(doc), "Hello?", count) == ""
+    question = "Which fee, and what notice?"
+    both = fit.excerpt(system_for(doc), question, count)
+    layout = fit.parse(system_for(doc), fit.EXCERPT_CHARS)
+    best, second = (layout.passages[i].where[0] for i in fit.hits(layout.passages, question)[:2])
+    assert both.index(f"[{second}]") < both.index(f"[{best}]")  # the best match comes last, next to the question

@@ -252,22 +252,46 @@ def terms(question: str) -> list[str]:
     return list(seen)
 
 
-def rank(passages: list[Passage], question: str) -> list[int]:
-    """Passage indexes, best first: BM25 matches from SQLite FTS5 (porter stemming, so "terminate"
-    finds "termination"), then the passages that match nothing, in document order."""
+def hits(passages: list[Passage], question: str) -> list[int]:
+    """Indexes of the passages matching any of the question's terms, best first: BM25 from SQLite FTS5
+    (porter stemming, so "terminate" finds "termination")."""
     words = terms(question)
-    hits: list[int] = []
-    if words:
-        db = sqlite3.connect(":memory:")
-        try:
-            db.execute("CREATE VIRTUAL TABLE p USING fts5(body, tokenize='porter unicode61 remove_diacritics 2')")
-            db.executemany("INSERT INTO p(rowid, body) VALUES (?, ?)", ((i, p.body) for i, p in enumerate(passages)))
-            query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-            hits = [row[0] for row in db.execute("SELECT rowid FROM p WHERE p MATCH ? ORDER BY bm25(p), rowid", (query,))]
-        finally:
-            db.close()
-    matched = set(hits)
-    return hits + [i for i in range(len(passages)) if i not in matched]
+    if not words or not passages:
+        return []
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("CREATE VIRTUAL TABLE p USING fts5(body, tokenize='porter unicode61 remove_diacritics 2')")
+        db.executemany("INSERT INTO p(rowid, body) VALUES (?, ?)", ((i, p.body) for i, p in enumerate(passages)))
+        query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        return [row[0] for row in db.execute("SELECT rowid FROM p WHERE p MATCH ? ORDER BY bm25(p), rowid", (query,))]
+    finally:
+        db.close()
+
+
+def rank(passages: list[Passage], question: str) -> list[int]:
+    """Every passage index, best first: the BM25 `hits`, then the passages that match nothing, in document order."""
+    best = hits(passages, question)
+    matched = set(best)
+    return best + [i for i in range(len(passages)) if i not in matched]
+
+
+EXCERPT_CHARS = 400  # passages repeated next to the question are cut finer than those that fill a window
+EXCERPT_TOKENS = 400
+
+
+def excerpt(system: str, question: str, count: Callable[[str], int], room: int = EXCERPT_TOKENS) -> str:
+    """The passages that match the question best (BM25; none when nothing matches), at most `room`
+    tokens, the best last, each in its document's tags: what `prompt.question_text` puts right
+    before the question, where a small model reads most closely."""
+    layout = parse(system, EXCERPT_CHARS)
+    chosen, used = [], 0
+    for i in hits(layout.passages, question)[:2]:
+        need = count(layout.passages[i].text)
+        if used + need <= room:
+            chosen.append(i)
+            used += need
+    return "".join(f'<document source="{layout.docs[layout.passages[i].doc].source}">\n{layout.passages[i].text}</document>\n'
+                   for i in reversed(chosen))
 
 
 def describe(layout: Layout, chosen: Iterable[int]) -> str:

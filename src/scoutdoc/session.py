@@ -31,7 +31,7 @@ from .ingest import IngestOptions, IngestResult, load_sources, pack, require_doc
 from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
-from .prompt import Message, Prompt, build_prompt, check_fits
+from .prompt import Message, Prompt, build_prompt, check_fits, question_text
 from .settings import snapshots_dir
 from .store import SourceRecord, Store, TurnRecord, snapshot_file
 
@@ -168,6 +168,14 @@ def window(engine: Engine, params: GenerationParams, earlier: list[Message]) -> 
                           engine.model_name or "the model")
 
 
+def _with_passages(engine: Engine, system: str, question: str, summary: bool = False) -> str:
+    """What the model is asked: a question with its best-matching passages before it (a summary as is).
+    Only the question itself is stored as the turn's text."""
+    if summary:
+        return question
+    return question_text(question, fitting.excerpt(system, question, engine.count_tokens))
+
+
 def run_fitted(
     engine: Engine,
     fitted: fitting.Fitted,
@@ -208,12 +216,14 @@ def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, tu
 
 def _record(
     store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice, fit: fitting.FitStats,
+    notice: Notice, fitted: fitting.Fitted,
 ) -> str:
+    fit = fitted.stats
     stats: Stats = state.stats
     whole = fit.strategy == "full" or fit.passages_used == fit.passages_total and fit.windows == 1
     snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if whole else None
-    q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id)
+    asked = fitted.question if fitted.question != question and not fitted.parts else ""
+    q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id, asked=asked)
     a = TurnRecord(
         "assistant", answer, prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
         prefilled_tokens=stats.prefilled_tokens, generated_tokens=stats.generated_tokens, ttft_s=stats.ttft_s,
@@ -254,9 +264,10 @@ def start_session(
     question asks for a summary, which `auto` then answers by map-reduce rather than retrieval."""
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
-    question_text = question(documents) if callable(question) else question
-    prompt = build_prompt(pack(result), [], question_text, system)
-    fitted = fitting.fit(prompt.prefix[0].content, question_text, window(engine, params, []), fit, summary)
+    asked = question(documents) if callable(question) else question
+    prompt = build_prompt(pack(result), [], asked, system)
+    whole = prompt.prefix[0].content
+    fitted = fitting.fit(whole, _with_passages(engine, whole, asked, summary), window(engine, params, []), fit, summary)
     if fitted.stats.notice():
         notice(fitted.stats.notice())
     answer, state = run_fitted(engine, fitted, [], params, on_text, notice, progress=prefill_progress,
@@ -271,7 +282,7 @@ def start_session(
         options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
         sources=records,
     )
-    snap = _record(store, engine, session_id, question_text, answer, state, 1, notice, fitted.stats)
+    snap = _record(store, engine, session_id, asked, answer, state, 1, notice, fitted)
     return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap, fit=fitted.stats)
 
 
@@ -289,7 +300,8 @@ def _stored_inputs(stored: list[str]) -> list[str]:
 
 
 def history(store: Store, session_id: str) -> list[Message]:
-    return [Message(t["role"], t["text"]) for t in store.turns(session_id)]
+    """The conversation as the model saw it (a question with the passages it was given before it)."""
+    return [Message(t["role"], t["asked"] or t["text"]) for t in store.turns(session_id)]
 
 
 def _refresh(
@@ -349,7 +361,7 @@ def continue_session(
             "answering from the text read then — pass --refresh to re-read them"
         )
     earlier = history(store, sid)
-    fitted = fitting.fit(prefix, question, window(engine, params, earlier), fit)
+    fitted = fitting.fit(prefix, _with_passages(engine, prefix, question), window(engine, params, earlier), fit)
     if fitted.stats.notice():
         notice(fitted.stats.notice())
     snapshot = None
@@ -365,7 +377,7 @@ def continue_session(
     answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
                                progress=prefill_progress)
     turn_no = len(store.turns(sid)) // 2 + 1
-    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted.stats)
+    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted)
     return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,
                       fit=fitted.stats)
 

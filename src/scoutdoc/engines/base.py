@@ -24,7 +24,7 @@ class GenerationParams:
     stop: list[str] = field(default_factory=list)
     # Small models answering greedily tend to go round in circles; these keep the default answer short
     # and clean (measured in benchmarks/bench_answers.py). The remote engine leaves them to the server.
-    repetition_penalty: float = 1.0  # > 1: tokens already in the answer become less likely
+    repetition_penalty: float = 1.1  # > 1: tokens already in the answer become less likely
     loop_window: int = 32  # stop (finish_reason "repeat") when the answer's last 32 tokens repeat an earlier run; 0: off
 
 
