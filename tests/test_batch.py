@@ -51,11 +51,11 @@ def explode_on_kaboom(prompt: Prompt) -> None:
 
 
 def batch(inputs, out: Path, engine: FakeEngine, *, db: Path, question: str | None = QUESTION, resume=False,
-          concurrency=1, console: Console | None = None, force=False) -> tuple[Tally, str]:
+          concurrency=1, console: Console | None = None, force=False, fit: str = "full") -> tuple[Tally, str]:
     console = console or Console(file=io.StringIO(), width=200, color_system=None)
     tally = run_batch([str(p) for p in inputs], engine=engine, db=db, out=out, question=question,
                       params=GenerationParams(max_tokens=8), options=IngestOptions(), system=None, resume=resume,
-                      concurrency=concurrency, model_ref="fake", console=console, force=force)
+                      concurrency=concurrency, model_ref="fake", console=console, force=force, fit=fit)
     return tally, console.file.getvalue()
 
 
@@ -94,6 +94,16 @@ def test_batch_answers_each_document_and_records_failures_without_stopping(docs,
         for name in ("0-ana.txt", "1-priya.txt", "2-tom.txt"):
             [turn_q, turn_a] = store.turns(rows[name]["session_id"])
             assert turn_q["text"] == QUESTION and turn_a["text"] == rows[name]["answer"]
+
+
+def test_with_fit_auto_a_long_document_is_answered_from_retrieved_passages(docs, tmp_path):
+    db, out = tmp_path / "b.db", tmp_path / "out.jsonl"
+    tally, _ = batch([docs / "4-long.txt", docs / "0-ana.txt"], out, FakeEngine(context_limit=300), db=db, fit="auto")
+    assert (tally.ok, tally.failed) == (2, 0)
+    rows = {Path(r["source"]).name: r for r in lines(out)}
+    long = rows["4-long.txt"]["stats"]["fit"]
+    assert long["strategy"] == "retrieve" and 0 < long["passages_used"] < long["passages_total"]
+    assert rows["0-ana.txt"]["stats"]["fit"]["strategy"] == "full"
 
 
 def test_summaries_are_keyed_on_a_marker_and_pick_the_instruction_by_kind(tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from scoutdoc.fit import EXCERPT_TOKENS
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "examples" / "contract.pdf"
 SCOUTDOC = Path(sys.executable).parent / "scoutdoc"
@@ -94,7 +96,8 @@ def test_follow_up_reuses_snapshot_and_matches_full_recompute(asked, smollm2_ggu
     fresh = run(recompute_home, *args)
     c, f = json.loads(cached.stdout), json.loads(fresh.stdout)
     assert c["stats"]["cached_tokens"] == snap_tokens >= prefix_tokens  # documents and earlier turns reused
-    assert c["stats"]["prefilled_tokens"] == c["stats"]["prompt_tokens"] - snap_tokens < 30  # only the new turn
+    # only the new turn: the question, the passages repeated before it (fit.excerpt) and the length line
+    assert c["stats"]["prefilled_tokens"] == c["stats"]["prompt_tokens"] - snap_tokens < EXCERPT_TOKENS + 40
     assert f["stats"]["cached_tokens"] == 0 and "recomputing" in fresh.stderr
     assert c["answer"] == f["answer"]
     stored = db(home).execute(
@@ -230,7 +233,9 @@ def test_nothing_ingested_exit_3(tmp_path):
 def test_context_too_long_exit_4(smollm2_gguf, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(1500)))
-    line = _one_error_line(run(tmp_path, "ask", str(big), "Q?", "--model", str(smollm2_gguf), check=False), 4)
+    # --fit full keeps the refusal (the default, --fit auto, would answer from retrieved passages)
+    line = _one_error_line(run(tmp_path, "ask", str(big), "Q?", "--fit", "full", "--model", str(smollm2_gguf),
+                               check=False), 4)
     assert "8,192" in line and "tokens" in line
 
 

@@ -55,6 +55,7 @@ def usage_error(proc: subprocess.CompletedProcess, quiet_stdout: bool = True) ->
         (("inspect", "--max-file-size", "4Q", "notes.txt"), "'4Q' is not a size"),
         (("ask", "--kv-device-budget", "lots", "notes.txt", "Q?"), "Invalid value for '--kv-device-budget': 'lots' is not a size"),
         (("models", "info", "smollm2-135m", "--context", "10 million"), "Invalid value for '--context'"),
+        (("ask", "--fit", "guess", "notes.txt", "Q?"), "Invalid value for '--fit': 'guess' is not a fit strategy"),
     ],
 )
 def test_usage_errors_exit_2_with_clicks_message(tmp_path, notes, args, expected):

@@ -21,7 +21,8 @@ from scoutdoc import session as conv
 from scoutdoc.engines import Engine, GenerationParams
 from scoutdoc.errors import ContextTooLongError, IngestError, SessionError
 from scoutdoc.ingest import IngestOptions
-from scoutdoc.prompt import Message, Prompt, summary_instruction
+from scoutdoc.fit import excerpt
+from scoutdoc.prompt import Message, Prompt, question_text, summary_instruction
 from scoutdoc.store import Store, snapshot_file
 
 PARAMS = GenerationParams(max_tokens=32)
@@ -164,9 +165,11 @@ def test_archive_members_point_at_the_archive_hashed_once(store, tmp_path, monke
 
 
 def test_context_too_long_is_refused_before_any_work(store, notes):
+    """With --fit full (the refusal --fit auto replaces by retrieval: see test_session_fit.py)."""
     engine = FakeEngine(context_limit=40)
-    with pytest.raises(ContextTooLongError, match=r"fake \(fake-model-1\) holds 40"):
-        ask(store, engine, [notes])
+    with pytest.raises(ContextTooLongError, match=r"fake \(fake-model-1\) holds 40") as refused:
+        ask(store, engine, [notes], fit="full")
+    assert refused.value.exit_code == 4
     assert engine.prefills == [] and store.sessions() == []
     needed = ask(store, FakeEngine(), [notes]).stats.prompt_tokens
     short = FakeEngine(context_limit=needed + 10)
@@ -211,7 +214,7 @@ def test_follow_up_reuses_the_snapshot_and_equals_a_full_recompute(store, notes)
     s = cached.stats
     assert prefilling == [(s.prompt_tokens, s.prompt_tokens, "tokens")]
     assert s.cached_tokens == snap["tokens"] >= store.session(first.session_id)["prefix_tokens"]
-    assert 0 < s.prefilled_tokens == s.prompt_tokens - s.cached_tokens < 12  # only the new question
+    assert 0 < s.prefilled_tokens == s.prompt_tokens - s.cached_tokens < 20  # only the new question (and its length line)
     stored = store.turns(first.session_id)[-1]
     assert (stored["cached_tokens"], stored["prefilled_tokens"]) == (s.cached_tokens, s.prefilled_tokens)
     # only the newest snapshot is kept, and the older file is gone
@@ -297,7 +300,9 @@ def test_follow_up_picks_the_session_and_rejects_unknown_ones(store, notes, tmp_
     with pytest.raises(SessionError, match="no session 'nope'"):
         follow(store, engine, session_id="nope")
     history = [m.content for m in conv.history(store, first)]
-    assert history[0] == "When is the meeting?" and len(history) == 4
+    assert store.turns(first)[0]["text"] == "When is the meeting?" and len(history) == 4
+    assert history[0] == store.turns(first)[0]["asked"] == question_text("When is the meeting?", excerpt(
+        store.session(first)["prefix"], "When is the meeting?", FakeEngine().count_tokens))  # what the model was asked
 
 
 # --- changed sources and --refresh ------------------------------------------------------------------

@@ -156,7 +156,7 @@ def _question_for(document: Document, question: str | None) -> tuple[str, str]:
 def _answer_one(
     document: Document, *, engine: Engine, db: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, model_ref: str, resume: bool, out: ResultsFile,
-    stop: threading.Event, keep_snapshot: bool = False,
+    stop: threading.Event, keep_snapshot: bool = False, fit: str = "auto",
 ) -> str:
     """Answer one document and record it; returns "ok", "skipped" or "failed:<reason>"."""
     asked, key = _question_for(document, question)
@@ -174,6 +174,7 @@ def _answer_one(
                 store, engine, paths=[], options=options, question=asked, params=params,
                 on_text=lambda piece: None, notice=lambda message: None, system=system, command="batch",
                 model_ref=model_ref, result=IngestResult(documents=[document]), stop_event=stop, keep_snapshot=keep_snapshot,
+                fit=fit, summary=question is None,
             )
         except Interrupted:
             raise
@@ -186,7 +187,7 @@ def _answer_one(
             return "failed:" + reason
         row = {
             **base, "status": "ok", "answer": result.answer, "session_id": result.session_id,
-            "stats": result.stats.to_dict(),
+            "stats": {**result.stats.to_dict(), "fit": result.fit.as_dict() if result.fit else None},
             "wall_s": round(time.perf_counter() - started, 3),
         }
         store.record_batch_item(source=document.source, sha256=document.sha256, question=key, model=engine.model_id,
@@ -198,9 +199,10 @@ def _answer_one(
 def run_batch(
     inputs: list[str], *, engine: Engine, db: Path, out: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, resume: bool, concurrency: int, model_ref: str, console: Console,
-    keep_snapshot: bool = False, force: bool = False,
+    keep_snapshot: bool = False, force: bool = False, fit: str = "auto",
 ) -> Tally:
-    """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr).
+    """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr); `fit` is
+    the strategy for documents longer than the model's window (questions retrieve, summaries map-reduce).
 
     Batch documents keep no KV snapshot unless `keep_snapshot` (`--snapshot`): one per document would
     fill the disk, and batch sessions are rarely continued."""
@@ -247,6 +249,7 @@ def run_batch(
                 futures[pool.submit(
                     _answer_one, document, engine=engine, db=db, question=question, params=params, options=options,
                     system=system, model_ref=model_ref, resume=resume, out=results, stop=stop, keep_snapshot=keep_snapshot,
+                    fit=fit,
                 )] = document
             pending = set(futures)
             while pending:

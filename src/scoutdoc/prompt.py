@@ -72,6 +72,20 @@ def system_text(documents: str, system: str | None = None) -> str:
     return f"{head}\n\n{CITATION_RULES}\n\n{documents.strip()}\n"
 
 
+ANSWER_LENGTH = "Answer in one or two sentences."
+
+
+def question_text(question: str, passages: str = "") -> str:
+    """The user message for a question: the passages most likely to hold the answer (see
+    `fit.excerpt`), then the question, then how long the answer should be. Repeating the passages
+    here, next to the question, helps small models most: they read the end of the prompt more
+    closely than the middle of a long document, and without a length they ramble (measured with
+    benchmarks/bench_answers.py, docs/benchmarks.md)."""
+    if not passages:
+        return f"{question}\n{ANSWER_LENGTH}"
+    return f"Passages that may hold the answer:\n{passages}\nQuestion: {question}\n{ANSWER_LENGTH}"
+
+
 def build_prompt(documents: str, history: Sequence[Message], question: str, system: str | None = None) -> Prompt:
     """The prompt for one turn: the fixed prefix, the earlier turns, and the new question."""
     return Prompt(

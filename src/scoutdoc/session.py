@@ -5,6 +5,12 @@ rendering. A new session ingests and packs the sources once and stores the packe
 prefix); a follow-up rebuilds the prompt from the store without re-ingesting, and hands the engine
 the newest KV snapshot so only the new turn is prefilled. A snapshot that is missing, corrupt or
 from another model is reported through `notice` and the turn is recomputed from scratch.
+
+Every turn goes through `fit.fit` first: a prompt that fits is used unchanged; one that does not is
+answered from retrieved passages or by map-reduce (`--fit`), and the user is told how (a notice, and
+`TurnResult.fit`, stored with the answer). The session always stores the whole documents, so each
+follow-up retrieves again for its own question. Only turns that saw the whole prompt save a KV
+snapshot: a retrieved prompt changes with the next question, so its KV would not be reused.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import fit as fitting
 from .engines import Engine, GenerationParams, Stats
 from .errors import ScoutdocError
 from .hashing import sha256_file
@@ -24,7 +31,7 @@ from .ingest import IngestOptions, IngestResult, load_sources, pack, require_doc
 from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
-from .prompt import Message, Prompt, build_prompt, check_fits
+from .prompt import Message, Prompt, build_prompt, check_fits, question_text
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, snapshot_file
@@ -43,6 +50,7 @@ class TurnResult:
     sources: list[dict[str, Any]]
     changed: list[str] = field(default_factory=list)  # sources whose file changed since the session started
     snapshot: str = ""
+    fit: fitting.FitStats | None = None  # how the documents met the window
 
 
 class Interrupted(Exception):
@@ -153,6 +161,50 @@ def run_turn(
     return "".join(pieces), state
 
 
+def window(engine: Engine, params: GenerationParams, earlier: list[Message]) -> fitting.Window:
+    """The model's window as `fit` sees it: prompts measured by the engine with the earlier turns."""
+
+    def measure(system: str, question: str) -> int:
+        return engine.prompt_tokens(Prompt([Message("system", system)], [*earlier, Message("user", question)]))
+
+    return fitting.Window(engine.context_limit, params.max_tokens, engine.count_tokens, measure,
+                          engine.model_name or "the model")
+
+
+def _with_passages(engine: Engine, system: str, question: str, summary: bool = False) -> str:
+    """What the model is asked: a question with its best-matching passages before it (a summary as is).
+    Only the question itself is stored as the turn's text."""
+    if summary:
+        return question
+    return question_text(question, fitting.excerpt(system, question, engine.count_tokens))
+
+
+def run_fitted(
+    engine: Engine,
+    fitted: fitting.Fitted,
+    earlier: list[Message],
+    params: GenerationParams,
+    on_text: TextSink,
+    notice: Notice,
+    snapshot: Any = None,
+    progress: Progress | None = None,
+    stop_event: threading.Event | None = None,
+) -> tuple[str, Any]:
+    """Answer what `fit` prepared: one prompt, or each map-reduce part (quietly, with a notice per
+    part) and then the combining pass, which alone is streamed to `on_text`."""
+    step = fitted
+    while step.parts:
+        partials = []
+        for n, part in enumerate(step.parts, start=1):
+            notice(f"reading part {n} of {len(step.parts)} ({part.where})")
+            prompt = Prompt([Message("system", part.system)], [Message("user", part.question)])
+            answer, _ = run_turn(engine, prompt, params, lambda piece: None, progress=progress, stop_event=stop_event)
+            partials.append((part.where, answer))
+        step = fitting.combine(step, partials, window(engine, params, earlier))
+    prompt = Prompt([Message("system", step.system)], [*earlier, Message("user", step.question)])
+    return run_turn(engine, prompt, params, on_text, snapshot=snapshot, progress=progress, stop_event=stop_event)
+
+
 def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, turn_no: int, notice: Notice) -> dict | None:
     if not engine.keeps_snapshots:
         return None  # e.g. a remote server keeps its own prefix cache
@@ -167,15 +219,19 @@ def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, tu
 
 def _record(
     store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice, keep_snapshot: bool = True,
+    notice: Notice, fitted: fitting.Fitted, keep_snapshot: bool = True,
 ) -> str:
+    fit = fitted.stats
     stats: Stats = state.stats
-    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if keep_snapshot else None
-    q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id)
+    whole = fit.strategy == "full" or fit.passages_used == fit.passages_total and fit.windows == 1
+    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if whole and keep_snapshot else None
+    asked = fitted.question if fitted.question != question and not fitted.parts else ""
+    q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id, asked=asked)
     a = TurnRecord(
         "assistant", answer, prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
         prefilled_tokens=stats.prefilled_tokens, generated_tokens=stats.generated_tokens, ttft_s=stats.ttft_s,
         tokens_per_s=stats.tokens_per_s, model=engine.model_id, finish_reason=stats.finish_reason,
+        fit=json.dumps(fit.as_dict()),
     )
     store.add_exchange(session_id, q, a, snapshot=snap)
     if not snap:
@@ -218,16 +274,25 @@ def start_session(
     prefill_progress: Progress | None = None,
     stop_event: threading.Event | None = None,
     keep_snapshot: bool = True,
+    fit: str = "auto",
+    summary: bool = False,
 ) -> TurnResult:
     """Ingest `paths` (or use `result`), answer the first question and store the new session.
 
+    `fit` is the strategy for documents longer than the window (`fit.STRATEGIES`); `summary` says the
+    question asks for a summary, which `auto` then answers by map-reduce rather than retrieval.
     `keep_snapshot=False` (`--no-snapshot`, and batch's default) keeps no KV snapshot: a follow-up then
     recomputes the documents."""
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
-    question_text = question(documents) if callable(question) else question
-    prompt = build_prompt(pack(result), [], question_text, system)
-    answer, state = run_turn(engine, prompt, params, on_text, progress=prefill_progress, stop_event=stop_event)
+    asked = question(documents) if callable(question) else question
+    prompt = build_prompt(pack(result), [], asked, system)
+    whole = prompt.prefix[0].content
+    fitted = fitting.fit(whole, _with_passages(engine, whole, asked, summary), window(engine, params, []), fit, summary)
+    if fitted.stats.notice():
+        notice(fitted.stats.notice())
+    answer, state = run_fitted(engine, fitted, [], params, on_text, notice, progress=prefill_progress,
+                               stop_event=stop_event)
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
@@ -238,8 +303,8 @@ def start_session(
         options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
         sources=records,
     )
-    snap = _record(store, engine, session_id, question_text, answer, state, 1, notice, keep_snapshot)
-    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap)
+    snap = _record(store, engine, session_id, asked, answer, state, 1, notice, fitted, keep_snapshot)
+    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap, fit=fitted.stats)
 
 
 CWD_MARK = "cwd:"  # last entry of a session's stored inputs: the directory relative paths were given from
@@ -256,7 +321,8 @@ def _stored_inputs(stored: list[str]) -> list[str]:
 
 
 def history(store: Store, session_id: str) -> list[Message]:
-    return [Message(t["role"], t["text"]) for t in store.turns(session_id)]
+    """The conversation as the model saw it (a question with the passages it was given before it)."""
+    return [Message(t["role"], t["asked"] or t["text"]) for t in store.turns(session_id)]
 
 
 def _refresh(
@@ -299,9 +365,11 @@ def continue_session(
     passwords: tuple[str, ...] = (),
     prefill_progress: Progress | None = None,
     keep_snapshot: bool = True,
+    fit: str = "auto",
 ) -> TurnResult:
-    """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can
-    (and, unless `keep_snapshot` is False, saving a new one after the answer)."""
+    """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can (and,
+    unless `keep_snapshot` is False, saving a new one after the answer); when the documents do not
+    fit (any more, with the conversation so far) the passages are retrieved anew for this question."""
     session = store.session(session_id) if session_id else store.latest_session()
     sid = session["id"]
     prefix = session["prefix"]
@@ -314,10 +382,13 @@ def continue_session(
             f"{plural(len(changed), 'source')} changed since this session started ({', '.join(changed)}); "
             "answering from the text read then — pass --refresh to re-read them"
         )
-    prompt = Prompt(prefix=[Message("system", prefix)], turns=[*history(store, sid), Message("user", question)])
+    earlier = history(store, sid)
+    fitted = fitting.fit(prefix, _with_passages(engine, prefix, question), window(engine, params, earlier), fit)
+    if fitted.stats.notice():
+        notice(fitted.stats.notice())
     snapshot = None
     record = store.latest_snapshot(sid)
-    if engine.keeps_snapshots:
+    if engine.keeps_snapshots and fitted.system == prefix:
         if record is None:
             notice("no KV snapshot for this session; recomputing the documents")
         else:
@@ -325,8 +396,10 @@ def continue_session(
                 snapshot = engine.load(snapshot_file(record["path"]))
             except (ScoutdocError, OSError, ValueError, RuntimeError) as exc:
                 notice(f"KV snapshot unusable ({exc}); recomputing the documents")
-    answer, state = run_turn(engine, prompt, params, on_text, snapshot=snapshot, progress=prefill_progress)
+    answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
+                               progress=prefill_progress)
     turn_no = len(store.turns(sid)) // 2 + 1
-    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, keep_snapshot)
-    return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap)
+    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot)
+    return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,
+                      fit=fitted.stats)
 

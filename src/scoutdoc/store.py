@@ -162,7 +162,15 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["sources"].add_column("file_sha256", str, not_null_default="")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """How an answer's documents met the model's window (`fit`: JSON of `fit.FitStats`), and what the
+    model was asked for a question when that was more than its text (`asked`: the question with the
+    passages repeated before it), so a follow-up renders the conversation exactly as it was run."""
+    db["turns"].add_column("fit", str, not_null_default="")
+    db["turns"].add_column("asked", str, not_null_default="")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -178,6 +186,8 @@ class TurnRecord:
     tokens_per_s: float = 0.0
     model: str = ""
     finish_reason: str = ""
+    fit: str = ""  # JSON of fit.FitStats for an answer
+    asked: str = ""  # for a question: the user message the model got, when it differs from `text`
 
 
 @dataclass

@@ -161,3 +161,66 @@ def test_cache_buffers_are_sized_once_for_prompt_and_answer(model, kind):
     capacity = buffers().shape[0]
     needed = len(prompt) + answer - 1
     assert capacity == needed if kind == "contiguous" else needed <= capacity < needed + cache.options.block_size
+
+
+def looping(byte_tokenizer, intro: str, unit: str, consumed: list[int]):
+    """A token source that says `intro`, then `unit` forever, counting what is taken from it."""
+
+    def source():
+        yield from byte_tokenizer.encode(intro)
+        while True:
+            for token in byte_tokenizer.encode(unit):
+                consumed.append(token)
+                yield token
+
+    return source
+
+
+def test_loop_guard_stops_a_repeating_answer_after_its_first_round(byte_tokenizer):
+    consumed: list[int] = []
+    gen = TextGeneration(looping(byte_tokenizer, "Intro. ", "The fee is EUR 2,400. ", consumed), byte_tokenizer,
+                         stop=[], max_new_tokens=10_000, loop_window=16)
+    assert "".join(gen) == "Intro. The fee is EUR 2,400. "
+    assert gen.finish_reason == "repeat"
+    assert len(consumed) < 3 * len("The fee is EUR 2,400. ")
+
+
+def test_loop_guard_lets_short_repeats_through(byte_tokenizer):
+    text = "| a | b |\n| a | c |\n" + "na " * 4 + "end"
+    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(text)), byte_tokenizer, stop=[], max_new_tokens=1000,
+                         loop_window=16)
+    assert "".join(gen) == text and gen.finish_reason == "stop"
+
+
+def test_loop_guard_releases_held_text_before_a_stop_string(byte_tokenizer):
+    text = "ab ab ab ab STOP tail"
+    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(text)), byte_tokenizer, stop=["STOP"], max_new_tokens=1000,
+                         loop_window=32)
+    assert "".join(gen) == "ab ab ab ab " and gen.finish_reason == "stop"
+
+
+def test_greedy_loop_on_a_real_model_stops_cleanly(model):
+    """The tiny seeded model, greedy and without its end token, repeats itself within 200 tokens after
+    this prompt; the guard ends the answer there, a prefix of the unguarded one."""
+    prompt = list(b"la la la la ")
+
+    def run(window: int) -> TextGeneration:
+        return TextGeneration(lambda: model.generate(prompt, 200, Sampling(), stop_ids=[]), model.tokenizer, [], 200,
+                              loop_window=window)
+
+    free = run(0)
+    free_text = "".join(free)
+    assert free.finish_reason == "length"
+    guarded = run(8)
+    text = "".join(guarded)
+    assert guarded.finish_reason == "repeat" and len(guarded.new_ids) < 200
+    assert free_text.startswith(text) and len(text) < len(free_text)
+
+
+def test_repetition_penalty_touches_only_the_answers_tokens():
+    from scoutdoc.runtime.generate import penalize
+
+    logits = torch.tensor([2.0, -1.0, 3.0, 0.5])
+    out = penalize(logits, [0, 1, 0], 2.0)
+    assert out.tolist() == [1.0, -2.0, 3.0, 0.5]
+    assert penalize(logits, [], 2.0) is logits and penalize(logits, [2], 1.0) is logits

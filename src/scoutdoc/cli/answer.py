@@ -62,7 +62,7 @@ def _emit(result, as_json: bool, max_tokens: int) -> None:
             "answer": result.answer,
             "session_id": result.session_id,
             "sources": result.sources,
-            "stats": s.to_dict(),
+            "stats": {**s.to_dict(), "fit": result.fit.as_dict() if result.fit else None},
             "truncated": cut,
         }
         if result.changed:
@@ -100,7 +100,7 @@ def _answer(
             result = conv.continue_session(
                 store, eng, session_id=record["id"], question=question, params=gen.params, on_text=sink,
                 notice=notice, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
-                keep_snapshot=not no_snapshot,
+                keep_snapshot=not no_snapshot, fit=gen.fit,
             )
     else:
         paths, question = question_for(args)
@@ -111,7 +111,8 @@ def _answer(
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=gen.params, on_text=sink,
                 notice=notice, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,
-                prefill_progress=_PrefillBar(), keep_snapshot=not no_snapshot,
+                prefill_progress=_PrefillBar(), keep_snapshot=not no_snapshot, fit=gen.fit,
+                summary=command == "summarize",
             )
     _emit(result, as_json, gen.params.max_tokens)
 
@@ -206,14 +207,14 @@ def chat(
                     store, eng, paths=list(paths or []), options=options, question=question, params=gen.params,
                     on_text=_stream_to_stdout, notice=notice, system=gen.system, command="chat",
                     model_ref=choice.model or "", result=result_docs, prefill_progress=_PrefillBar(),
-                    keep_snapshot=not no_snapshot,
+                    keep_snapshot=not no_snapshot, fit=gen.fit,
                 )
                 sid = result.session_id
             else:
                 result = conv.continue_session(
                     store, eng, session_id=sid, question=question, params=gen.params, on_text=_stream_to_stdout,
                     notice=notice, passwords=options.passwords, prefill_progress=_PrefillBar(),
-                    keep_snapshot=not no_snapshot,
+                    keep_snapshot=not no_snapshot, fit=gen.fit,
                 )
             _emit(result, as_json=False, max_tokens=gen.params.max_tokens)
     if interactive:

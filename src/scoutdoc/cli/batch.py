@@ -47,5 +47,5 @@ def batch(
     run_batch(
         inputs, engine=eng, db=db_file, out=out, question=question, params=gen.params, options=options,
         system=gen.system, resume=resume, concurrency=workers, model_ref=choice.model or "", console=err,
-        keep_snapshot=snapshot, force=force,
+        keep_snapshot=snapshot, force=force, fit=gen.fit,
     )

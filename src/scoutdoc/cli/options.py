@@ -204,10 +204,20 @@ ENGINE = OptionGroup(engine_choice)
 
 @dataclass(frozen=True)
 class Generation:
-    """The system instructions (None: the built-in ones) and the sampling settings of an answer."""
+    """The system instructions (None: the built-in ones), the sampling settings of an answer, and how
+    documents longer than the model's window are fitted into it (`fit.STRATEGIES`)."""
 
     system: Optional[str]
     params: GenerationParams
+    fit: str = "auto"
+
+
+def _check_fit(value: str) -> str:
+    from ..fit import STRATEGIES
+
+    if value not in STRATEGIES:
+        raise typer.BadParameter(f"{value!r} is not a fit strategy; use {', '.join(STRATEGIES)}")
+    return value
 
 
 def generation(
@@ -216,9 +226,10 @@ def generation(
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy (deterministic).")] = GenerationParams.temperature,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling cut (with --temperature > 0).")] = GenerationParams.top_p,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")] = None,
+    fit: Annotated[str, typer.Option("--fit", callback=_check_fit, help="When the documents exceed the model's window: auto (the whole prompt when it fits, else retrieve for questions, map-reduce for summaries), full (refuse, exit 4), retrieve (answer from the best-matching passages) or map-reduce (every part, then combine).")] = "auto",
 ) -> Generation:
     """The answer options of ask, summarize, chat and batch."""
-    return Generation(system, GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed))
+    return Generation(system, GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed), fit)
 
 
 GENERATION = OptionGroup(generation)

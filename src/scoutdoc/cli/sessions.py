@@ -92,8 +92,9 @@ def _session_export(store, session_id: str) -> dict:
         "system": record["system"], "prefix_tokens": record["prefix_tokens"],
         "sources": [{k: s[k] for k in ("path", "kind", "sha256", "tokens")} for s in store.sources(sid)],
         "turns": [
-            {k: t[k] for k in ("role", "text", "prompt_tokens", "cached_tokens", "prefilled_tokens", "generated_tokens",
-                               "ttft_s", "tokens_per_s", "model", "finish_reason", "created_at")}
+            {**{k: t[k] for k in ("role", "text", "prompt_tokens", "cached_tokens", "prefilled_tokens",
+                                  "generated_tokens", "ttft_s", "tokens_per_s", "model", "finish_reason", "created_at")},
+             "fit": json.loads(t["fit"]) if t.get("fit") else None}
             for t in store.turns(sid)
         ],
         "snapshots": [{k: s[k] for k in ("path", "tokens", "fingerprint", "bytes")} for s in store.snapshots(sid)],
@@ -110,8 +111,18 @@ def _session_markdown(data: dict) -> str:
             lines += [f"## Q: {t['text']}", ""]
         else:
             lines += [t["text"], "", f"*{t['prompt_tokens']:,} prompt tokens, {t['cached_tokens']:,} cached, "
-                      f"TTFT {t['ttft_s']:.2f}s, {t['tokens_per_s']:.1f} tokens/s*", ""]
+                      f"TTFT {t['ttft_s']:.2f}s, {t['tokens_per_s']:.1f} tokens/s{_fit_note(t['fit'])}*", ""]
     return "\n".join(lines)
+
+
+def _fit_note(fit: dict | None) -> str:
+    """How the answer's documents met the window, when not whole: ", retrieve: 14 of 63 passages (pages 2-5, 11)"."""
+    if not fit or fit["strategy"] == "full":
+        return ""
+    if fit["strategy"] == "map-reduce":
+        return f", map-reduce: {fit['passages_total']} passages in {fit['windows']} parts"
+    where = f" ({fit['where']})" if fit.get("where") else ""
+    return f", {fit['strategy']}: {fit['passages_used']} of {fit['passages_total']} passages{where}"
 
 
 @app.command("show")

@@ -110,6 +110,9 @@ class EmbeddedEngine:
         self.kv_host_budget = parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget is not None else None
         self.kv_disk = Path(kv_disk).expanduser() if kv_disk is not None else None
         self.kv_dtype_name = None if kv_dtype in (None, "model") else kv_dtype  # the planner's name for it
+        import torch
+
+        self.thread_ceiling = torch.get_num_threads()  # what torch (or the caller) set; prefill may use fewer
         path, self.model_name = locate(model)
         self.model = load_model(path, dtype=dtype, device=device, quantize=quantize)
         self.tokenizer = self.model.tokenizer
@@ -187,7 +190,12 @@ class EmbeddedEngine:
         return {"model": self.model.fingerprint, "tokenizer": str(getattr(self.tokenizer, "fingerprint", ""))}
 
     def prefill(self, prompt: Prompt, snapshot: EmbeddedState | None = None, progress: Progress | None = None) -> EmbeddedState:
+        import torch
+
+        from ..runtime.threads import choose
+
         ids = self._render(prompt).ids
+        torch.set_num_threads(choose(self.thread_ceiling))  # the cores other work leaves free right now
         started = time.perf_counter()
         session, cached = self._rewind(snapshot, ids)  # always leaves at least one token to run
         logits = self._prefill(session, ids, progress)
@@ -199,7 +207,8 @@ class EmbeddedEngine:
     def generate(self, state: EmbeddedState, params: GenerationParams) -> Iterator[str]:
         from ..runtime import Sampling
 
-        sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed)
+        sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed,
+                            repetition_penalty=params.repetition_penalty, loop_window=params.loop_window)
         text_gen = self.model.generate_text(
             state.ids, max_new_tokens=params.max_tokens, sampling=sampling, stop=params.stop, session=state.session,
             logits=state.logits,

@@ -132,6 +132,7 @@ class LoadedModel:
             tokenizer=self.tokenizer,
             stop=list(stop or []),
             max_new_tokens=max_new_tokens,
+            loop_window=(sampling or Sampling()).loop_window,
         )
 
 

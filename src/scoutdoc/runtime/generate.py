@@ -8,6 +8,7 @@ needlessly and the chunked layers' KV is filled one whole chunk at a time.
 """
 
 import codecs
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -56,10 +57,15 @@ class Session:
 
 @dataclass
 class Sampling:
+    """How the next token is picked. The repetition guards are off by default here (the runtime
+    generates what the model says); scoutdoc's own defaults (`engines.GenerationParams`) turn them on."""
+
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 means no top-k cut
     seed: int | None = None
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the answer less likely (not the prompt's)
+    loop_window: int = 0  # stop once the answer's last this-many tokens repeat an earlier run of it; 0: never
 
 
 def prefill(
@@ -100,6 +106,17 @@ def prefill(
 
 def _device_of(model: Model) -> torch.device:
     return next(model.parameters()).device  # type: ignore[attr-defined]
+
+
+def penalize(logits: torch.Tensor, answer: list[int], penalty: float) -> torch.Tensor:
+    """The CTRL-style repetition penalty over the tokens generated so far: their positive logits divided
+    by `penalty`, negative ones multiplied. Only the answer counts: an answer about a document must
+    be free to repeat the document's words, just not itself."""
+    if penalty == 1.0 or not answer:
+        return logits
+    seen = torch.tensor(sorted(set(answer)), device=logits.device)
+    picked = logits[seen]
+    return logits.index_put((seen,), torch.where(picked > 0, picked / penalty, picked * penalty))
 
 
 def sample(logits: torch.Tensor, params: Sampling, generator: torch.Generator | None) -> int:
@@ -157,10 +174,12 @@ def generate_ids(
         logits = prefill(model, session, ids, prefill_chunk, progress)
     elif session.ids != ids:
         raise ValueError("logits were given but the session does not hold exactly these ids")
+    answer: list[int] = []
     for n in range(max_new_tokens):
-        token = sample(logits, sampling, generator)
+        token = sample(penalize(logits, answer, sampling.repetition_penalty), sampling, generator)
         if token in stop:
             return
+        answer.append(token)
         yield token
         if n + 1 == max_new_tokens:
             return
@@ -235,30 +254,87 @@ class StopMatcher:
         return out
 
 
+_LEADING_PUNCT = re.compile(r"[.!?;:,)\]\"'…]*\s*")
+
+
+class LoopGuard:
+    """Notices an answer going round in circles: `push` returns how many of the latest tokens repeat,
+    token for token, an earlier run of the answer (0 when the latest token is new there).
+
+    `runs[i]` is the length of the common run ending at earlier position i and at the latest token,
+    updated in one pass per token, so a 512-token answer costs about 130k comparisons in all.
+    """
+
+    def __init__(self, window: int):
+        self.window = window
+        self.tokens: list[int] = []
+        self.runs: list[int] = []
+
+    def push(self, token: int) -> int:
+        runs = self.runs
+        new = [0] * len(self.tokens)
+        for i, seen in enumerate(self.tokens):
+            if seen == token:
+                new[i] = min(self.window, (runs[i - 1] if i else 0) + 1)
+        self.tokens.append(token)
+        new.append(0)
+        self.runs = new
+        return max(new)
+
+
 @dataclass
 class TextGeneration:
-    """Iterate to stream text; afterwards `finish_reason` is "stop" or "length" and `new_ids` the tokens."""
+    """Iterate to stream text; afterwards `finish_reason` is "stop", "length" or "repeat" and `new_ids`
+    the tokens generated.
+
+    With `loop_window` > 0 the text of tokens that repeat an earlier run of the answer is held back
+    until the run breaks; when it reaches `loop_window` tokens the answer is going in circles:
+    generation stops ("repeat") and the held-back repetition is dropped, so the answer ends after
+    the first time it said what it then kept saying.
+    """
 
     token_source: Callable[[], Iterator[int]]
     tokenizer: object
     stop: list[str]
     max_new_tokens: int
+    loop_window: int = 0
     finish_reason: str = ""
     new_ids: list[int] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[str]:
         stream, matcher = TextStream(self.tokenizer), StopMatcher(self.stop)
+        guard = LoopGuard(self.loop_window) if self.loop_window > 0 else None
+        held: list[str] = []  # text of the latest tokens, while they repeat an earlier run
         self.finish_reason = "stop"
-        for token in self.token_source():
-            self.new_ids.append(token)
-            piece = matcher.feed(stream.push(token))
-            if piece:
-                yield piece
-            if matcher.stopped:
-                return
+        source = self.token_source()
+        try:
+            for token in source:
+                self.new_ids.append(token)
+                held.append(stream.push(token))
+                repeating = guard.push(token) if guard is not None else 0
+                if guard is not None and repeating >= guard.window:
+                    self.finish_reason = "repeat"
+                    # The repeated run can start with the punctuation that ended the first round
+                    # ("…2,400" + ". The fee…"): that much of it still belongs to the answer.
+                    dropped = "".join(held[len(held) - repeating:])
+                    tail = matcher.feed("".join(held[: len(held) - repeating]) + _LEADING_PUNCT.match(dropped).group(0))
+                    tail += "" if matcher.stopped else matcher.flush()
+                    if tail:
+                        yield tail
+                    return
+                release, held = held[: len(held) - repeating], held[len(held) - repeating:]
+                piece = matcher.feed("".join(release))
+                if piece:
+                    yield piece
+                if matcher.stopped:
+                    return
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
         if len(self.new_ids) >= self.max_new_tokens:
             self.finish_reason = "length"
-        tail = matcher.feed(stream.flush())
+        tail = matcher.feed("".join(held) + stream.flush())
         if not matcher.stopped:
             tail += matcher.flush()
         if tail:

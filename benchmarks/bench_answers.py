@@ -1,0 +1,243 @@
+"""Answer quality: scoutdoc's default answers against llama.cpp's chat completion on the same GGUF.
+
+Each line of `benchmarks/qa/questions.jsonl` names sources (paths relative to the repository root;
+the shared corpus is reached as `../shared/corpus/...`, never copied in), a question with a short
+known answer, and keywords: an answer counts as right when it contains any of them, case-insensitive.
+
+- scoutdoc answers exactly as `scoutdoc ask` would: `session.start_session` with default
+  `GenerationParams`, the embedded engine and the default model (fit strategy, prompt layout and
+  sampling defaults included), into a throw-away SCOUTDOC_HOME.
+- llama.cpp (llama-cpp-python) answers with `create_chat_completion` on the same GGUF file, with the
+  same packed documents as the system message (`prompt.system_text`) and the question as the user
+  message, its own sampling defaults, a fixed seed and the same answer budget. When the documents
+  exceed the model's window it cannot answer; such questions are counted wrong and reported
+  separately ("long"), and both engines' scores are also given over the questions that fit.
+
+Usage (from the repository root, the `bench` or `test` extra installed):
+
+    python benchmarks/bench_answers.py [--limit N | --quick] [--engines scoutdoc,llama.cpp]
+                                       [--max-tokens N] [--json OUT.json] [--show]
+
+`--quick` runs the first two questions with 48-token answers (what CI's test does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # llama_compat beside this file
+QUESTIONS = ROOT / "benchmarks" / "qa" / "questions.jsonl"
+ENGINES = ("scoutdoc", "llama.cpp")
+
+
+@dataclass
+class Item:
+    id: str
+    sources: list[str]
+    question: str
+    keywords: list[str]
+
+    def paths(self) -> list[str]:
+        return [str((ROOT / s).resolve()) if not Path(s).is_absolute() else s for s in self.sources]
+
+    def available(self) -> bool:
+        return all(Path(p).exists() for p in self.paths())
+
+
+@dataclass
+class Answer:
+    text: str
+    seconds: float
+    error: str = ""
+    fit: dict = field(default_factory=dict)
+
+
+def progress(engine: str, item: Item, answer: Answer) -> None:
+    verdict = "right" if right(answer.text, item.keywords) else "error" if answer.error else "wrong"
+    print(f"{engine}: {item.id}: {verdict} ({answer.seconds:.0f} s)", file=sys.stderr, flush=True)
+
+
+def load_items(path: Path = QUESTIONS) -> list[Item]:
+    return [Item(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def right(answer: str, keywords: list[str]) -> bool:
+    low = answer.lower()
+    return any(k.lower() in low for k in keywords)
+
+
+def documents_text(item: Item) -> str:
+    """The packed documents both engines get: what `scoutdoc ask` puts in the system message."""
+    from scoutdoc.ingest import IngestOptions, load_sources, pack, require_documents
+    from scoutdoc.prompt import system_text
+
+    return system_text(pack(require_documents(load_sources(item.paths(), IngestOptions()))))
+
+
+def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None) -> list[Answer]:
+    """Each question as a new `ask` session, through the library the CLI uses; sessions and KV
+    snapshots go to a throw-away SCOUTDOC_HOME."""
+    from scoutdoc.engines import GenerationParams, open_engine
+    from scoutdoc.errors import ScoutdocError
+    from scoutdoc.ingest import IngestOptions
+    from scoutdoc.session import start_session
+    from scoutdoc.store import Store
+
+    params = GenerationParams() if max_tokens is None else GenerationParams(max_tokens=max_tokens)
+    engine = open_engine("embedded", model=gguf)
+    out = []
+    saved = os.environ.get("SCOUTDOC_HOME")
+    with tempfile.TemporaryDirectory(prefix="scoutdoc-qa-") as home, Store(Path(home) / "qa.db") as store:
+        os.environ["SCOUTDOC_HOME"] = home
+        try:
+            for item in items:
+                started = time.perf_counter()
+                try:
+                    result = start_session(store, engine, paths=item.paths(), options=IngestOptions(),
+                                           question=item.question, params=params, on_text=lambda piece: None,
+                                           notice=lambda message: None)
+                except ScoutdocError as exc:
+                    out.append(Answer("", time.perf_counter() - started, f"{type(exc).__name__}: {exc}"))
+                    progress("scoutdoc", item, out[-1])
+                    continue
+                fit = getattr(result, "fit", None)
+                out.append(Answer(result.answer, time.perf_counter() - started,
+                                  fit=fit.as_dict() if hasattr(fit, "as_dict") else {}))
+                progress("scoutdoc", item, out[-1])
+        finally:
+            if saved is None:
+                os.environ.pop("SCOUTDOC_HOME", None)
+            else:
+                os.environ["SCOUTDOC_HOME"] = saved
+    return out
+
+
+def llama_answers(items: list[Item], gguf: str, max_tokens: int | None, threads: int, seed: int = 0) -> list[Answer]:
+    """llama.cpp's chat completion with its default sampling, the same documents and question."""
+    from llama_compat import open_llama
+
+    from scoutdoc.engines import GenerationParams
+
+    llm, amx_off = open_llama(gguf, n_ctx=0, n_threads=threads, n_threads_batch=threads, seed=seed, verbose=False)
+    if amx_off:
+        print("llama.cpp: extra buffer types (AMX, repacking) off: this machine faults on AMX tiles", file=sys.stderr)
+    budget = max_tokens or GenerationParams().max_tokens
+    out = []
+    for item in items:
+        started = time.perf_counter()
+        messages = [{"role": "system", "content": documents_text(item)}, {"role": "user", "content": item.question}]
+        try:
+            reply = llm.create_chat_completion(messages=messages, max_tokens=budget, seed=seed)
+            out.append(Answer(reply["choices"][0]["message"]["content"] or "", time.perf_counter() - started))
+        except ValueError as exc:  # "Requested tokens (...) exceed context window of ..."
+            out.append(Answer("", time.perf_counter() - started, str(exc)))
+        llm.reset()
+        progress("llama.cpp", item, out[-1])
+    return out
+
+
+def fits_window(item: Item, gguf: str) -> bool:
+    """Whether the whole prompt fits the default model's window with the default answer budget."""
+    from scoutdoc.engines import GenerationParams
+    from scoutdoc.engines.chat import render
+    from scoutdoc.prompt import Message, Prompt
+    from scoutdoc.runtime import load_model
+
+    model = load_model(gguf)
+    prompt = Prompt([Message("system", documents_text(item))], [Message("user", item.question)])
+    return len(render(model.tokenizer, prompt).ids) + GenerationParams().max_tokens <= model.config.max_position_embeddings
+
+
+def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool]) -> dict:
+    summary = {}
+    for engine, got in answers.items():
+        ok = [right(a.text, it.keywords) for it, a in zip(items, got)]
+        fit_ok = [o for o, f in zip(ok, fits) if f]
+        summary[engine] = {
+            "right": sum(ok), "total": len(ok), "percent": round(100 * sum(ok) / max(1, len(ok)), 1),
+            "right_fitting": sum(fit_ok), "fitting": len(fit_ok),
+            "seconds": round(sum(a.seconds for a in got), 1),
+        }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--quick", action="store_true", help="two questions, 48-token answers (CI)")
+    parser.add_argument("--only", default="", help="comma-separated question ids")
+    parser.add_argument("--sample", type=int, default=None, help="N questions spread evenly over the set")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both engines (default: all usable)")
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--max-tokens", type=int, default=None, help="answer budget (default: scoutdoc's default)")
+    parser.add_argument("--json", dest="json_out", default=None, help="write every answer and the scores here")
+    parser.add_argument("--show", action="store_true", help="print each answer")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.limit, args.max_tokens = args.limit or 2, args.max_tokens or 48
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        parser.error(f"unknown engine(s) {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
+
+    items = [it for it in load_items() if it.available()]
+    if args.only:
+        wanted = set(args.only.split(","))
+        items = [it for it in items if it.id in wanted]
+    if args.sample and args.sample < len(items):
+        items = [items[round(i * (len(items) - 1) / (args.sample - 1))] for i in range(args.sample)] if args.sample > 1 else items[:1]
+    items = items[: args.limit] if args.limit else items
+    if not items:
+        raise SystemExit("no questions to run (is ../shared/corpus there?)")
+    from scoutdoc import models
+    from scoutdoc.settings import DEFAULT_MODEL
+
+    gguf = os.fspath(models.resolve(DEFAULT_MODEL))
+    threads = args.threads or len(os.sched_getaffinity(0))
+    import torch
+
+    torch.set_num_threads(threads)
+    fits = [fits_window(it, gguf) for it in items]
+    answers: dict[str, list[Answer]] = {}
+    if "scoutdoc" in engines:
+        answers["scoutdoc"] = scoutdoc_answers(items, gguf, args.max_tokens)
+    if "llama.cpp" in engines:
+        answers["llama.cpp"] = llama_answers(items, gguf, args.max_tokens, threads)
+    summary = score(items, answers, fits)
+
+    print(f"{len(items)} questions ({sum(fits)} fit the window), machine: {platform.machine()}, "
+          f"{len(os.sched_getaffinity(0))} usable cores, load average {os.getloadavg()[0]:.1f}")
+    header = "| id | fits | " + " | ".join(answers) + " |"
+    print(header + "\n|" + " --- |" * (2 + len(answers)))
+    for n, item in enumerate(items):
+        cells = ["right" if right(answers[e][n].text, item.keywords) else ("error" if answers[e][n].error else "wrong")
+                 for e in answers]
+        print(f"| {item.id} | {'yes' if fits[n] else 'no'} | " + " | ".join(cells) + " |")
+        if args.show:
+            for e in answers:
+                a = answers[e][n]
+                print(f"    {e}: {(a.text or a.error)[:300]!r}")
+    for e, s in summary.items():
+        print(f"{e}: {s['right']}/{s['total']} right ({s['percent']} %), {s['right_fitting']}/{s['fitting']} "
+              f"of those that fit, {s['seconds']} s")
+    result = {"summary": summary, "items": [
+        {"id": it.id, "fits": f, **{e: {"answer": answers[e][n].text, "right": right(answers[e][n].text, it.keywords),
+                                          "error": answers[e][n].error, "seconds": round(answers[e][n].seconds, 2),
+                                          "fit": answers[e][n].fit} for e in answers}}
+        for n, (it, f) in enumerate(zip(items, fits))]}
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

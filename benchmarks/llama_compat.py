@@ -1,0 +1,52 @@
+"""Opening llama.cpp (llama-cpp-python) for the benchmarks on machines whose kernel refuses AMX tiles.
+
+llama.cpp built natively on a CPU that reports AMX puts matrix weights in its AMX buffer type; some
+sandboxes and VMs report AMX but fault on the first tile instruction (`ldtilecfg`: a general
+protection fault that kills the process). A short evaluation in a child process tells whether
+this machine is one of them; if so, llama.cpp's extra buffer types (AMX, and the weight repacking
+that shares the switch) are turned off, which costs llama.cpp speed, and `amx_off` says so in the
+benchmark's output.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+
+_PROBE = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=128, n_threads=1, verbose=False)
+llm.eval(llm.tokenize(b"hello world " * 16, special=True))  # a batch: one token alone takes another path
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def extra_buffers_crash(model_path: str) -> bool:
+    """True when llama.cpp dies (by a signal) evaluating a few tokens with its default buffer types."""
+    proc = subprocess.run([sys.executable, "-c", _PROBE, model_path], capture_output=True, timeout=300)
+    return proc.returncode < 0
+
+
+def open_llama(model_path: str, **kwargs):
+    """`llama_cpp.Llama(model_path, **kwargs)`, without extra buffer types where they crash.
+
+    Returns the model and whether the extra buffer types were turned off."""
+    import llama_cpp.llama_cpp as low
+    from llama_cpp import Llama
+
+    if not extra_buffers_crash(model_path):
+        return Llama(model_path=model_path, **kwargs), False
+    default = low.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_extra_buffers
+    try:
+        return Llama(model_path=model_path, **kwargs), True
+    finally:
+        low.llama_model_default_params = default

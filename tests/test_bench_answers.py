@@ -1,0 +1,56 @@
+"""benchmarks/bench_answers.py stays runnable: the QA set is well formed, and a two-question run of
+both engines (slow: the real default model and llama.cpp) produces scores, so an API change breaks CI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_answers", ROOT / "benchmarks" / "bench_answers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_answers"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_qa_set_has_thirty_questions_with_keywords_over_existing_sources():
+    bench = load_bench()
+    items = bench.load_items()
+    assert len(items) >= 30 and len({it.id for it in items}) == len(items)
+    for item in items:
+        assert item.question.strip() and item.keywords and all(k.strip() for k in item.keywords)
+        for source in item.sources:
+            assert not Path(source).is_absolute()
+            if not source.startswith("../shared/"):  # the shared corpus is beside the repository, when there
+                assert (ROOT / source).exists(), source
+    corpus = [it for it in items if all(s.startswith("../shared/corpus/") for s in it.sources)]
+    assert len(corpus) >= 20  # most questions are about documents nobody on the project wrote
+
+
+def test_an_answer_is_right_when_it_holds_a_keyword():
+    bench = load_bench()
+    assert bench.right("The notice period is Sixty (60) days.", ["60", "sixty"])
+    assert not bench.right("Fourteen days.", ["60", "sixty"])
+
+
+@pytest.mark.slow
+def test_a_quick_run_scores_both_engines(tmp_path, smollm2_gguf, monkeypatch):
+    monkeypatch.setenv("SCOUTDOC_MODELS", str(smollm2_gguf.parent))
+    bench = load_bench()
+    out = tmp_path / "qa.json"
+    result = bench.main(["--quick", "--limit", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    for engine in ("scoutdoc", "llama.cpp"):
+        score = result["summary"][engine]
+        assert score["total"] == 1 and 0 <= score["right"] <= 1
+        [item] = result["items"]
+        assert item[engine]["answer"] and not item[engine]["error"]
+    assert result["items"][0]["scoutdoc"]["fit"]["strategy"] == "full"

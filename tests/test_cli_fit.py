@@ -1,0 +1,72 @@
+"""`--fit` through the CLI with a fake engine: the notice, `stats.fit` in --json, `sessions show`, exit 4 with --fit full."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+import pytest
+from fakes import FakeEngine
+
+from scoutdoc.cli import answer, main
+
+WORDS = "river ledger copper lantern meadow signal harbor orchard quarry timber valley summit".split()
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Runs `scoutdoc ARGS` in process on a fake engine with a 1,200-token window; (exit code, stdout, stderr)."""
+    monkeypatch.setenv("SCOUTDOC_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SCOUTDOC_DB", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr(answer, "open_engine_for", lambda choice: FakeEngine(context_limit=1200))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["scoutdoc", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def long_text(tmp_path):
+    rng = random.Random(3)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(12)) + "." for _ in range(800)]
+    lines[401] = "The vault combination is 4417 PELICAN."
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_ask_retrieves_tells_the_user_and_records_how(cli, long_text):
+    code, out, err = cli("ask", long_text, "What is the vault combination?", "--json", "--max-tokens", "16")
+    assert code == 0
+    fit = json.loads(out)["stats"]["fit"]
+    assert fit["strategy"] == "retrieve" and 0 < fit["passages_used"] < fit["passages_total"]
+    assert f"answered from {fit['passages_used']} of {fit['passages_total']} passages" in err
+    code, out, _ = cli("sessions", "show", json.loads(out)["session_id"])
+    assert code == 0 and f"retrieve: {fit['passages_used']} of {fit['passages_total']} passages" in out
+
+
+def test_fit_full_refuses_with_exit_4(cli, long_text):
+    code, out, err = cli("ask", long_text, "What is the vault combination?", "--fit", "full")
+    assert code == 4 and out == "" and "holds 1,200" in err
+
+
+def test_summarize_reads_every_part(cli, long_text):
+    code, out, err = cli("summarize", long_text, "--json", "--max-tokens", "16")
+    fit = json.loads(out)["stats"]["fit"]
+    assert code == 0 and fit["strategy"] == "map-reduce" and fit["windows"] > 1
+    assert err.count("reading part") == fit["windows"]
+
+
+def test_an_unknown_strategy_is_a_usage_error(cli, long_text):
+    code, _, err = cli("ask", long_text, "Q?", "--fit", "guess")
+    assert code == 2 and "'guess' is not a fit strategy" in err

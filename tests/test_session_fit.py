@@ -1,0 +1,124 @@
+"""session.py with documents longer than the window: retrieval, map-reduce, and nothing changed when they fit.
+
+A fake engine (tests/fakes.py) counts words as tokens; ingestion and the store are real.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from fakes import FakeEngine
+
+from scoutdoc import session as conv
+from scoutdoc.engines import GenerationParams
+from scoutdoc.errors import ContextTooLongError
+from scoutdoc.ingest import IngestOptions
+from scoutdoc.prompt import build_prompt
+from scoutdoc.store import Store
+
+PARAMS = GenerationParams(max_tokens=32)
+WORDS = "river ledger copper lantern meadow signal harbor orchard quarry timber valley summit".split()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCOUTDOC_HOME", str(tmp_path / "home"))
+    with Store(tmp_path / "home" / "scoutdoc.db") as s:
+        yield s
+
+
+@pytest.fixture
+def long_notes(tmp_path):
+    """About 12,000 word-tokens of filler with two facts far apart."""
+    rng = random.Random(7)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(12)) + "." for _ in range(1000)]
+    lines[612] = "The vault combination is 4417 PELICAN."
+    lines[87] = "The courier arrives on Thursday at noon."
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Notices(list):
+    def __call__(self, text: str) -> None:
+        self.append(text)
+
+
+def ask(store, engine, paths, question, **kw):
+    notices = kw.pop("notices", Notices())
+    return conv.start_session(store, engine, paths=[str(p) for p in paths], options=IngestOptions(), question=question,
+                              params=kw.pop("params", PARAMS), on_text=lambda piece: None, notice=notices, **kw)
+
+
+def system_of(state) -> str:
+    return state.prompt.prefix[0].content
+
+
+def test_a_question_about_a_document_ten_times_the_window_is_answered_from_retrieved_passages(store, long_notes):
+    engine, notices = FakeEngine(context_limit=1200), Notices()
+    result = ask(store, engine, [long_notes], "What is the vault combination?", notices=notices)
+    [state] = engine.prefills
+    system = system_of(state)
+    assert "The vault combination is 4417 PELICAN." in system and "[L" in system
+    assert state.stats.prompt_tokens + PARAMS.max_tokens <= engine.context_limit
+    assert result.fit.strategy == "retrieve" and 0 < result.fit.passages_used < result.fit.passages_total
+    assert notices[0].startswith(f"answered from {result.fit.passages_used} of {result.fit.passages_total} passages, L")
+    [question, answer] = store.turns(result.session_id)
+    assert json.loads(answer["fit"]) == result.fit.as_dict() and question["fit"] == ""
+    # the session keeps all of the documents, for follow-ups to retrieve from; no KV snapshot of a partial prompt
+    assert "The courier arrives on Thursday at noon." in store.session(result.session_id)["prefix"]
+    assert result.snapshot == "" and store.snapshots(result.session_id) == []
+
+
+def test_a_follow_up_retrieves_again_for_its_own_question(store, long_notes):
+    engine = FakeEngine(context_limit=1200)
+    first = ask(store, engine, [long_notes], "What is the vault combination?")
+    later = conv.continue_session(store, engine, session_id=first.session_id, question="When does the courier arrive?",
+                                  params=PARAMS, on_text=lambda piece: None, notice=Notices())
+    system = system_of(engine.prefills[-1])
+    assert "The courier arrives on Thursday at noon." in system
+    assert later.fit.strategy == "retrieve"
+    assert engine.prefills[-1].stats.prompt_tokens + PARAMS.max_tokens <= engine.context_limit
+
+
+def test_auto_leaves_a_fitting_prompt_byte_identical_and_the_follow_up_reuses_the_snapshot(store, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The meeting is on Tuesday in room 4.\n")
+    engine = FakeEngine()
+    result = ask(store, engine, [notes], "When is the meeting?")
+    full = ask(store, FakeEngine(), [notes], "When is the meeting?", fit="full")
+    assert system_of(engine.prefills[0]) == system_of(FakeEngine().prefill(
+        build_prompt(store.session(full.session_id)["prefix"].split("\n\n", 2)[2].rstrip("\n"), [], "q")))
+    assert system_of(engine.prefills[0]) == store.session(full.session_id)["prefix"]
+    assert result.fit.strategy == "full" and result.snapshot
+    later = conv.continue_session(store, engine, session_id=result.session_id, question="Where?", params=PARAMS,
+                                  on_text=lambda piece: None, notice=Notices())
+    assert later.stats.cached_tokens > 0 and later.fit.strategy == "full"
+
+
+def test_full_still_refuses_a_document_longer_than_the_window(store, long_notes):
+    engine = FakeEngine(context_limit=1200)
+    with pytest.raises(ContextTooLongError, match="holds 1,200") as refused:
+        ask(store, engine, [long_notes], "What is the vault combination?", fit="full")
+    assert refused.value.exit_code == 4 and engine.prefills == []
+
+
+def test_a_summary_of_a_long_document_reads_every_part_then_combines(store, long_notes):
+    engine, notices = FakeEngine(context_limit=4000), Notices()
+    result = ask(store, engine, [long_notes], "Summarize these documents.", summary=True, notices=notices)
+    parts, final = engine.prefills[:-1], engine.prefills[-1]
+    assert result.fit.strategy == "map-reduce" and result.fit.windows == len(parts) >= 3
+    assert sum("reading part" in n for n in notices) == len(parts)
+    seen = "".join(system_of(p).split('kind="text">\n', 1)[1].rsplit("</document>", 1)[0] for p in parts)
+    assert "The vault combination" in seen and "The courier arrives" in seen
+    combined = system_of(final)
+    assert 'source="partial answers"' in combined and combined.count("\n[L") == len(parts)
+    assert result.answer.startswith("Answer ")
+
+
+def test_map_reduce_on_request_for_a_question(store, long_notes):
+    engine = FakeEngine(context_limit=4000)
+    result = ask(store, engine, [long_notes], "What is the vault combination?", fit="map-reduce")
+    assert result.fit.strategy == "map-reduce" and len(engine.prefills) == result.fit.windows + 1
