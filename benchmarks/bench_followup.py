@@ -148,10 +148,10 @@ def scoutdoc_follow(job: dict) -> dict:
 
 
 def _llama(model_path: str):
-    from llama_cpp import Llama
+    from llama_compat import open_llama
 
     t = time.perf_counter()
-    llm = Llama(model_path=model_path, n_ctx=8192, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    llm, _ = open_llama(model_path, n_ctx=8192, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
     return llm, time.perf_counter() - t
 
 

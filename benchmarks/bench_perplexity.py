@@ -61,10 +61,10 @@ def scoutdoc_ppl(path: Path, windows: list[list[int]], dtype: str, quantize: str
 
 
 def llama_cpp_ppl(path: Path, windows: list[list[int]], threads: int) -> float:
-    from llama_cpp import Llama
+    from llama_compat import open_llama
 
-    llm = Llama(model_path=str(path), n_ctx=max(len(w) for w in windows), logits_all=True, n_threads=threads,
-                verbose=False)
+    llm, _ = open_llama(str(path), n_ctx=max(len(w) for w in windows), logits_all=True, n_threads=threads,
+                        verbose=False)
     total, count = 0.0, 0
     for window in windows:
         llm.reset()

@@ -113,10 +113,10 @@ def _transformers(gguf: Path, threads: int, dtype: str):
 def _llama_cpp(gguf: Path, threads: int, dtype: str):
     import llama_cpp
     import numpy as np
-    from llama_cpp import Llama
+    from llama_compat import open_llama
 
-    llm = Llama(str(gguf), n_ctx=8192, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
-                verbose=False)
+    llm, _ = open_llama(str(gguf), n_ctx=8192, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
+                        verbose=False)
 
     def prefill(ids):
         llm.reset()

@@ -5,12 +5,15 @@ sandboxes and VMs report AMX but fault on the first tile instruction (`ldtilecfg
 protection fault that kills the process). A short evaluation in a child process tells whether
 this machine is one of them; if so, llama.cpp's extra buffer types (AMX, and the weight repacking
 that shares the switch) are turned off, which costs llama.cpp speed, and `amx_off` says so in the
-benchmark's output.
+benchmark's output. Run as a script, it starts llama-cpp-python's server that way (the remote
+engine's tests use it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import runpy
 import subprocess
 import sys
 
@@ -29,15 +32,11 @@ def extra_buffers_crash(model_path: str) -> bool:
     return proc.returncode < 0
 
 
-def open_llama(model_path: str, **kwargs):
-    """`llama_cpp.Llama(model_path, **kwargs)`, without extra buffer types where they crash.
-
-    Returns the model and whether the extra buffer types were turned off."""
+@contextlib.contextmanager
+def plain_buffers():
+    """Within the block, models llama-cpp-python opens use only llama.cpp's plain CPU buffers."""
     import llama_cpp.llama_cpp as low
-    from llama_cpp import Llama
 
-    if not extra_buffers_crash(model_path):
-        return Llama(model_path=model_path, **kwargs), False
     default = low.llama_model_default_params
 
     def without_extra_buffers():
@@ -47,6 +46,25 @@ def open_llama(model_path: str, **kwargs):
 
     low.llama_model_default_params = without_extra_buffers
     try:
-        return Llama(model_path=model_path, **kwargs), True
+        yield
     finally:
         low.llama_model_default_params = default
+
+
+def open_llama(model_path: str, **kwargs):
+    """`llama_cpp.Llama(model_path, **kwargs)`, without extra buffer types where they crash.
+
+    Returns the model and whether the extra buffer types were turned off."""
+    from llama_cpp import Llama
+
+    if not extra_buffers_crash(model_path):
+        return Llama(model_path=model_path, **kwargs), False
+    with plain_buffers():
+        return Llama(model_path=model_path, **kwargs), True
+
+
+if __name__ == "__main__":
+    # `python benchmarks/llama_compat.py ARGS...` is `python -m llama_cpp.server ARGS...` on plain
+    # buffers, for tests that want a server on every machine and do not measure llama.cpp's speed.
+    with plain_buffers():
+        runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)

@@ -64,3 +64,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A real session database under a temporary SCOUTDOC_HOME (test modules may define their own)."""
+    from scoutdoc.store import Store
+
+    monkeypatch.setenv("SCOUTDOC_HOME", str(tmp_path / "home"))
+    with Store(tmp_path / "home" / "scoutdoc.db") as s:
+        yield s

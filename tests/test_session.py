@@ -23,16 +23,9 @@ from scoutdoc.errors import ContextTooLongError, IngestError, SessionError
 from scoutdoc.ingest import IngestOptions
 from scoutdoc.fit import excerpt
 from scoutdoc.prompt import Message, Prompt, question_text, summary_instruction
-from scoutdoc.store import Store, snapshot_file
+from scoutdoc.store import snapshot_file
 
 PARAMS = GenerationParams(max_tokens=32)
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SCOUTDOC_HOME", str(tmp_path / "home"))
-    with Store(tmp_path / "home" / "scoutdoc.db") as s:
-        yield s
 
 
 @pytest.fixture

@@ -16,17 +16,9 @@ from scoutdoc.engines import GenerationParams
 from scoutdoc.errors import ContextTooLongError
 from scoutdoc.ingest import IngestOptions
 from scoutdoc.prompt import build_prompt
-from scoutdoc.store import Store
 
 PARAMS = GenerationParams(max_tokens=32)
 WORDS = "river ledger copper lantern meadow signal harbor orchard quarry timber valley summit".split()
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("SCOUTDOC_HOME", str(tmp_path / "home"))
-    with Store(tmp_path / "home" / "scoutdoc.db") as s:
-        yield s
 
 
 @pytest.fixture

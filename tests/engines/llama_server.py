@@ -7,7 +7,8 @@ be stopped (gracefully or with SIGKILL, to cut a stream) and started again on th
 The server runs without llama.cpp's extra CPU buffer types (AMX tiles and weight repacking): on
 machines that report AMX but fault on its first tile instruction (some VMs and sandboxes, this
 project's CI among them) they kill the server at its first batch. These tests check the remote
-engine's protocol handling, not llama.cpp's speed, so the plain buffers serve everywhere.
+engine's protocol handling, not llama.cpp's speed, so the plain buffers serve everywhere
+(benchmarks/llama_compat.py starts it so).
 """
 
 import signal
@@ -20,17 +21,7 @@ from pathlib import Path
 import httpx
 
 ALIAS = "smollm2"
-_MAIN = """
-import runpy
-import llama_cpp.llama_cpp as low
-default = low.llama_model_default_params
-def plain_buffers():
-    params = default()
-    params.use_extra_bufts = False
-    return params
-low.llama_model_default_params = plain_buffers
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-"""
+COMPAT = Path(__file__).resolve().parents[2] / "benchmarks" / "llama_compat.py"  # the server on plain buffers
 N_CTX = 4096
 
 
@@ -56,7 +47,7 @@ class LlamaServer:
 
     def start(self, wait: bool = True) -> "LlamaServer":
         command = [
-            sys.executable, "-c", _MAIN,
+            sys.executable, str(COMPAT),
             "--model", str(self.gguf), "--model_alias", ALIAS,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(N_CTX), "--n_threads", "1", "--n_threads_batch", "1",
