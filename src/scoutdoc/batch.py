@@ -29,6 +29,7 @@ from .engines import Engine, GenerationParams
 from .errors import INTERRUPTED_EXIT_CODE, ScoutdocError, UsageError
 from .ingest import IngestOptions, IngestResult, load_sources
 from .ingest.document import Document
+from .ingest.names import display_name
 from .prompt import summary_instruction
 from .session import Interrupted, start_session
 from .store import Store
@@ -160,6 +161,7 @@ def run_batch(
 ) -> Tally:
     """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.markup import escape
     from rich.table import Table
 
     paths = expand_inputs(inputs)
@@ -223,5 +225,5 @@ def run_batch(
                   f"{tally.seconds:.1f}s")
     console.print(table)
     for source, reason in tally.failures:
-        console.print(f"[red]failed[/red] {source}: {reason}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[red]failed[/red] {escape(display_name(source))}: {escape(display_name(reason))}", markup=True, highlight=False, soft_wrap=True)
     return tally

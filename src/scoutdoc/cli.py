@@ -18,6 +18,7 @@ from rich.console import Console
 
 from .errors import INTERRUPTED_EXIT_CODE, ScoutdocError, UsageError
 from .ingest import IngestOptions, IngestResult, load_sources, require_documents
+from .ingest.names import display_name
 
 app = typer.Typer(
     name="scoutdoc",
@@ -28,6 +29,13 @@ app = typer.Typer(
 )
 err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
 state = {"debug": False}
+
+
+def _safe(text: str) -> str:
+    """Text from files or archives as rich markup that shows it literally: controls escaped, brackets inert."""
+    from rich.markup import escape
+
+    return escape(display_name(text))
 
 
 @app.callback()
@@ -88,11 +96,11 @@ def read_sources(paths: list[Path], options: IngestOptions, show_skips: bool = T
             result = load(paths, options, progress=lambda done, total, unit: bar.update(task, completed=done, total=total))
     if show_skips:
         for skip in result.skipped:
-            err.print(f"[yellow]skipped[/yellow] {skip.source}: {skip.reason}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[yellow]skipped[/yellow] {_safe(skip.source)}: {_safe(skip.reason)}", highlight=False, markup=True, soft_wrap=True)
     for document in result.documents:
         if document.meta.get("failed_pages"):
             pages = ", ".join(map(str, document.meta["failed_pages"]))
-            err.print(f"[yellow]warning[/yellow] {document.source}: text extraction failed on page(s) {pages}; the other pages were kept", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[yellow]warning[/yellow] {_safe(document.source)}: text extraction failed on page(s) {pages}; the other pages were kept", highlight=False, markup=True, soft_wrap=True)
     return result
 
 
@@ -156,7 +164,7 @@ def _print_inspect(report: dict) -> None:
         table.add_column(column, justify=justify, overflow="fold")
     for s in report["sources"]:
         kind = f"{s['kind']} ({s['language']})" if s["language"] else s["kind"]
-        table.add_row(s["path"], kind, s["extent"], f"{s['chars']:,}", "-" if s["tokens"] is None else f"{s['tokens']:,}")
+        table.add_row(_safe(s["path"]), kind, s["extent"], f"{s['chars']:,}", "-" if s["tokens"] is None else f"{s['tokens']:,}")
     totals = report["totals"]
     table.add_section()
     table.add_row(f"{totals['sources']} sources, {totals['skipped']} skipped", "", "", f"{totals['chars']:,}", "-" if totals["tokens"] is None else f"{totals['tokens']:,}")
@@ -166,14 +174,14 @@ def _print_inspect(report: dict) -> None:
         for column, justify in (("directory", "left"), ("sources", "right"), ("chars", "right"), ("tokens", "right")):
             folders.add_column(column, justify=justify, overflow="fold")
         for row in report["directories"]:
-            folders.add_row(row["directory"], str(row["sources"]), f"{row['chars']:,}", "-" if row["tokens"] is None else f"{row['tokens']:,}")
+            folders.add_row(_safe(row["directory"]), str(row["sources"]), f"{row['chars']:,}", "-" if row["tokens"] is None else f"{row['tokens']:,}")
         err.print(folders)
     if report["skipped"]:
         skipped = Table(title="skipped", title_justify="left")
         skipped.add_column("source", overflow="fold")
         skipped.add_column("reason", overflow="fold")
         for row in report["skipped"]:
-            skipped.add_row(row["path"], row["reason"])
+            skipped.add_row(_safe(row["path"]), _safe(row["reason"]))
         err.print(skipped)
     note = "" if totals["tokens"] is not None else " (no tokenizer at hand: pass --model or run `scoutdoc models pull` for token counts)"
     err.print(f"packed prompt text: {totals['packed_chars']:,} characters{note}", highlight=False)
@@ -267,7 +275,7 @@ def _session_engine(
 
 
 def _notice(message: str) -> None:
-    err.print(f"[yellow]note:[/yellow] {message}", highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[yellow]note:[/yellow] {_safe(message)}", highlight=False, markup=True, soft_wrap=True)
 
 
 def _params(max_tokens: int, temperature: float, top_p: float, seed: Optional[int]):
@@ -574,7 +582,7 @@ def sessions_list(
     for column in ("id", "updated", "command", "questions", "sources", "title"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(r["id"], _when(r["updated_at"]), r["command"], str(r["questions"]), str(r["source_count"]), r["title"])
+        table.add_row(r["id"], _when(r["updated_at"]), r["command"], str(r["questions"]), str(r["source_count"]), _safe(r["title"] or ""))
     err.print(table)
 
 
@@ -669,7 +677,7 @@ def sessions_search(
     for column in ("session", "when", "role", "text"):
         table.add_column(column, overflow="fold")
     for h in hits:
-        table.add_row(h["session_id"], _when(h["created_at"]), h["role"], h["snippet"])
+        table.add_row(h["session_id"], _when(h["created_at"]), h["role"], _safe(h["snippet"] or ""))
     err.print(table)
 
 
@@ -888,9 +896,7 @@ def main() -> None:
     except ScoutdocError as exc:
         if debug:
             raise
-        from rich.markup import escape
-
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {_safe(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         if debug:
@@ -910,5 +916,5 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {_safe(str(exc))} (run with --debug for the traceback)")
         sys.exit(1)

@@ -23,6 +23,8 @@ class ArchiveLimits:
     max_depth: int = 3  # archives inside archives: an archive given by the user is depth 1
     max_header_bytes: int = 1 * MiB  # one tar PAX / GNU long-name header (real ones are a few hundred bytes)
     max_xml_bytes: int = 64 * MiB  # uncompressed XML parts of one .docx, all parsed into a tree by python-docx
+    max_xml_elements: int = 1_500_000  # XML elements in those parts (each costs lxml about 150 bytes)
+    max_docx_paragraphs: int = 100_000  # paragraphs in one .docx (python-docx takes ~50 us each)
     max_pdf_pages: int = 20_000  # pages read from one PDF
 
 
