@@ -66,7 +66,7 @@ class ResultsFile:
     def __init__(self, path: Path, resume: bool):
         self.path = path
         self.lock = threading.Lock()
-        self.keys: set[tuple[str, str, str]] = set()
+        self.keys: set[tuple[str, str, str, str]] = set()
         lines: list[str] = []
         if resume and path.exists():
             for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -76,7 +76,7 @@ class ResultsFile:
                     continue  # the line a crash cut short
                 if row.get("status") != "ok":
                     continue  # failures are retried
-                key = (row.get("sha256", ""), row.get("question_key", ""), row.get("model", ""))
+                key = _row_key(row)
                 if key in self.keys:
                     continue
                 self.keys.add(key)
@@ -89,7 +89,7 @@ class ResultsFile:
 
     def write(self, row: dict[str, Any]) -> None:
         with self.lock:
-            key = (row.get("sha256", ""), row.get("question_key", ""), row.get("model", ""))
+            key = _row_key(row)
             if row.get("status") == "ok":
                 if key in self.keys:
                     return
@@ -100,6 +100,11 @@ class ResultsFile:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """One line per document: two files with identical contents are two documents, each gets its line."""
+    return (row.get("source", ""), row.get("sha256", ""), row.get("question_key", ""), row.get("model", ""))
 
 
 def _question_for(document: Document, question: str | None) -> tuple[str, str]:
@@ -122,7 +127,8 @@ def _answer_one(
         if resume:
             done = store.answered_batch_item(document.sha256, key, engine.model_id)
             if done is not None:
-                out.write(json.loads(done["result"]))  # no-op when the file already has it
+                # no-op when the file already has it; a copy with identical contents gets its own line
+                out.write({**json.loads(done["result"]), "source": document.source})
                 return "skipped"
         started = time.perf_counter()
         try:

@@ -368,8 +368,8 @@ def _answer(
         paths, question = question_for(args)
         result_docs = read_sources([Path(p) for p in paths], options)
         require_documents(result_docs)
-        eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
-        with open_store(db) as store:
+        with open_store(db) as store:  # a database that cannot be written fails before the model loads
+            eng = _engine(engine, model, base_url, api_key, runtime, context_limit=context_limit, tokenizer=tokenizer)
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=params, on_text=sink,
                 notice=_notice, system=system, command=command, model_ref=model or "", result=result_docs,

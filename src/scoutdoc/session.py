@@ -24,9 +24,9 @@ from .ingest import IngestOptions, IngestResult, load_sources, pack, require_doc
 from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
-from .prompt import build_prompt, check_fits
+from .prompt import build_prompt, check_fits, check_size_estimate
 from .settings import snapshots_dir
-from .store import SourceRecord, Store, TurnRecord, snapshot_file
+from .store import SourceRecord, Store, TurnRecord, new_session_id, snapshot_file
 
 Notice = Callable[[str], None]
 TextSink = Callable[[str], None]
@@ -176,19 +176,23 @@ def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, tu
     return dict(path=name, tokens=len(state.session.ids), fingerprint=engine.model_id, bytes=int(size or 0))
 
 
-def _record(
-    store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice,
-) -> str:
+def _turn_records(engine: Engine, question: str, answer: str, state: Any) -> tuple[TurnRecord, TurnRecord]:
     stats: Stats = state.stats
-    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice)
     q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id)
     a = TurnRecord(
         "assistant", answer, prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
         prefilled_tokens=stats.prefilled_tokens, generated_tokens=stats.generated_tokens, ttft_s=stats.ttft_s,
         tokens_per_s=stats.tokens_per_s, model=engine.model_id, finish_reason=stats.finish_reason,
     )
-    store.add_exchange(session_id, q, a, snapshot=snap)
+    return q, a
+
+
+def _record(
+    store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
+    notice: Notice,
+) -> str:
+    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice)
+    store.add_exchange(session_id, *_turn_records(engine, question, answer, state), snapshot=snap)
     if snap:
         keep = store.latest_snapshot(session_id)
         for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
@@ -218,21 +222,24 @@ def start_session(
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
     question_text = question(documents) if callable(question) else question
-    prompt = build_prompt(pack(result), [], question_text, system)
+    packed = pack(result)
+    check_size_estimate(len(packed), params.max_tokens, engine.context_limit, _model_label(engine))
+    prompt = build_prompt(packed, [], question_text, system)
     answer, state = run_turn(engine, prompt, params, on_text, progress=prefill_progress, stop_event=stop_event)
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
     prefix_tokens = engine.prefix_tokens(prompt) if hasattr(engine, "prefix_tokens") else 0
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
-    session_id = store.create_session(
+    session_id = new_session_id()
+    snap = _save_snapshot(store, engine, session_id, state, 1, notice)
+    store.create_session(
         title=title, command=command, engine=engine.name, model=model_ref, model_id=engine.model_id,
         base_url=getattr(engine, "base_url", ""),
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
         options=options_to_json(options), prefix_tokens=prefix_tokens, context_limit=engine.context_limit,
-        sources=records,
+        sources=records, session_id=session_id, exchange=(*_turn_records(engine, question_text, answer, state), snap),
     )
-    snap = _record(store, engine, session_id, question_text, answer, state, 1, notice)
-    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap)
+    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap["path"] if snap else "")
 
 
 CWD_MARK = "cwd:"  # last entry of a session's stored inputs: the directory relative paths were given from
