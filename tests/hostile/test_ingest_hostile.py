@@ -279,3 +279,18 @@ def test_large_plain_text_named_explicitly(tmp_path, env):
             f.write(line * (MiB // len(line)))
     run = run_cli("60 MB text file, inspect --json", ["inspect", str(big), "--json"], env)
     _report(run)
+
+
+# --- .gitignore and --exclude patterns that make regexes backtrack ----------------------------------
+
+def test_pathological_gitignore_against_a_deep_tree(tmp_path, env):
+    folder = _with_good(tmp_path, "x")
+    line = "/".join(["**/*a*"] * 6) + "/**/zzz"
+    (folder / ".gitignore").write_text("\n".join([line] * 50 + ["*a*a*a*a*a*a*a*a*a*a*a*a*a*a*c"]) + "\n")
+    deep = folder.joinpath(*["a" * 20] * 40)
+    deep.mkdir(parents=True)
+    (deep / "leaf.txt").write_text("deep leaf\n")
+    report = _report(run_cli("`**/*a*/**` x6 .gitignore, 40-deep tree", ["inspect", str(folder), "--json"], env))
+    assert any(s["path"].endswith("leaf.txt") for s in report["sources"])
+    report = _report(run_cli("`**/*a*/**` x6 --exclude, 40-deep tree", ["inspect", str(folder), "--json", "--exclude", line], env))
+    assert any(s["path"].endswith("leaf.txt") for s in report["sources"])

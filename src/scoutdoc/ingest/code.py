@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .document import Skip
 from .options import IngestOptions
+from .globmatch import SegmentPattern, is_complex
 from .names import display_name
 from .secrets import SECRET_SKIP_REASON, is_secret_path
 
@@ -69,7 +70,7 @@ class Matcher:
         self.spec = gitignore_spec(lines)
         regexes = [p.regex for p in self.spec.patterns if p.include is not None and p.regex is not None]
         self._empty = not regexes  # only comments and blank lines, like git's stock info/exclude
-        self._any = _any_matcher(regexes)
+        self._any = None if any(isinstance(r, SegmentPattern) for r in regexes) else _any_matcher(regexes)
 
     def check(self, path: str) -> bool | None:
         """True: ignored (or, for --include, selected); False: re-included by a negation; None: no pattern matched.
@@ -138,10 +139,22 @@ class _Rules:
 
 
 def gitignore_spec(lines: Iterable[str]) -> pathspec.PathSpec:
-    """Compiled gitignore-style patterns; pathspec is imported on first use, not at start-up."""
+    """Compiled gitignore-style patterns; pathspec is imported on first use, not at start-up.
+
+    Patterns whose regex could backtrack badly (many `*`) are matched by `SegmentPattern` instead,
+    in time linear in the path depth; pathspec's plain backend calls each pattern's `regex`, so the
+    swap keeps its last-match-wins and directory rules.
+    """
     import pathspec
 
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    try:
+        spec = pathspec.GitIgnoreSpec.from_lines(lines, backend="simple")
+    except TypeError:  # pathspec before 1.0 has one backend
+        spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    for pattern in spec.patterns:
+        if pattern.include is not None and isinstance(pattern.pattern, str) and is_complex(pattern.pattern):
+            pattern.regex = SegmentPattern(pattern.pattern)
+    return spec
 
 
 def _load_matcher(path: Path) -> Matcher | None:
