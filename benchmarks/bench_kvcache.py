@@ -24,7 +24,8 @@ import json, resource, sys, tempfile, time
 from pathlib import Path
 import torch
 from scoutdoc.runtime.config import ModelConfig
-from scoutdoc.runtime.kvcache import CacheOptions, ContiguousCache, HybridCache
+from scoutdoc.runtime.kvcache import CacheOptions, HybridCache
+from scoutdoc.runtime.reference import ContiguousCache
 from scoutdoc.runtime.snapshot import load_snapshot, save_snapshot
 
 n, layers, heads, chunk, dtype_name, snap_dir = sys.argv[1:]

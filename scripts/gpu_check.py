@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from scoutdoc.runtime.attention import attend, attention_part, flash_attn_available, flex_available, merge
+from scoutdoc.runtime.attention import attention_part, flash_attn_available, flex_available, merge
 from scoutdoc.runtime.config import ModelConfig
 from scoutdoc.runtime.kvcache import CacheOptions, HybridCache
+from scoutdoc.runtime.reference import attend
 
 TINY = {
     "model_type": "llama4_text", "vocab_size": 128, "hidden_size": 64,

@@ -44,6 +44,7 @@ def asked(smollm2_gguf, tmp_path_factory):
     return home, json.loads(proc.stdout), proc
 
 
+@pytest.mark.slow
 def test_ask_answers_and_records_session_and_snapshot(asked):
     home, out, proc = asked
     assert out["answer"].strip()
@@ -64,6 +65,7 @@ def test_ask_answers_and_records_session_and_snapshot(asked):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_plain_output_streams_answer_then_stats_line(asked, smollm2_gguf):
     home, first, _ = asked
     proc = run(home, "ask", "--session", first["session_id"], "Who is the Client?", "--max-tokens", "8",
@@ -73,6 +75,7 @@ def test_plain_output_streams_answer_then_stats_line(asked, smollm2_gguf):
     assert "\x1b[" not in proc.stderr  # NO_COLOR
 
 
+@pytest.mark.slow
 def test_follow_up_reuses_snapshot_and_matches_full_recompute(asked, smollm2_gguf, tmp_path):
     home, first, _ = asked
     # A second home with the same database but no snapshot files forces a full recompute.
@@ -105,6 +108,7 @@ def stored_prefix(home, session_id: str) -> str:
     return db(home).execute("SELECT prefix FROM sessions WHERE id = ?", [session_id]).fetchone()[0]
 
 
+@pytest.mark.slow
 def test_changed_source_is_reported_and_refresh_rereads(smollm2_gguf, tmp_path):
     home = tmp_path / "home"
     notes = tmp_path / "notes.txt"
@@ -122,6 +126,7 @@ def test_changed_source_is_reported_and_refresh_rereads(smollm2_gguf, tmp_path):
     assert "Friday" in prefix and "Tuesday" not in prefix
 
 
+@pytest.mark.slow
 def test_refresh_notices_a_changed_archive(smollm2_gguf, tmp_path):
     import zipfile
 
@@ -147,6 +152,7 @@ def test_refresh_notices_a_changed_archive(smollm2_gguf, tmp_path):
     assert "Friday" in prefix and "Tuesday" not in prefix
 
 
+@pytest.mark.slow
 def test_refresh_rereads_a_directory_with_a_new_file_and_keeps_the_cache_when_nothing_changed(smollm2_gguf, tmp_path):
     home = tmp_path / "home"
     folder = tmp_path / "minutes"
@@ -165,6 +171,7 @@ def test_refresh_rereads_a_directory_with_a_new_file_and_keeps_the_cache_when_no
     assert [r[0] for r in paths] == ["monday.txt", "tuesday.txt"]
 
 
+@pytest.mark.slow
 def test_kv_budget_spilling_to_disk_gives_the_default_answer(asked, smollm2_gguf, tmp_path):
     home, first, _ = asked
     spill = tmp_path / "kv"
@@ -174,6 +181,7 @@ def test_kv_budget_spilling_to_disk_gives_the_default_answer(asked, smollm2_gguf
     assert spill.is_dir() and not any(spill.iterdir())  # the disk tier was used, and its files are gone
 
 
+@pytest.mark.slow
 def test_sessions_commands(asked, tmp_path):
     home, first, _ = asked
     sid = first["session_id"]
@@ -218,6 +226,7 @@ def test_nothing_ingested_exit_3(tmp_path):
     assert "nothing could be ingested" in line
 
 
+@pytest.mark.slow
 def test_context_too_long_exit_4(smollm2_gguf, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(1500)))
@@ -231,12 +240,14 @@ def test_model_error_exit_5(tmp_path):
     _one_error_line(run(tmp_path, "ask", str(CONTRACT), "Q?", "--model", str(bad), check=False), 5)
 
 
+@pytest.mark.slow
 def test_forced_attention_backend_unavailable_exit_5(smollm2_gguf, tmp_path):
     line = _one_error_line(run(tmp_path, "ask", str(CONTRACT), "Q?", "--attn", "flash", "--device", "cpu",
                                "--model", str(smollm2_gguf), check=False), 5)
     assert "--attn flash" in line
 
 
+@pytest.mark.slow
 def test_memory_plan_refusal_exit_8(smollm2_gguf, tmp_path):
     proc = run(tmp_path, "ask", str(CONTRACT), "Q?", "--kv-device-budget", "1k", "--kv-host-budget", "1k",
                "--device", "cpu", "--model", str(smollm2_gguf), check=False)
@@ -251,6 +262,7 @@ def test_no_session_to_continue_exit_6(tmp_path):
     assert "no session" in line
 
 
+@pytest.mark.slow
 def test_interrupt_exit_130(smollm2_gguf, tmp_path):
     env = {**os.environ, "SCOUTDOC_HOME": str(tmp_path), "NO_COLOR": "1"}
     proc = subprocess.Popen(

@@ -68,6 +68,7 @@ def _start_until_first_answer(args: list[str], env: dict, out: Path) -> subproce
     return proc
 
 
+@pytest.mark.slow
 def test_batch_kill_and_resume_answers_each_document_once(archive, smollm2_gguf, tmp_path):
     home, out = tmp_path / "home", tmp_path / "results.jsonl"
     proc = _start_until_first_answer(_batch_args([str(archive)], out), _env(home, smollm2_gguf), out)
@@ -101,6 +102,7 @@ def test_batch_kill_and_resume_answers_each_document_once(archive, smollm2_gguf,
     assert "already done" in resumed.stderr
 
 
+@pytest.mark.slow
 def test_two_batches_on_one_database_lose_nothing(smollm2_gguf, tmp_path):
     home = tmp_path / "home"
     dirs = []
@@ -128,8 +130,8 @@ def test_two_batches_on_one_database_lose_nothing(smollm2_gguf, tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 8
 
 
-def test_batch_usage_errors(tmp_path, smollm2_gguf):
-    env = _env(tmp_path, smollm2_gguf)
+def test_batch_usage_errors(tmp_path):
+    env = _env(tmp_path, tmp_path / "models" / "unused.gguf")  # refused before any model is needed
     both = subprocess.run([str(SCOUTDOC), "batch", str(tmp_path), "--question", "Q", "--summarize"], env=env,
                           capture_output=True, text=True)
     assert both.returncode == 2 and "exactly one" in both.stderr and "Traceback" not in both.stderr
@@ -138,6 +140,7 @@ def test_batch_usage_errors(tmp_path, smollm2_gguf):
     assert no_match.returncode == 2 and "matches no files" in no_match.stderr
 
 
+@pytest.mark.slow
 def test_batch_ctrl_c_stops_cleanly_and_resume_completes(smollm2_gguf, tmp_path):
     home, out, docs = tmp_path / "home", tmp_path / "out.jsonl", tmp_path / "docs"
     docs.mkdir()

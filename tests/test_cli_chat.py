@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCOUTDOC = Path(sys.executable).parent / "scoutdoc"
+
+pytestmark = pytest.mark.slow  # every test runs the real default model
 
 
 def _env(home: Path, model: Path) -> dict:

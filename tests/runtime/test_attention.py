@@ -7,14 +7,8 @@ import torch
 
 from scoutdoc.errors import ModelError
 from scoutdoc.runtime import attention
-from scoutdoc.runtime.attention import (
-    attend,
-    attention_part,
-    attention_plain,
-    merge,
-    partial_attention,
-    select_backend,
-)
+from scoutdoc.runtime.attention import attention_part, attention_plain, merge, select_backend
+from scoutdoc.runtime.reference import attend, partial_attention, visible
 
 
 def tensors(tq, tk, hq=8, hkv=2, d=16, seed=0, dtype=torch.float32):
@@ -29,7 +23,7 @@ def reference_lse(q, k, q_pos, k_pos, chunk):
     g = q.shape[1] // k.shape[1]
     kk = k.repeat_interleave(g, dim=1)
     scores = torch.einsum("qhd,khd->qhk", q.double(), kk.double()) / math.sqrt(q.shape[-1])
-    mask = attention.visible(q_pos, k_pos, chunk)
+    mask = visible(q_pos, k_pos, chunk)
     return torch.logsumexp(scores.masked_fill(~mask[:, None, :], -math.inf), dim=-1)
 
 

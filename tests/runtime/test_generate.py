@@ -135,7 +135,8 @@ def test_prefill_reports_tokens_done_of_total(model):
 
 
 def test_new_cache_is_hybrid_unless_contiguous_is_asked_for(model):
-    from scoutdoc.runtime.kvcache import ContiguousCache, HybridCache
+    from scoutdoc.runtime.kvcache import HybridCache
+    from scoutdoc.runtime.reference import ContiguousCache
 
     assert isinstance(model.new_cache(), HybridCache) and isinstance(model.new_session().cache, HybridCache)
     assert isinstance(model.new_cache("contiguous"), ContiguousCache)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from scoutdoc.errors import MemoryPlanError, ModelError, SnapshotError
-from scoutdoc.runtime.attention import attend
 from scoutdoc.runtime.config import ModelConfig
-from scoutdoc.runtime.kvcache import CacheOptions, ContiguousCache, HybridCache, resolve_kv_dtype
+from scoutdoc.runtime.kvcache import CacheOptions, HybridCache, resolve_kv_dtype
+from scoutdoc.runtime.reference import ContiguousCache, attend
 from scoutdoc.runtime.snapshot import load_snapshot, save_snapshot
 
 C = 8

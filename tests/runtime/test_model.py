@@ -133,7 +133,7 @@ def test_last_only_logits_equal_last_row(tiny, tmp_path, overrides, kind, n):
 
 def test_last_only_asks_the_last_layer_for_one_query(tiny, tmp_path):
     from scoutdoc.runtime import load_model
-    from scoutdoc.runtime.kvcache import ContiguousCache
+    from scoutdoc.runtime.reference import ContiguousCache
 
     class Recording(ContiguousCache):
         def attend(self, layer, q, k, v):

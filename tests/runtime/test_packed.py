@@ -28,7 +28,7 @@ def test_only_fp32_on_cpu_is_packed():
 @needs_packing
 def test_fp32_model_packs_decoder_linears_and_computes_the_same(tiny, tmp_path, monkeypatch):
     from scoutdoc.runtime import weights
-    from scoutdoc.runtime.kvcache import ContiguousCache
+    from scoutdoc.runtime.reference import ContiguousCache
 
     ckpt = weights.open_checkpoint(tiny.save(tiny.llama4(), tmp_path))
     packed = weights.build_model(ckpt, torch.float32, torch.device("cpu"))

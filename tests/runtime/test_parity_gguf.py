@@ -58,8 +58,12 @@ def test_greedy_tokens_match_transformers(ours, hf_side):
 
 
 def test_catalog_name_resolves_to_the_same_model(ours, smollm2_gguf, monkeypatch):
+    from scoutdoc.engines.embedded import locate
+
     monkeypatch.setenv("SCOUTDOC_MODELS", str(smollm2_gguf.parent))
-    assert load_model("smollm2-135m", dtype="float32", device="cpu") is ours
+    path, name = locate("smollm2-135m")
+    assert name == "smollm2-135m"  # what messages call it: the catalog name, not the GGUF's own
+    assert load_model(path, dtype="float32", device="cpu") is ours
 
 
 def test_streaming_with_the_real_tokenizer_keeps_characters_whole(ours):

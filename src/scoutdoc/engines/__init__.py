@@ -1,4 +1,4 @@
-"""The one interface the CLI uses to run a model, whether it is ours or a remote server's.
+"""The one interface callers use to run a model, whether it is ours or a remote server's.
 
 The CLI never touches torch: it builds a `Prompt`, asks an engine to prefill it (reusing a
 snapshot of an earlier turn when it has one) and streams text from `generate`. The embedded engine
@@ -6,102 +6,14 @@ runs `scoutdoc.runtime`; the remote engine talks to an OpenAI-compatible server 
 llama.cpp's server), whose own prefix cache plays the role of our snapshots.
 """
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any
 
-from ..progress import Progress
+from ..errors import UsageError
+from ..prompt import Message, Prompt
+from ..settings import DEFAULT_MODEL
+from .base import Engine, GenerationParams, RuntimeOptions, State, Stats
 
-
-@dataclass
-class GenerationParams:
-    max_tokens: int = 512
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 means no top-k cut
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RuntimeOptions:
-    """How the embedded engine runs: weights dtype and device, attention backend, where the KV cache
-    may live (byte budgets per tier as sizes like "20GiB", a spill directory, its dtype) and the
-    prefill piece size (None: aligned to the model's attention chunk). The remote engine ignores them."""
-
-    dtype: str = "float32"
-    device: str = "auto"
-    attn: str = "auto"
-    kv_dtype: str | None = None
-    kv_device_budget: str | None = None
-    kv_host_budget: str | None = None
-    kv_disk: Path | None = None
-    prefill_chunk: int | None = None
-
-
-@dataclass
-class Stats:
-    """What one turn cost; stored with the turn and printed after the answer."""
-
-    prompt_tokens: int = 0
-    cached_tokens: int = 0  # reused from a snapshot or the server's prefix cache
-    prefilled_tokens: int = 0
-    generated_tokens: int = 0
-    ttft_s: float = 0.0
-    tokens_per_s: float = 0.0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
-    finish_reason: str = ""  # "stop", "length", "interrupted"
-
-
-@dataclass
-class Message:
-    role: str  # "system", "user", "assistant"
-    content: str
-
-
-@dataclass
-class Prompt:
-    """`prefix` (system + documents) is identical on every turn of a session; `turns` grow."""
-
-    prefix: list[Message]
-    turns: list[Message]
-
-    @property
-    def messages(self) -> list[Message]:
-        return self.prefix + self.turns
-
-
-class State(Protocol):
-    """Opaque to everyone but the engine that made it; the CLI only reads the usage figures."""
-
-    stats: Stats
-
-
-class Engine(Protocol):
-    name: str  # "embedded" or "remote"
-    model_id: str  # what sessions record; a fingerprint of weights+tokenizer for the embedded engine
-    context_limit: int
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def prompt_tokens(self, prompt: Prompt) -> int:
-        """Tokens the whole prompt takes in the model's chat template, generation header included."""
-        ...
-
-    def prefill(self, prompt: Prompt, snapshot: Any = None, progress: Progress | None = None) -> State:
-        """Process the prompt up to the assistant's answer, reusing `snapshot` (a loaded State) where its tokens match."""
-        ...
-
-    def generate(self, state: State, params: GenerationParams) -> Iterator[str]:
-        """Stream the answer; afterwards `state.stats` holds the turn's figures and the state includes the answer."""
-        ...
-
-    def save(self, state: State, path: Path) -> int:
-        """Write a snapshot atomically (temporary file, then rename); returns bytes written."""
-        ...
-
-    def load(self, path: Path) -> State: ...
+__all__ = ["Engine", "GenerationParams", "Message", "Prompt", "RuntimeOptions", "State", "Stats", "open_engine"]
 
 
 def open_engine(
@@ -120,9 +32,6 @@ def open_engine(
     `tokenizer` (for counting tokens locally) and `context_limit` (for servers that do not report
     theirs) to the remote one.
     """
-    from ..errors import UsageError
-    from ..settings import DEFAULT_MODEL
-
     if kind == "embedded":
         from .embedded import EmbeddedEngine
 

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ModelError, UsageError
+from ..errors import ModelError, SnapshotError, UsageError
+from ..models import resolve
 from ..progress import Progress
-from ..prompt import cut_after_last_special, special_strings, render
-from . import GenerationParams, Message, Prompt, Stats
+from ..units import parse_size
+from ..prompt import Message, Prompt
+from .base import GenerationParams, Stats
+from .chat import as_dicts, cut_after_last_special, render, special_strings
 
 
 ANSWER_HEADROOM = 1024  # tokens planned beyond the prompt for the answer and a follow-up or two
@@ -32,6 +35,10 @@ class EmbeddedState:
     prefill_started: float = 0.0
     prefill_s: float = 0.0
     logits: object = None  # the last prompt position's logits: the first answer token needs no extra forward
+
+    @property
+    def tokens(self) -> int:
+        return len(self.session.ids)
 
 
 def rewind(session, ids: list[int]) -> int:
@@ -58,8 +65,21 @@ def rewind(session, ids: list[int]) -> int:
     return 0
 
 
+def locate(model: str) -> tuple[Path, str]:
+    """The model's files and the name messages use for it: an existing path as given (named after the
+    file or directory), anything else through the catalog (pulled if needed, named as in the catalog)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path, path.stem if path.is_file() else path.name
+    resolved = resolve(model)
+    return resolved.path, resolved.name
+
+
 class EmbeddedEngine:
     name = "embedded"
+    base_url = None
+    keeps_snapshots = True
+    concurrency = 1  # one model in this process answers one document at a time
 
     def __init__(
         self,
@@ -78,7 +98,6 @@ class EmbeddedEngine:
         from ..runtime import load_model
         from ..runtime.attention import select_backend
         from ..runtime.kvcache import resolve_kv_dtype
-        from ..runtime.memory import parse_size
         from ..runtime.weights import resolve_device, resolve_dtype
 
         if prefill_chunk is not None and prefill_chunk < 1:
@@ -86,14 +105,14 @@ class EmbeddedEngine:
         dev = resolve_device(device)
         self.backend = select_backend(attn, dev)
         self.kv_dtype = resolve_kv_dtype(kv_dtype, resolve_dtype(dtype), dev)
-        self.kv_device_budget = parse_size(kv_device_budget) if kv_device_budget is not None else None
-        self.kv_host_budget = parse_size(kv_host_budget) if kv_host_budget is not None else None
+        self.kv_device_budget = parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget is not None else None
+        self.kv_host_budget = parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget is not None else None
         self.kv_disk = Path(kv_disk).expanduser() if kv_disk is not None else None
         self.kv_dtype_name = None if kv_dtype in (None, "model") else kv_dtype  # the planner's name for it
-        self.model = load_model(model, dtype=dtype, device=device)
+        path, self.model_name = locate(model)
+        self.model = load_model(path, dtype=dtype, device=device)
         self.tokenizer = self.model.tokenizer
         self.model_id = self.model.fingerprint
-        self.model_name = self.model.config.name or Path(str(model)).name
         self.context_limit = int(self.model.config.max_position_embeddings)
         self.prefill_chunk = prefill_chunk
         self._last_render: tuple | None = None
@@ -217,9 +236,7 @@ class EmbeddedEngine:
         assert state.prompt is not None
         closed = Prompt(prefix=state.prompt.prefix, turns=[*state.prompt.turns, Message("assistant", answer)])
         rendered = self._render(state.prompt)
-        text = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in closed.messages], add_generation_prompt=False
-        )
+        text = self.tokenizer.apply_chat_template(as_dicts(closed.messages), add_generation_prompt=False)
         cut = cut_after_last_special(text, special_strings(self.tokenizer))
         if not text.startswith(rendered.prefix_text) or cut <= len(rendered.prefix_text):
             raise ModelError("the chat template does not close an assistant turn with a special token")
@@ -238,10 +255,7 @@ class EmbeddedEngine:
 
     def load(self, path: Path) -> EmbeddedState:
         """The state saved at `path`; SnapshotError when it is missing, corrupt or from another model."""
-        from ..errors import SnapshotError
-        from ..runtime.snapshot import load_snapshot
-
-        from ..runtime.snapshot import read_header
+        from ..runtime.snapshot import load_snapshot, read_header
 
         path = Path(path)
         if not path.is_file():

@@ -1,11 +1,12 @@
 """The embedded runtime's public Python API (kept stable for the engine and for library users).
 
     from scoutdoc.runtime import load_model
-    m = load_model("smollm2-135m", dtype="bfloat16", device="cpu")
+    m = load_model("SmolLM2-135M-Instruct.Q4_1.gguf", dtype="bfloat16", device="cpu")
     ids = m.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
     for token in m.generate(ids, max_new_tokens=32): ...
 
-Loaded models are cached by fingerprint and device: the only global state in the runtime.
+Loaded models are cached by fingerprint and device: the only global state in the runtime. The
+runtime knows files, not names: `scoutdoc.models.resolve` turns a catalog name into a path.
 """
 
 from collections.abc import Iterable, Iterator
@@ -18,8 +19,9 @@ from ..errors import ModelError
 from ..progress import Progress
 from .config import ModelConfig
 from .generate import Sampling, Session, TextGeneration, generate_ids, prefill
-from .kvcache import CacheOptions, ContiguousCache, HybridCache, KVCache
+from .kvcache import CacheOptions, HybridCache, KVCache
 from .model import Transformer
+from .reference import ContiguousCache
 from .weights import Checkpoint, build_model, fingerprint, open_checkpoint, resolve_device, resolve_dtype
 
 __all__ = ["LoadedModel", "ModelConfig", "Sampling", "Session", "load_model"]
@@ -134,21 +136,11 @@ class LoadedModel:
 _LOADED: dict[tuple[str, str], LoadedModel] = {}
 
 
-def _resolve_ref(ref: str | Path) -> Path:
-    """An existing path as given; anything else goes through the catalog (pulled if needed)."""
-    path = Path(ref).expanduser()
-    if path.exists():
-        return path
-    from ..models import resolve  # imported here: models.py builds on the runtime
-
-    return Path(resolve(str(ref)))
-
-
-def load_model(ref: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto") -> LoadedModel:
-    """Load (or reuse) a model from a catalog name, a GGUF file or an HF directory."""
+def load_model(path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "auto") -> LoadedModel:
+    """Load (or reuse) a model from a GGUF file or an HF directory."""
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
-    ckpt = open_checkpoint(_resolve_ref(ref))
+    ckpt = open_checkpoint(Path(path).expanduser())
     fp = fingerprint(ckpt, torch_dtype)
     key = (fp, str(dev))
     if key not in _LOADED:

@@ -15,6 +15,7 @@ which every backend supports without a mask tensor:
 Backends: ``flash`` (flash-attn, CUDA, optional ``gpu`` extra), ``sdpa`` (PyTorch's fused kernels
 that return the log-sum-exp), ``flex`` (FlexAttention, eager) and ``math`` (fp32 matmul, chunked
 over keys so memory stays bounded; the reference).
+The plain masked reference computations the tests compare against are in `reference.py`.
 """
 
 import math
@@ -32,33 +33,6 @@ BACKENDS = ("auto", "flash", "sdpa", "flex", "math")
 _MATH_MAX_SCORES = 1 << 24
 # Below this many scores per head the fp32 math path beats a fused kernel's launch overhead.
 _SDPA_MIN_SCORES = 64
-
-
-def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
-    """Boolean [Tq, Tk] mask of which keys each query may attend to."""
-    mask = k_pos[None, :] <= q_pos[:, None]
-    if chunk_size is not None:
-        mask &= (k_pos[None, :] // chunk_size) == (q_pos[:, None] // chunk_size)
-    return mask
-
-
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    chunk_size: int | None = None,
-) -> torch.Tensor:
-    """q [Tq, Hq, d], k/v [Tk, Hkv, d] -> [Tq, Hq, d]; grouped-query heads share kv head h // (Hq/Hkv).
-
-    The plain masked computation over all keys: the reference the caches' mask-free and split paths
-    are tested against, not a hot path."""
-    mask = visible(q_pos, k_pos, chunk_size)
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=mask, enable_gqa=True
-    )
-    return out[0].transpose(0, 1)
 
 
 @lru_cache(maxsize=None)
@@ -102,7 +76,7 @@ def select_backend(name: str | None, device: torch.device | str) -> str:
     return name
 
 
-def _empty_part(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def empty_part(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.zeros_like(q)
     lse = torch.full(q.shape[:2], -math.inf, dtype=torch.float32, device=q.device)
     return out, lse
@@ -242,7 +216,7 @@ def attention_part(
     An empty key set gives out 0 and lse -inf, which `merge` weighs as nothing.
     """
     if k.shape[0] == 0:
-        return _empty_part(q)
+        return empty_part(q)
     if backend == "auto":
         backend = select_backend("auto", q.device)
     return _PART[backend](q, k, v, causal)
@@ -296,39 +270,6 @@ def attention_window(
         attention_part(q, k[held:], v[held:], True, backend),
     ]
     return merge(parts)[0].to(q.dtype)
-
-
-def partial_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    k_pos: torch.Tensor,
-    chunk_size: int | None = None,
-    backend: str = "sdpa",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """General-position partial attention -> (out, lse), for arbitrary key sets such as one block.
-
-    Uses the mask-free kernels when the visibility pattern allows it and the fp32 masked reference
-    otherwise. Rows that see no key get out 0 and lse -inf (no NaN).
-    """
-    if k.shape[0] == 0:
-        return _empty_part(q)
-    mask = visible(q_pos, k_pos, chunk_size)
-    if bool(mask.all()):
-        return attention_part(q, k, v, False, backend)
-    if torch.equal(q_pos, k_pos) and torch.equal(mask, torch.ones_like(mask).tril()):
-        return attention_part(q, k, v, True, backend)
-    tq, hq, d = q.shape
-    hkv = k.shape[1]
-    g = hq // hkv
-    qf = q.float().reshape(tq, hkv, g, d).permute(1, 2, 0, 3)  # [Hkv, g, Tq, d]
-    scores = torch.einsum("hgqd,khd->hgqk", qf, k.float()) / math.sqrt(d)
-    scores = scores.masked_fill(~mask, -math.inf)
-    lse = torch.logsumexp(scores, dim=-1)
-    safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    out = torch.einsum("hgqk,khd->qhgd", torch.exp(scores - safe[..., None]), v.float()).reshape(tq, hq, d)
-    return out.to(q.dtype), lse.permute(2, 0, 1).reshape(tq, hq)
 
 
 def merge(parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

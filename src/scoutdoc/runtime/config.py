@@ -249,3 +249,19 @@ def from_gguf_metadata(fields: dict[str, Any]) -> ModelConfig:
         attn_scale=0.1,
         **common,
     )
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Parameters of the text model, from the config alone (Scout: 107.77 B): for the memory plan, and
+    for `scoutdoc models info` on a bare config.json."""
+    h, d = config.hidden_size, config.head_dim
+    attention = h * d * (2 * config.num_heads + 2 * config.num_kv_heads)  # q, o, k, v
+    total = config.vocab_size * h * (1 if config.tie_word_embeddings else 2) + h  # embed, head, final norm
+    for i in range(config.num_layers):
+        total += attention + 2 * h
+        if config.layer_is_moe[i]:
+            f = config.intermediate_size
+            total += h * config.num_experts + (config.num_experts + 1) * 3 * h * f  # router, experts, shared
+        else:
+            total += 3 * h * config.intermediate_size_mlp
+    return total

@@ -9,7 +9,6 @@ same way `HybridCache` places it; chunked-layer KV is bounded by the attention c
 """
 
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,55 +17,14 @@ from typing import Any
 import torch
 
 from ..errors import MemoryPlanError, UsageError
-from .config import ModelConfig
+from ..units import format_bytes
+from .config import ModelConfig, parameter_count
+from .dtypes import DTYPES
 from .generate import default_prefill_chunk
 from .model import FFN_ROWS
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "float8_e4m3": 1, "float8_e5m2": 1}
+DTYPE_BYTES = {name: dtype.itemsize for name, dtype in DTYPES.items()}
 STREAM_TOKENS = 16384  # must match CacheOptions.stream_tokens: offloaded KV staging on the device
-
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
-_SCALE = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
-
-
-def parse_size(text: str | int) -> int:
-    """"10M" -> 10_000_000, "64k" -> 64_000, "8GiB" -> 8 * 2**30, "1.5GB" -> 1_500_000_000.
-
-    Decimal suffixes are powers of 1000, the "i" forms powers of 1024; a trailing B is optional.
-    """
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise UsageError(f"cannot read size {text!r}; write it like 10M, 64k, 8GiB or 512MB")
-    number, prefix, binary = match.groups()
-    base = 1024 if binary else 1000
-    return int(float(number) * base ** _SCALE[prefix.lower()])
-
-
-def format_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def parameter_count(config: ModelConfig) -> int:
-    """Parameters of the text model, from the config alone (Scout: 107.77 B)."""
-    h, d = config.hidden_size, config.head_dim
-    attention = h * d * (2 * config.num_heads + 2 * config.num_kv_heads)  # q, o, k, v
-    total = config.vocab_size * h * (1 if config.tie_word_embeddings else 2) + h  # embed, head, final norm
-    for i in range(config.num_layers):
-        total += attention + 2 * h
-        if config.layer_is_moe[i]:
-            f = config.intermediate_size
-            total += h * config.num_experts + (config.num_experts + 1) * 3 * h * f  # router, experts, shared
-        else:
-            total += 3 * h * config.intermediate_size_mlp
-    return total
-
 
 def kv_bytes_per_token_layer(config: ModelConfig, kv_dtype: str) -> int:
     return 2 * config.num_kv_heads * config.head_dim * DTYPE_BYTES[kv_dtype]
@@ -125,6 +83,41 @@ class MemoryPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fits": self.fits}
+
+    def text(self) -> str:
+        """The plan as a few aligned lines for `scoutdoc models info NAME --context N`."""
+        fb = format_bytes
+        chunk_note = (
+            f"{self.local_layers} chunked layers x {self.kv_local_tokens_per_layer:,} tokens (bounded)"
+            if self.local_layers
+            else "none (no chunked layers)"
+        )
+        rows = [
+            ("context", f"{self.context_tokens:,} tokens, prefill in pieces of {self.prefill_chunk:,}"),
+            ("parameters", f"{self.params / 1e9:.2f} B"),
+            ("weights", f"{fb(self.weights_bytes)} ({self.weights_dtype})"),
+            (
+                "KV global",
+                f"{fb(self.kv_global_bytes)} = {self.global_layers} layers, "
+                f"{fb(self.kv_global_bytes_per_token)}/token ({self.kv_dtype})",
+            ),
+            ("  on device", fb(self.kv_device_bytes)),
+            ("  in host memory", fb(self.kv_host_bytes)),
+            ("  on disk", fb(self.kv_disk_bytes)),
+            ("KV local", f"{fb(self.kv_local_bytes)} = {chunk_note}"),
+            ("activations", fb(self.activation_bytes)),
+            ("total", fb(self.total_bytes)),
+        ]
+        if self.kv_unplaced_bytes:
+            rows.insert(7, ("  unplaced", fb(self.kv_unplaced_bytes)))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+        if self.fits:
+            lines.append("fits: yes")
+        else:
+            lines.append("fits: NO - " + "; ".join(self.problems))
+            lines.append("try: " + "; or ".join(self.suggestions))
+        return "\n".join(lines)
 
 
 def _available_ram() -> int | None:
@@ -299,42 +292,6 @@ def require_fit(plan: MemoryPlan) -> None:
     raise MemoryPlanError(
         f"a {plan.context_tokens:,}-token context does not fit: {'; '.join(plan.problems)}. Try {options}"
     )
-
-
-def format_plan(plan: MemoryPlan) -> str:
-    """The plan as a few aligned lines for `scoutdoc models info NAME --context N`."""
-    fb = format_bytes
-    chunk_note = (
-        f"{plan.local_layers} chunked layers x {plan.kv_local_tokens_per_layer:,} tokens (bounded)"
-        if plan.local_layers
-        else "none (no chunked layers)"
-    )
-    rows = [
-        ("context", f"{plan.context_tokens:,} tokens, prefill in pieces of {plan.prefill_chunk:,}"),
-        ("parameters", f"{plan.params / 1e9:.2f} B"),
-        ("weights", f"{fb(plan.weights_bytes)} ({plan.weights_dtype})"),
-        (
-            "KV global",
-            f"{fb(plan.kv_global_bytes)} = {plan.global_layers} layers, "
-            f"{fb(plan.kv_global_bytes_per_token)}/token ({plan.kv_dtype})",
-        ),
-        ("  on device", fb(plan.kv_device_bytes)),
-        ("  in host memory", fb(plan.kv_host_bytes)),
-        ("  on disk", fb(plan.kv_disk_bytes)),
-        ("KV local", f"{fb(plan.kv_local_bytes)} = {chunk_note}"),
-        ("activations", fb(plan.activation_bytes)),
-        ("total", fb(plan.total_bytes)),
-    ]
-    if plan.kv_unplaced_bytes:
-        rows.insert(7, ("  unplaced", fb(plan.kv_unplaced_bytes)))
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    if plan.fits:
-        lines.append("fits: yes")
-    else:
-        lines.append("fits: NO - " + "; ".join(plan.problems))
-        lines.append("try: " + "; or ".join(plan.suggestions))
-    return "\n".join(lines)
 
 
 def cache_budgets(plan: MemoryPlan) -> dict[str, int | None]:

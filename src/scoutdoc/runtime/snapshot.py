@@ -31,7 +31,8 @@ import torch
 
 from ..errors import SnapshotError
 from .config import ModelConfig
-from .kvcache import CacheOptions, HybridCache, release_freed_heap
+from .heap import release_freed_heap
+from .kvcache import CacheOptions, HybridCache
 
 FORMAT = "scoutdoc-kv/2"  # 2: the checksum covers the header
 _ZERO_SHA = "0" * 64

@@ -19,14 +19,15 @@ from typing import Any, BinaryIO
 import torch
 
 from ..errors import ModelError
-from .config import ModelConfig, from_gguf_metadata
-from .kvcache import release_freed_heap
+from .config import ModelConfig, parameter_count
+from .dtypes import DTYPES, WEIGHT_DTYPES
+from .gguf import gguf_config, read_gguf_metadata
+from .heap import release_freed_heap
 from .model import Transformer
 from .packed import pack_linears, packs_linears
 from .quant import Q8_BLOCK, Q8Table
 from .rope import inverse_frequencies, pairs_to_halves
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GGUF_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"}
 
 
@@ -38,7 +39,7 @@ class Checkpoint:
     kind: str  # "safetensors" or "gguf"
     files: list[Path]
     pair_rope: bool  # q/k rows in adjacent-pair RoPE order (Llama 4 HF, every GGUF)
-    gguf_tensors: list[Any] = field(default_factory=list, repr=False)  # tokenizer.GGUFTensorInfo rows
+    gguf_tensors: list[Any] = field(default_factory=list, repr=False)  # gguf.GGUFTensorInfo rows
     gguf_data_offset: int = 0  # where tensor data starts in the file
 
     @property
@@ -49,8 +50,8 @@ class Checkpoint:
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype not in WEIGHT_DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(WEIGHT_DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -100,19 +101,12 @@ def _open_hf_dir(path: Path) -> Checkpoint:
 
 
 def _open_gguf(path: Path) -> Checkpoint:
-    """Parse the header with the tokenizer's plain `struct` reader.
-
-    `gguf.GGUFReader` builds a numpy view per metadata array element: for a 49k-token vocabulary
-    that is seconds of CPU and ~200 MB of Python objects, more than the model itself costs to load.
-    Tensor data is then read tensor by tensor and dequantized with `gguf.quants`.
-    """
-    from .tokenizer import read_gguf_metadata
-
+    """Parse the header with `gguf.read_gguf_metadata` (fast, unlike `gguf.GGUFReader` on a large
+    vocabulary); tensor data is then read tensor by tensor and dequantized with `gguf.quants`."""
     fields = read_gguf_metadata(path, tensors=True)
     tensors = fields.pop("__tensors__")
     data_offset = fields.pop("__data_offset__")
-    config = from_gguf_metadata(fields)
-    config.tie_word_embeddings = not any(t.name == "output.weight" for t in tensors)
+    config = gguf_config(fields, tensors)
     return Checkpoint(
         config=config, kind="gguf", files=[path], pair_rope=True, gguf_tensors=tensors, gguf_data_offset=data_offset,
     )
@@ -291,7 +285,6 @@ def loaded_weight_bytes(ckpt: Checkpoint, dtype: torch.dtype, device: torch.devi
     dequantized on load, so a 4-bit file takes about four times its size in bfloat16."""
     import gguf
 
-    from .memory import parameter_count  # memory.py plans from configs alone; only this needs both
 
     config = ckpt.config
     total = parameter_count(config) * dtype.itemsize

@@ -1,0 +1,47 @@
+"""`scoutdoc batch`: one question (or a summary) per document, results as JSON lines."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..ingest import IngestOptions
+from .common import err, notice, open_store
+from .engine import open_engine_for
+from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, expand_options
+
+
+@expand_options
+def batch(
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Files, directories, archives or quoted globs; one answer per document.", show_default=False)],
+    question: Annotated[Optional[str], typer.Option("--question", "-q", help="The question to ask about each document.")] = None,
+    summarize_: Annotated[bool, typer.Option("--summarize", help="Summarize each document instead of asking a question.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results file: one JSON line per document.")] = Path("results.jsonl"),
+    resume: Annotated[bool, typer.Option("--resume", help="Skip documents already answered (same content, question and model).")] = False,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-j", min=1, help="Documents in flight at once (default 1 embedded, 4 remote).")] = None,
+    *,
+    gen: Annotated[Generation, GENERATION.with_defaults(max_tokens=256)],
+    choice: Annotated[EngineChoice, ENGINE],
+    db: DbOpt = None,
+    options: Annotated[IngestOptions, INGEST],
+) -> None:
+    """Ask one question (or summarize) about every document; results go to a JSONL file, one line each."""
+    from ..batch import expand_inputs, run_batch
+
+    if question is not None and not question.strip():
+        raise UsageError("--question is empty; give the question to ask about each document")
+    if bool(question) == summarize_:
+        raise UsageError("give exactly one of --question Q or --summarize")
+    inputs = expand_inputs(inputs)
+    eng = open_engine_for(choice)
+    workers = concurrency or eng.concurrency
+    if eng.concurrency == 1 and workers > 1:
+        notice("the embedded engine answers one document at a time; --concurrency applies to --engine remote")
+        workers = 1
+    with open_store(db) as store:
+        db_file = store.path
+    run_batch(
+        inputs, engine=eng, db=db_file, out=out, question=question, params=gen.params, options=options,
+        system=gen.system, resume=resume, concurrency=workers, model_ref=choice.model or "", console=err,
+    )

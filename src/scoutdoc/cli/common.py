@@ -1,0 +1,55 @@
+"""What every command group shares: the stderr console, notices, the session store and reading sources.
+
+Results go to stdout (plain text, or one JSON object with `--json`); progress, tables and errors go
+to stderr through this console, so `scoutdoc ... --json | jq` always works.
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from ..ingest import IngestOptions, IngestResult, load_sources
+from ..ingest.names import display_name
+
+err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def safe(text: str) -> str:
+    """Text from files or archives as rich markup that shows it literally: controls escaped, brackets inert."""
+    from rich.markup import escape
+
+    return escape(display_name(text))
+
+
+def notice(message: str) -> None:
+    err.print(f"[yellow]note:[/yellow] {safe(message)}", highlight=False, markup=True, soft_wrap=True)
+
+
+def open_store(db: Optional[Path]):
+    from ..settings import db_path
+    from ..store import Store
+
+    return Store(db or db_path())
+
+
+def read_sources(paths: list[Path], options: IngestOptions, show_skips: bool = True, load: Callable[..., IngestResult] = load_sources) -> IngestResult:
+    """load_sources (or `load`, taking the same arguments) with a rich progress bar on stderr (on a terminal) and one line per skipped source."""
+    if not err.is_terminal:  # nobody sees a bar in a pipe or log, and updating it costs time per file
+        result = load(paths, options)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("ingest", total=None)
+            result = load(paths, options, progress=lambda done, total, unit: bar.update(task, completed=done, total=total))
+    if show_skips:
+        for skip in result.skipped:
+            err.print(f"[yellow]skipped[/yellow] {safe(skip.source)}: {safe(skip.reason)}", highlight=False, markup=True, soft_wrap=True)
+    for document in result.documents:
+        if document.meta.get("failed_pages"):
+            pages = ", ".join(map(str, document.meta["failed_pages"]))
+            err.print(f"[yellow]warning[/yellow] {safe(document.source)}: text extraction failed on page(s) {pages}; the other pages were kept", highlight=False, markup=True, soft_wrap=True)
+    return result

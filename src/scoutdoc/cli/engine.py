@@ -1,0 +1,26 @@
+"""Opening the engine a command asked for (`EngineChoice`), with the notices that go with it."""
+
+from dataclasses import asdict
+
+from ..engines import RuntimeOptions, open_engine
+from .common import err, notice
+from .options import EngineChoice
+
+
+def open_engine_for(choice: EngineChoice):
+    """The embedded engine (loaded under a spinner) or a remote one; says which options do not apply."""
+    engine = choice.engine or "embedded"
+    runtime = choice.runtime
+    if engine == "remote":
+        if runtime != RuntimeOptions(device=runtime.device, dtype=runtime.dtype):
+            notice("--attn, --kv-* and --prefill-chunk apply to the embedded engine; the server manages its own cache")
+        remote = open_engine(
+            "remote", model=choice.model, base_url=choice.base_url, api_key=choice.api_key, tokenizer=choice.tokenizer,
+            context_limit=choice.context_limit,
+        )
+        if getattr(remote, "token_count_method", "") == "estimate":
+            notice("token counts are estimates (about 4 bytes a token): the server has no tokenize endpoint; "
+                   "pass --tokenizer PATH for exact counts")
+        return remote
+    with err.status(f"loading {choice.model or 'the default model'}…"):
+        return open_engine(engine, model=choice.model, **asdict(runtime))

@@ -1,0 +1,252 @@
+"""Talking to an OpenAI-compatible server: one HTTP client with retries, and what the server serves.
+
+Retries with backoff (429, 5xx, refused or dropped connections) and the per-request timeout live in
+`OpenAIHttp`; `fetch_models` reads the model listing and each model's context limit (vLLM's and
+SGLang's `max_model_len` on the model card, llama.cpp's `/props`). `RemoteEngine` builds on both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import ContextTooLongError, EngineError, UsageError
+
+API_KEY_ENV = "SCOUTDOC_API_KEY"
+DEFAULT_TIMEOUT_S = 600.0  # long: a million-token prefill happens before the first byte arrives
+DEFAULT_MAX_RETRIES = 4
+
+CONTEXT_ERROR = re.compile(
+    r"context (length|window|size)|maximum context|max_model_len|exceed_context|too long|exceeds? the",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ServerURLs:
+    """Where the OpenAI routes live (`api`, ending in /v1) and the server root (tokenize, props)."""
+
+    api: str
+    root: str
+
+
+def split_base_url(base_url: str) -> ServerURLs:
+    """Accept either the server root (`http://host:8000`) or its OpenAI base URL (`.../v1`)."""
+    url = base_url.strip().rstrip("/")
+    if not re.match(r"^https?://[^/]+", url):
+        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8000/v1")
+    if url.endswith("/v1"):
+        return ServerURLs(api=url, root=url[: -len("/v1")])
+    return ServerURLs(api=url + "/v1", root=url)
+
+
+@dataclass
+class ServedModel:
+    """One entry of the server's model listing, as `scoutdoc models list --base-url` prints it."""
+
+    id: str
+    context_limit: int | None
+    owned_by: str = ""
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The human part of an error body, whichever of the usual shapes the server uses."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return response.text.strip()[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("msg") or json.dumps(error)
+        if isinstance(error, list):  # pydantic validation errors
+            error = "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in error)
+        if error:
+            return str(error)[:300]
+    return json.dumps(body)[:300]
+
+
+def _error_for(status: int, message: str, url: str, root: str) -> Exception:
+    if status in (401, 403):
+        return EngineError(
+            f"the server at {root} refused the request ({status}: {message}); "
+            f"pass the right key with --api-key or {API_KEY_ENV}"
+        )
+    if status in (400, 413, 422) and CONTEXT_ERROR.search(message):
+        return ContextTooLongError(
+            f"the server says the prompt does not fit the model's context ({message}); "
+            "drop some sources or use a model with a longer context"
+        )
+    if status == 404:
+        return EngineError(
+            f"{url} answered 404 ({message}); check --base-url (the server root or its /v1 URL) and --model"
+        )
+    return EngineError(f"the server at {root} answered {status} to {url}: {message}")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(60.0, max(0.0, float(value)))
+    except ValueError:
+        return None
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or (status >= 500 and status != 501)
+
+
+class OpenAIHttp:
+    """One thread-safe HTTP client with the retry, backoff and timeout policy of every request.
+
+    Retried: refused or dropped connections and 429/5xx answers, with exponential backoff and
+    jitter (or the server's Retry-After). Not retried: timeouts (the same request would time out
+    again) and the other 4xx answers, which say something about the request itself.
+    """
+
+    def __init__(
+        self, urls: ServerURLs, api_key: str | None, timeout: float, max_retries: int, backoff_s: float,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.urls = urls
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        api_key = api_key or os.environ.get(API_KEY_ENV) or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _sleep(self, attempt: int, hint: float | None) -> None:
+        delay = hint if hint is not None else min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.75, 1.25)
+        time.sleep(delay)
+
+    def request(
+        self, method: str, url: str, *, json_body: Any = None, stream: bool = False, allow: tuple[int, ...] = ()
+    ) -> httpx.Response:
+        """Send with retries; returns a successful response (or one whose status is in `allow`)."""
+        attempt = 0
+        while True:
+            try:
+                request = self.client.build_request(
+                    method, url, json=json_body, headers={"Accept": "text/event-stream"} if stream else None
+                )
+                response = self.client.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)) and attempt < self.max_retries:
+                    self._sleep(attempt, None)
+                    attempt += 1
+                    continue
+                raise EngineError(
+                    f"the server at {self.urls.root} did not answer within {self.timeout:g} s "
+                    f"({type(exc).__name__}); raise the timeout or check the server's load"
+                ) from exc
+            except httpx.TransportError as exc:
+                if attempt < self.max_retries:
+                    self._sleep(attempt, None)
+                    attempt += 1
+                    continue
+                raise EngineError(
+                    f"cannot reach the server at {self.urls.root} ({type(exc).__name__}: {exc}) after "
+                    f"{attempt + 1} attempts; check --base-url and that the server is running"
+                ) from exc
+            if response.status_code < 400 or response.status_code in allow:
+                return response
+            response.read()
+            response.close()
+            if _retryable(response.status_code) and attempt < self.max_retries:
+                self._sleep(attempt, _retry_after(response))
+                attempt += 1
+                continue
+            raise _error_for(response.status_code, _server_message(response), url, self.urls.root)
+
+    def get_json(self, url: str, allow: tuple[int, ...] = ()) -> Any:
+        response = self.request("GET", url, allow=allow)
+        return None if response.status_code in allow else _json(response, url)
+
+    def post_json(self, url: str, body: Any, allow: tuple[int, ...] = ()) -> Any:
+        response = self.request("POST", url, json_body=body, allow=allow)
+        return None if response.status_code in allow else _json(response, url)
+
+
+def _json(response: httpx.Response, url: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise EngineError(
+            f"{url} did not answer with JSON; is --base-url an OpenAI-compatible server?"
+        ) from exc
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _card_context_limit(card: dict) -> int | None:
+    """vLLM and SGLang put `max_model_len` on each model card; some servers say `context_length`."""
+    for key in ("max_model_len", "context_length", "n_ctx"):
+        if limit := _positive_int(card.get(key)):
+            return limit
+    meta = card.get("meta")
+    return _positive_int(meta.get("n_ctx")) if isinstance(meta, dict) else None
+
+
+def _props_context_limit(http: OpenAIHttp) -> int | None:
+    """llama.cpp's own server reports the slot context it was started with under /props."""
+    props = http.get_json(http.urls.root + "/props", allow=(404, 405, 501))
+    if not isinstance(props, dict):
+        return None
+    settings = props.get("default_generation_settings")
+    nested = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return _positive_int(props.get("n_ctx")) or _positive_int(nested)
+
+
+def fetch_models(http: OpenAIHttp) -> list[ServedModel]:
+    url = http.urls.api + "/models"
+    listing = http.get_json(url)
+    cards = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(cards, list):
+        raise EngineError(f"{url} did not return an OpenAI model listing; is --base-url an OpenAI-compatible server?")
+    models = [
+        ServedModel(id=str(card["id"]), context_limit=_card_context_limit(card), owned_by=str(card.get("owned_by", "")))
+        for card in cards
+        if isinstance(card, dict) and card.get("id")
+    ]
+    if len(models) == 1 and models[0].context_limit is None:
+        models[0].context_limit = _props_context_limit(http)
+    return models
+
+
+def list_models(
+    base_url: str, api_key: str | None = None, timeout: float = 30.0, max_retries: int = 2,
+    transport: httpx.BaseTransport | None = None,
+) -> list[ServedModel]:
+    """What the server offers, with each model's context limit where the server reports it."""
+    http = OpenAIHttp(split_base_url(base_url), api_key, timeout, max_retries, 0.5, transport)
+    try:
+        return fetch_models(http)
+    finally:
+        http.close()
+
+
+def token_count(answer: Any, route: str) -> int:
+    """The count in a tokenize answer: vLLM says `count`, llama.cpp servers list the `tokens`."""
+    if isinstance(answer, dict) and isinstance(answer.get("count"), int):
+        return answer["count"]
+    if isinstance(answer, dict) and isinstance(answer.get("tokens"), list):
+        return len(answer["tokens"])
+    raise EngineError(f"the server's {route} answered without a token count: {json.dumps(answer)[:200]}")

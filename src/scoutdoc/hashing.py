@@ -1,0 +1,21 @@
+"""The sha256 of a file, read in 1 MiB blocks: model downloads are checked with it, and sessions
+notice a changed source file with it."""
+
+import hashlib
+from pathlib import Path
+
+from .progress import Progress
+
+
+def sha256_file(path: Path | str, progress: Progress | None = None) -> str:
+    """The hex digest of the file at `path`, reporting bytes read to `progress` if given."""
+    h = hashlib.sha256()
+    path = Path(path)
+    total, done = path.stat().st_size, 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total, "B")
+    return h.hexdigest()
