@@ -209,7 +209,7 @@ def start_session(
     documents = result.documents
     question_text = question(documents) if callable(question) else question
     packed = pack(result)
-    check_size_estimate(len(packed), params.max_tokens, engine.context_limit, engine.model_name or "the model")
+    check_size_estimate(len(packed), engine.context_limit, engine.model_name or "the model")
     prompt = build_prompt(packed, [], question_text, system)
     answer, state = run_turn(engine, prompt, params, on_text, progress=prefill_progress, stop_event=stop_event)
     inputs = [Path(p) for p in paths]

@@ -16,8 +16,6 @@ SQL in our own transactions because sqlite-utils' insert helpers commit on their
 from __future__ import annotations
 
 import dataclasses
-import errno
-import functools
 import json
 import sqlite3
 import time
@@ -30,6 +28,7 @@ from typing import Any, Callable, Iterator
 import sqlite_utils
 
 from .errors import SessionError
+from .store_faults import escape_like, guarded, storage_error
 from .settings import snapshots_dir
 
 BUSY_TIMEOUT_MS = 60_000
@@ -201,50 +200,6 @@ def new_session_id() -> str:
 
 
 _OURS = {"sessions", "sources", "turns", "snapshots", "batch_items"}
-
-
-def storage_error(path: Path, exc: BaseException) -> SessionError:
-    """What went wrong with the database file at `path`, and what the user can do, as one SessionError.
-
-    The advice never tells anyone to delete or move their database: a damaged one may still hold
-    sessions worth recovering, so recovery comes first and --db (another file) is the way around.
-    """
-    text = str(exc)
-    low = text.lower()
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in low:
-        advice = "the disk holding it is full; free some space and run the command again (the database itself is fine)"
-    elif isinstance(exc, (NotADirectoryError, FileExistsError)) or (isinstance(exc, OSError) and exc.errno == errno.ENOTDIR):
-        advice = "a file stands where a directory should be; point SCOUTDOC_HOME or --db at a directory you can write to"
-    elif isinstance(exc, PermissionError) or "readonly" in low or "read-only" in low or "permission" in low:
-        advice = "it cannot be written here; check the permissions, or pass --db with a path you can write to"
-    elif "not a database" in low or "malformed" in low or "corrupt" in low:
-        advice = (f"it is damaged or not an SQLite file; keep a copy, try `sqlite3 {path} .recover`, "
-                  "or pass --db with another path to start a new one")
-    elif "unable to open" in low or isinstance(exc, OSError):
-        advice = "its directory cannot be created or opened; check the path, or pass --db with another one"
-    else:
-        advice = "pass --db with another path, or run with --debug for details"
-    return SessionError(f"session database {path}: {text}; {advice}")
-
-
-def _guarded(method):
-    """Store methods raise SessionError (exit 6, with the path and advice) for any storage fault."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
-            raise  # our own mistakes, not the file's
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise storage_error(self.path, exc) from exc
-
-    return wrapper
-
-
-def escape_like(text: str) -> str:
-    """`text` as a literal LIKE prefix (with ESCAPE '\\'): '%' and '_' in a session id are not wildcards."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class Store:
@@ -538,4 +493,4 @@ class Store:
 # Every public method maps storage faults (damaged file, full disk, permissions) to SessionError.
 for _name, _member in list(vars(Store).items()):
     if callable(_member) and not _name.startswith("_") and _name not in ("transaction", "close"):
-        setattr(Store, _name, _guarded(_member))
+        setattr(Store, _name, guarded(_member))

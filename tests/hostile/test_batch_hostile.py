@@ -66,7 +66,7 @@ def test_oversized_input_refused_before_tokenizing(tmp_path):
     from scoutdoc.store import Store
 
     big = tmp_path / "big.log"
-    big.write_text("word " * 2_000_000)  # 10 MB: at least 39,000 tokens by size alone
+    big.write_text("word " * 2_000_000)  # 10 MB: at least 39,000 tokens by size alone, over 8,192
     engine = CountingEngine(context_limit=8192)
     with Store(tmp_path / "s.db") as store, pytest.raises(ContextTooLongError, match="at least"):
         start_session(store, engine, paths=[str(big)], options=IngestOptions(), question="q?",

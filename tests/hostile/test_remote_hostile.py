@@ -1,0 +1,70 @@
+"""A hostile OpenAI-compatible server on 127.0.0.1 (a thread): keys never reach a message, and
+credentials in --base-url never reach what a session stores."""
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from scoutdoc.engines.remote import RemoteEngine
+from scoutdoc.errors import EngineError
+
+KEY = "sk-test-0123456789abcdefSECRET"
+
+
+class _EchoAuth(BaseHTTPRequestHandler):
+    """401 for every request, with a body that echoes the Authorization header (as some proxies do)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        seen = self.headers.get("Authorization", "")
+        if seen.startswith("Basic "):  # credentials from the URL arrive as basic auth
+            user_pass = base64.b64decode(seen[6:]).decode()
+            if user_pass == "alice:pa55word":
+                return self._json(200, {"object": "list", "data": [{"id": "m", "object": "model", "max_model_len": 4096}]})
+            seen += f" ({user_pass})"
+        self._json(401, {"error": {"message": f"invalid credentials: Authorization: {seen}"}})
+
+    do_POST = do_GET
+
+    def _json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _EchoAuth)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_api_key_echoed_by_the_server_is_redacted(server):
+    with pytest.raises(EngineError) as caught:
+        RemoteEngine(server + "/v1", model="m", api_key=KEY, max_retries=0)
+    assert "401" in str(caught.value) and KEY not in str(caught.value) and "[redacted]" in str(caught.value)
+
+
+def test_password_in_base_url_is_used_but_not_kept_or_shown(server):
+    url = server.replace("http://", "http://alice:pa55word@") + "/v1"
+    try:
+        engine = RemoteEngine(url, model="m", max_retries=0, context_limit=4096)
+    except EngineError as exc:  # the server may lack other routes; the message must still be clean
+        assert "pa55word" not in str(exc)
+    else:
+        assert "pa55word" not in engine.base_url and "alice" not in engine.base_url
+    wrong = server.replace("http://", "http://alice:wrongpass1@") + "/v1"
+    with pytest.raises(EngineError) as caught:
+        RemoteEngine(wrong, model="m", max_retries=0)
+    assert "wrongpass1" not in str(caught.value)
