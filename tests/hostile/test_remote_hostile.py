@@ -68,3 +68,51 @@ def test_password_in_base_url_is_used_but_not_kept_or_shown(server):
     with pytest.raises(EngineError) as caught:
         RemoteEngine(wrong, model="m", max_retries=0)
     assert "wrongpass1" not in str(caught.value)
+
+
+class _Endless(BaseHTTPRequestHandler):
+    """Serves one model, and an answer stream that never finishes, with a usage block of wrong types."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.endswith("/models"):
+            return _EchoAuth._json(self, 200, {"object": "list", "data": [{"id": "m", "object": "model", "max_model_len": 4096}]})
+        _EchoAuth._json(self, 404, {"error": "no such route"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self.path.endswith("/chat/completions"):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            return _EchoAuth._json(self, 404, {"error": "no such route"})
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        usage = {"prompt_tokens": "many", "completion_tokens": [1], "prompt_tokens_details": {"cached_tokens": True}}
+        try:
+            for _ in range(100_000):
+                chunk = {"choices": [{"delta": {"content": "la "}, "finish_reason": None}], "usage": usage}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_endless_stream_is_capped_and_bad_usage_ignored():
+    from scoutdoc.engines import GenerationParams
+    from scoutdoc.prompt import Message, Prompt
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        engine = RemoteEngine(f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="m", max_retries=0, context_limit=4096)
+        state = engine.prefill(Prompt([Message("system", "documents")], [Message("user", "sing")]))
+        pieces = list(engine.generate(state, GenerationParams(max_tokens=20)))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(pieces) == 20 and state.stats.finish_reason == "length"
+    assert isinstance(state.stats.prompt_tokens, int) and state.stats.prompt_tokens > 0

@@ -271,6 +271,7 @@ class RemoteEngine:
         first: float | None = None
         finish = ""
         usage: dict | None = None
+        cap = body["max_tokens"]  # a server that never stops is stopped here: each delta carries a token or more
         try:
             for event in EventSource(response).iter_sse():
                 if event.data.strip() == "[DONE]":
@@ -286,9 +287,12 @@ class RemoteEngine:
                     raise EngineError(f"the server stopped the answer with an error: {message}")
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
+                if len(pieces) >= cap and not finish:
+                    finish = "length"
+                    break
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content")
-                    if text:
+                    if isinstance(text, str) and text:
                         if first is None:
                             first = time.perf_counter()
                         pieces.append(text)
@@ -328,12 +332,16 @@ class RemoteEngine:
     ) -> None:
         stats = state.stats
         state.usage_from_server = usage is not None
-        if usage is not None:
-            stats.prompt_tokens = int(usage.get("prompt_tokens") or state.counted_prompt_tokens)
+        prompt_tokens = _count(usage.get("prompt_tokens")) if usage is not None else None
+        generated = _count(usage.get("completion_tokens")) if usage is not None else None
+        if usage is not None and prompt_tokens is not None and generated is not None:
+            stats.prompt_tokens = prompt_tokens
             details = usage.get("prompt_tokens_details")
-            stats.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-            stats.generated_tokens = int(usage.get("completion_tokens") or 0)
-        else:
+            cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+            stats.cached_tokens = min(cached or 0, prompt_tokens)
+            stats.generated_tokens = generated
+        else:  # no usage block, or one with wrong types: our own counts
+            state.usage_from_server = False
             stats.prompt_tokens = state.counted_prompt_tokens
             stats.cached_tokens = 0
             try:
@@ -375,3 +383,8 @@ def _load_tokenizer(tokenizer: str | Path | Any) -> Any:
     from ..runtime.tokenizer import load_tokenizer
 
     return load_tokenizer(Path(tokenizer))
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a server's usage block, or None when it is not a plain non-negative integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
