@@ -4,6 +4,7 @@ credentials in --base-url never reach what a session stores."""
 import base64
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -116,3 +117,42 @@ def test_endless_stream_is_capped_and_bad_usage_ignored():
         httpd.server_close()
     assert len(pieces) == 20 and state.stats.finish_reason == "length"
     assert isinstance(state.stats.prompt_tokens, int) and state.stats.prompt_tokens > 0
+
+
+class _KeepAlive(_Endless):
+    """Headers, then SSE keep-alive comments forever: no read ever times out, no event ever arrives."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self.path.endswith("/chat/completions"):
+            return super().do_POST()
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for _ in range(600):
+                self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def test_endless_keep_alive_stops_at_the_answer_deadline():
+    from scoutdoc.engines import GenerationParams
+    from scoutdoc.prompt import Message, Prompt
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        engine = RemoteEngine(f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="m", max_retries=0,
+                              context_limit=4096, answer_deadline_s=1.5)
+        state = engine.prefill(Prompt([Message("system", "documents")], [Message("user", "sing")]))
+        started = time.monotonic()
+        with pytest.raises(EngineError, match="longer than 1.5 s"):
+            list(engine.generate(state, GenerationParams(max_tokens=20)))
+        assert time.monotonic() - started < 10
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -120,10 +120,13 @@ def _error_for(status: int, message: str, url: str, root: str) -> Exception:
     return EngineError(f"the server at {root} answered {status} to {url}: {message}")
 
 
+RETRY_AFTER_CAP_S = 10.0  # a server asking for an hour is not waited on for an hour; retries are few anyway
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "")
     try:
-        return min(60.0, max(0.0, float(value)))
+        return min(RETRY_AFTER_CAP_S, max(0.0, float(value)))
     except ValueError:
         return None
 

@@ -43,6 +43,8 @@ from .openai_client import (
     token_count,
 )
 
+DEFAULT_ANSWER_DEADLINE_S = 900.0  # one whole streamed answer, first byte to last event
+
 # Chat templates wrap each message in a few special tokens (role header, end-of-turn) and end with
 # an assistant header. Used only when neither a local tokenizer nor the server can render the
 # template; generous so that the context check errs on the safe side.
@@ -98,8 +100,10 @@ class RemoteEngine:
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        answer_deadline_s: float = DEFAULT_ANSWER_DEADLINE_S,
     ):
         urls = split_base_url(base_url)
+        self.answer_deadline_s = answer_deadline_s
         self._http = OpenAIHttp(urls, api_key, timeout, max_retries, backoff_s, transport)
         self.base_url = urls.api
         try:
@@ -272,6 +276,11 @@ class RemoteEngine:
         finish = ""
         usage: dict | None = None
         cap = body["max_tokens"]  # a server that never stops is stopped here: each delta carries a token or more
+        # The read timeout bounds silence; this bounds the whole answer, keep-alive comments and slow drips included.
+        expired = threading.Event()
+        watchdog = threading.Timer(self.answer_deadline_s, lambda: (expired.set(), response.close()))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for event in EventSource(response).iter_sse():
                 if event.data.strip() == "[DONE]":
@@ -300,19 +309,30 @@ class RemoteEngine:
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
         except httpx.TimeoutException as exc:
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
             raise EngineError(
                 f"the server at {self._http.urls.root} did not answer within {self._http.timeout:g} s "
                 f"({'prefilling the prompt' if first is None else 'between two pieces of the answer'}); the "
                 "server may be overloaded, or the prompt needs longer than the per-request timeout"
             ) from exc
         except httpx.TransportError as exc:
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
             raise EngineError(
                 f"the answer stream from {self._http.urls.root} broke after {len(pieces)} pieces "
                 f"({type(exc).__name__}); the answer is incomplete and was not recorded, ask again"
             ) from exc
         except (SSEError, ValueError, AttributeError) as exc:
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
             raise EngineError(f"{url} sent a malformed event stream ({exc}); is it an OpenAI-compatible server?") from exc
+        except Exception as exc:  # closing the stream under a reader surfaces as httpx's StreamClosed and the like
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
+            raise
         finally:
+            watchdog.cancel()
             response.close()
         if not finish:
             raise EngineError(
@@ -325,6 +345,12 @@ class RemoteEngine:
         answer = "".join(pieces)
         self._record(state, usage, answer, started, first, ended, finish, len(pieces))
         state.messages.append({"role": "assistant", "content": answer})
+
+    def _over_deadline(self, pieces: int) -> EngineError:
+        return EngineError(
+            f"the answer from {self._http.urls.root} took longer than {self.answer_deadline_s:g} s in all "
+            f"(after {pieces} pieces) and was stopped; the answer was not recorded"
+        )
 
     def _record(
         self, state: RemoteState, usage: dict | None, answer: str, started: float,
