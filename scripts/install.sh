@@ -4,11 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
-[ -x .venv/bin/python ] || python3 -m venv .venv
+say() { echo "install.sh: $*" >&2; }
+[ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
 .venv/bin/python -m pip install -q --upgrade pip
+say "installing PyTorch (CPU build)"
 .venv/bin/python -m pip install -q "torch==2.13.0"
 if [ -n "$extras" ]; then
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  # Not quiet: llama-cpp-python has no wheel for most machines and compiles llama.cpp from source.
+  say "installing scoutdoc with the '$extras' extra; the first time, pip compiles llama-cpp-python"
+  say "(used by the remote-engine tests) from source: about 20 minutes on 2 cores, with little output"
+  .venv/bin/python -m pip install -e ".[$extras]"
 else
+  say "installing scoutdoc"
   .venv/bin/python -m pip install -q -e .
 fi
+say "done: .venv/bin/scoutdoc (or 'source .venv/bin/activate', then scoutdoc)"

@@ -51,11 +51,11 @@ def explode_on_kaboom(prompt: Prompt) -> None:
 
 
 def batch(inputs, out: Path, engine: FakeEngine, *, db: Path, question: str | None = QUESTION, resume=False,
-          concurrency=1, console: Console | None = None) -> tuple[Tally, str]:
+          concurrency=1, console: Console | None = None, force=False) -> tuple[Tally, str]:
     console = console or Console(file=io.StringIO(), width=200, color_system=None)
     tally = run_batch([str(p) for p in inputs], engine=engine, db=db, out=out, question=question,
                       params=GenerationParams(max_tokens=8), options=IngestOptions(), system=None, resume=resume,
-                      concurrency=concurrency, model_ref="fake", console=console)
+                      concurrency=concurrency, model_ref="fake", console=console, force=force)
     return tally, console.file.getvalue()
 
 
@@ -158,11 +158,14 @@ def test_resume_repairs_a_file_cut_by_a_crash_from_the_store(docs, tmp_path):
     assert ok_items(db) == Counter({"0-ana.txt": 1, "1-priya.txt": 1, "2-tom.txt": 1, "3-explodes.txt": 1, "4-long.txt": 1})
 
 
-def test_without_resume_the_output_starts_over(docs, tmp_path):
+def test_an_existing_output_is_kept_unless_forced(docs, tmp_path):
     db, out = tmp_path / "b.db", tmp_path / "out.jsonl"
     engine = FakeEngine(context_limit=300)
     batch([docs / "0-ana.txt"], out, engine, db=db)
-    batch([docs / "1-priya.txt"], out, engine, db=db)
+    with pytest.raises(UsageError, match="already exists; pass --resume .* --force"):
+        batch([docs / "1-priya.txt"], out, engine, db=db)
+    assert [r["source"] for r in lines(out)] == [str(docs / "0-ana.txt")]  # untouched
+    batch([docs / "1-priya.txt"], out, engine, db=db, force=True)  # --force starts over
     assert [r["source"] for r in lines(out)] == [str(docs / "1-priya.txt")]
     assert len(engine.prefills) == 2
 

@@ -5,9 +5,10 @@ The layers, top to bottom (a module may import its own layer and the layers belo
     5  cli                                  the Typer app (a module or a package)
     4  session, batch                       orchestration: ingest -> prompt -> engine -> store
     3  engines, fit                         running a prompt (engines/chat.py renders the chat template)
-    2  prompt, ingest, store, models        messages, documents, SQLite, the model catalog
+    2  prompt, ingest, store, snapshots,    messages, documents, SQLite and the snapshots' disk budget,
+       models                               the model catalog
     1  runtime                              the inference runtime: files and tensors, no names or documents
-    0  errors, progress, settings, units, hashing, the package's own __init__
+    0  errors, progress, settings, units, hashing, wording, the package's own __init__
 
 This refines shared/ARCHITECTURE.md's `cli -> batch, session -> fit, prompt, engines, ingest, store,
 models -> runtime -> errors, progress, settings`: within its middle layer, engines build on
@@ -30,9 +31,9 @@ LEVELS = {
     "cli": 5,
     "session": 4, "batch": 4,
     "engines": 3, "fit": 3,
-    "prompt": 2, "ingest": 2, "store": 2, "store_faults": 2, "models": 2,
+    "prompt": 2, "ingest": 2, "store": 2, "store_faults": 2, "snapshots": 2, "models": 2,
     "runtime": 1,
-    "errors": 0, "progress": 0, "settings": 0, "units": 0, "hashing": 0, "__init__": 0,
+    "errors": 0, "progress": 0, "settings": 0, "units": 0, "hashing": 0, "wording": 0, "__init__": 0,
 }
 
 

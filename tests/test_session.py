@@ -311,7 +311,7 @@ def test_a_changed_source_is_noticed_and_the_old_text_answers(store, notes):
     run = Run()
     result = follow(store, engine, run=run)
     assert result.changed == [str(notes)]
-    assert run.notices == [f"1 source(s) changed since this session started ({notes}); "
+    assert run.notices == [f"1 source changed since this session started ({notes}); "
                            "answering from the text read then — pass --refresh to re-read them"]
     assert store.session(sid)["prefix"] == prefix and result.stats.cached_tokens > 0
 

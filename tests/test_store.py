@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from scoutdoc.errors import SessionError
-from scoutdoc.store import SCHEMA_VERSION, SourceRecord, Store, TurnRecord, snapshot_file
+from scoutdoc.store import MATCH_END, MATCH_START, SCHEMA_VERSION, SourceRecord, Store, TurnRecord, snapshot_file
 
 
 def _session(store: Store, **kw) -> str:
@@ -135,7 +135,7 @@ def test_search_questions_and_answers(tmp_path):
     store.add_exchange(other, TurnRecord("user", "Summarize the meeting"), TurnRecord("assistant", "They chose Postgres."))
     hits = store.search("invoices")
     assert [(h["session_id"], h["role"]) for h in hits] == [(sid, "user")]
-    assert "[invoices]" in hits[0]["snippet"]
+    assert f"{MATCH_START}invoices{MATCH_END}" in hits[0]["snippet"]
     assert {h["session_id"] for h in store.search("postgres")} == {other}
     assert store.search('"unbalanced quote AND (') == []  # user text is never parsed as FTS syntax
 

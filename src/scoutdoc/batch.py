@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .errors import INTERRUPTED_EXIT_CODE, ScoutdocError, UsageError
 from .ingest import IngestOptions, IngestResult, load_sources
 from .ingest.document import Document
 from .ingest.names import display_name
+from .ingest.sniff import archive_suffix
 from .prompt import summary_instruction
 from .session import Interrupted, start_session
 from .store import Store
@@ -37,18 +38,48 @@ from .store import Store
 SUMMARY_KEY = "<summarize>"
 
 
+def _is_pattern(item: str) -> bool:
+    return any(ch in item for ch in "*?[") and not Path(item).exists()
+
+
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Paths as given, with glob patterns (quoted by the user so the shell left them) expanded."""
+    """Paths as given, with glob patterns (quoted by the user so the shell left them) expanded.
+
+    A pattern that matches nothing on disk is kept as it is when an archive is among the inputs:
+    it then selects that archive's members (`scoutdoc batch inbox.zip 'contracts/*.pdf'`).
+    """
+    has_archive = any(archive_suffix(item) and Path(item).is_file() for item in inputs)
     out: list[str] = []
     for item in inputs:
-        if any(ch in item for ch in "*?[") and not Path(item).exists():
+        if _is_pattern(item):
             matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
+            if not matches and not has_archive:
                 raise UsageError(f"the pattern {item!r} matches no files; check the path or quote it differently")
-            out.extend(matches)
+            out.extend(matches or [item])
         else:
             out.append(item)
     return out
+
+
+def split_member_patterns(inputs: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """(paths, archive member patterns) from `expand_inputs`' result."""
+    patterns = tuple(item for item in inputs if _is_pattern(item))
+    return [item for item in inputs if item not in patterns], patterns
+
+
+def check_out(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to overwrite an existing results file unless --resume (continue it) or --force (replace it)."""
+    if not resume and not force and out.exists() and out.stat().st_size > 0:
+        raise UsageError(f"the results file {out} already exists; pass --resume to continue it, --force to overwrite it, "
+                         "or choose another --out")
+
+
+def _unmatched(patterns: tuple[str, ...], ingested: IngestResult) -> list[str]:
+    """Member patterns that selected no member of any archive."""
+    from .ingest.code import gitignore_spec
+
+    members = [s.rsplit("!", 1)[-1] for s in [d.source for d in ingested.documents] + [k.source for k in ingested.skipped] if "!" in s]
+    return [p for p in patterns if not any(gitignore_spec([p]).match_file(m) for m in members)]
 
 
 @dataclass
@@ -56,8 +87,25 @@ class Tally:
     ok: int = 0
     failed: int = 0
     skipped: int = 0  # already answered (--resume)
+    excluded: int = 0  # sources left out on purpose (secrets, over the size cap, binary...): not retried
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+# Skip codes of sources left out on purpose: reading them again cannot give another outcome, so they
+# are "skipped", kept on --resume and not counted as failures. The other codes (damaged, encrypted,
+# no text...) are failures the user can fix, e.g. with --password, and are retried on resume.
+EXCLUDED_CODES = frozenset({"secret", "too_large", "binary", "empty", "not_regular", "link", "unsafe", "limit"})
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, ...] | None:
+    """What makes a kept line unique: an answer by document (source), content, question and model, so
+    two files with identical contents each keep their line; a skip by source."""
+    if row.get("status") == "ok":
+        return (row.get("source", ""), row.get("sha256", ""), row.get("question_key", ""), row.get("model", ""))
+    if row.get("status") == "skipped":
+        return ("skipped", row.get("source", ""), row.get("question_key", ""))
+    return None
 
 
 class ResultsFile:
@@ -74,11 +122,9 @@ class ResultsFile:
                     row = json.loads(raw)
                 except ValueError:
                     continue  # the line a crash cut short
-                if row.get("status") != "ok":
-                    continue  # failures are retried
                 key = _row_key(row)
-                if key in self.keys:
-                    continue
+                if key is None or key in self.keys:
+                    continue  # failures are retried
                 self.keys.add(key)
                 lines.append(json.dumps(row, ensure_ascii=False))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +136,7 @@ class ResultsFile:
     def write(self, row: dict[str, Any]) -> None:
         with self.lock:
             key = _row_key(row)
-            if row.get("status") == "ok":
+            if key is not None:
                 if key in self.keys:
                     return
                 self.keys.add(key)
@@ -100,11 +146,6 @@ class ResultsFile:
 
     def close(self) -> None:
         self.handle.close()
-
-
-def _row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
-    """One line per document: two files with identical contents are two documents, each gets its line."""
-    return (row.get("source", ""), row.get("sha256", ""), row.get("question_key", ""), row.get("model", ""))
 
 
 def _question_for(document: Document, question: str | None) -> tuple[str, str]:
@@ -117,7 +158,7 @@ def _question_for(document: Document, question: str | None) -> tuple[str, str]:
 def _answer_one(
     document: Document, *, engine: Engine, db: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, model_ref: str, resume: bool, out: ResultsFile,
-    stop: threading.Event,
+    stop: threading.Event, keep_snapshot: bool = False,
 ) -> str:
     """Answer one document and record it; returns "ok", "skipped" or "failed:<reason>"."""
     asked, key = _question_for(document, question)
@@ -135,7 +176,7 @@ def _answer_one(
             result = start_session(
                 store, engine, paths=[], options=options, question=asked, params=params,
                 on_text=lambda piece: None, notice=lambda message: None, system=system, command="batch",
-                model_ref=model_ref, result=IngestResult(documents=[document]), stop_event=stop,
+                model_ref=model_ref, result=IngestResult(documents=[document]), stop_event=stop, keep_snapshot=keep_snapshot,
             )
         except Interrupted:
             raise
@@ -160,27 +201,43 @@ def _answer_one(
 def run_batch(
     inputs: list[str], *, engine: Engine, db: Path, out: Path, question: str | None, params: GenerationParams,
     options: IngestOptions, system: str | None, resume: bool, concurrency: int, model_ref: str, console: Console,
+    keep_snapshot: bool = False, force: bool = False,
 ) -> Tally:
-    """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr)."""
+    """Run the whole batch, drawing a progress bar and a summary table on `console` (stderr).
+
+    Batch documents keep no KV snapshot unless `keep_snapshot` (`--snapshot`): one per document would
+    fill the disk, and batch sessions are rarely continued."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.markup import escape
     from rich.table import Table
 
-    paths = expand_inputs(inputs)
+    check_out(out, resume, force)
+    paths, patterns = split_member_patterns(expand_inputs(inputs))
     with console.status("reading inputs…"):
-        ingested = load_sources(paths, options)
+        ingested = load_sources(paths, replace(options, members=options.members + patterns))
+    unmatched = _unmatched(patterns, ingested)
+    if unmatched:
+        raise UsageError(f"the pattern {unmatched[0]!r} matches no file on disk and no member of the archives given; "
+                         "check it (member paths start at the archive's top folder)")
     if not ingested.documents and not ingested.skipped:
         raise UsageError("the inputs hold no files to read; check the paths and selection options")
     results = ResultsFile(out, resume)
     tally = Tally()
     started = time.perf_counter()
+    question_key = question or SUMMARY_KEY
     for skip in ingested.skipped:
-        # A source that cannot be read is a failed item with its reason; keyed by path, it is
-        # reported again (not duplicated) on resume because failed lines are dropped then.
-        results.write({"source": skip.source, "sha256": "", "status": "error", "error": skip.reason,
-                       "error_type": "IngestError", "question": question or SUMMARY_KEY, "model": engine.model_id})
-        tally.failed += 1
-        tally.failures.append((skip.source, skip.reason))
+        # Sources left out on purpose are "skipped"; the others failed with their reason. Keyed by
+        # path, a failure is reported again (not duplicated) on resume because failed lines are
+        # dropped then, while a skipped line is kept and not written twice.
+        excluded = skip.code in EXCLUDED_CODES
+        results.write({"source": skip.source, "sha256": "", "status": "skipped" if excluded else "error",
+                       "error": skip.reason, "error_type": "IngestError", "code": skip.code,
+                       "question": question_key, "question_key": question_key, "model": engine.model_id})
+        if excluded:
+            tally.excluded += 1
+        else:
+            tally.failed += 1
+            tally.failures.append((skip.source, skip.reason))
     stop = threading.Event()
     total = len(ingested.documents)
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="batch")
@@ -193,7 +250,7 @@ def run_batch(
             for document in ingested.documents:
                 futures[pool.submit(
                     _answer_one, document, engine=engine, db=db, question=question, params=params, options=options,
-                    system=system, model_ref=model_ref, resume=resume, out=results, stop=stop,
+                    system=system, model_ref=model_ref, resume=resume, out=results, stop=stop, keep_snapshot=keep_snapshot,
                 )] = document
             pending = set(futures)
             while pending:
@@ -221,10 +278,10 @@ def run_batch(
     results.close()
     tally.seconds = time.perf_counter() - started
     table = Table(title=f"batch: {out}", title_justify="left")
-    for column in ("answered", "already done", "failed", "documents", "time"):
+    for column in ("answered", "already done", "skipped", "failed", "documents", "time"):
         table.add_column(column, justify="right")
-    table.add_row(str(tally.ok), str(tally.skipped), str(tally.failed), str(total + len(ingested.skipped)),
-                  f"{tally.seconds:.1f}s")
+    table.add_row(str(tally.ok), str(tally.skipped), str(tally.excluded), str(tally.failed),
+                  str(total + len(ingested.skipped)), f"{tally.seconds:.1f}s")
     console.print(table)
     for source, reason in tally.failures:
         console.print(f"[red]failed[/red] {escape(display_name(source))}: {escape(display_name(reason))}", markup=True, highlight=False, soft_wrap=True)

@@ -308,7 +308,8 @@ def describe(ref: str, progress: Progress | None = None) -> dict[str, Any]:
         counted = "from tensor shapes"
     moe_layers = sum(cfg.layer_is_moe)
     return {
-        "name": cfg.name or path.stem,
+        "name": ref if ref in CATALOG else cfg.name or path.stem,  # the name users type, where there is one
+        "model_name": cfg.name,  # what the file calls itself
         "path": str(path),
         "kind": kind,
         "architecture": cfg.arch,
@@ -327,7 +328,7 @@ def describe(ref: str, progress: Progress | None = None) -> dict[str, Any]:
         "attention_chunk_size": cfg.attention_chunk_size,
         "layer_plan": layer_plan(cfg),
         "context_length": cfg.max_position_embeddings,
-        "size_on_disk_bytes": sum(f.stat().st_size for f in files),
+        "size_on_disk_bytes": None if kind == "config" else sum(f.stat().st_size for f in files),  # a config has no weights
     }
 
 

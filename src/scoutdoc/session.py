@@ -25,8 +25,11 @@ from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
 from .prompt import Message, Prompt, build_prompt, check_fits, check_size_estimate
-from .settings import snapshots_dir
+from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
+from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, new_session_id, snapshot_file
+from .units import format_bytes
+from .wording import plural
 
 Notice = Callable[[str], None]
 TextSink = Callable[[str], None]
@@ -57,7 +60,7 @@ def options_from_json(data: dict[str, Any], passwords: tuple[str, ...] = ()) -> 
 
     data = dict(data)
     archive = ArchiveLimits(**data.pop("archive", {}))
-    for key in ("include", "exclude"):
+    for key in ("include", "exclude", "members"):
         data[key] = tuple(data.get(key, ()))
     return IngestOptions(**data, archive=archive, passwords=passwords)
 
@@ -175,15 +178,30 @@ def _turn_records(engine: Engine, question: str, answer: str, state: Any) -> tup
 
 def _record(
     store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice,
+    notice: Notice, keep_snapshot: bool = True,
 ) -> str:
-    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice)
+    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if keep_snapshot else None
     store.add_exchange(session_id, *_turn_records(engine, question, answer, state), snapshot=snap)
-    if snap:
-        keep = store.latest_snapshot(session_id)
-        for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
-            snapshot_file(old).unlink(missing_ok=True)
-    return snap["path"] if snap else ""
+    if not snap:
+        return ""
+    keep = store.latest_snapshot(session_id)
+    for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
+        snapshot_file(old).unlink(missing_ok=True)
+    return _within_budget(store, snap, notice)
+
+
+def _within_budget(store: Store, snap: dict, notice: Notice) -> str:
+    """Prune the least recently used snapshots to the budget; the new one's path, or "" when it alone is over."""
+    budget = snapshot_budget()
+    pruned = prune_snapshots(store, budget, protect=snap["path"])
+    if snap["path"] in pruned.removed:
+        notice(f"the KV snapshot ({format_bytes(snap['bytes'])}) is larger than the snapshot budget "
+               f"({format_bytes(budget)}) and was not kept; raise {SNAPSHOT_BUDGET_ENV} to keep it")
+        return ""
+    if pruned.removed:
+        notice(f"removed {plural(len(pruned.removed), 'older KV snapshot')} ({format_bytes(pruned.freed)}) "
+               f"to stay within the {format_bytes(budget)} snapshot budget ({SNAPSHOT_BUDGET_ENV})")
+    return snap["path"]
 
 
 def start_session(
@@ -203,8 +221,12 @@ def start_session(
     progress: Progress | None = None,
     prefill_progress: Progress | None = None,
     stop_event: threading.Event | None = None,
+    keep_snapshot: bool = True,
 ) -> TurnResult:
-    """Ingest `paths` (or use `result`), answer the first question and store the new session."""
+    """Ingest `paths` (or use `result`), answer the first question and store the new session.
+
+    `keep_snapshot=False` (`--no-snapshot`, and batch's default) keeps no KV snapshot: a follow-up then
+    recomputes the documents."""
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
     question_text = question(documents) if callable(question) else question
@@ -215,16 +237,17 @@ def start_session(
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
-    session_id = new_session_id()
-    snap = _save_snapshot(store, engine, session_id, state, 1, notice)
+    session_id = new_session_id()  # the session and its first turn are recorded in one transaction
+    snap = _save_snapshot(store, engine, session_id, state, 1, notice) if keep_snapshot else None
     store.create_session(
-        title=title, command=command, engine=engine.name, model=model_ref, model_id=engine.model_id,
+        title=title, command=command, engine=engine.name, model=model_ref or engine.model_name, model_id=engine.model_id,
         base_url=engine.base_url or "",
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
         options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
         sources=records, session_id=session_id, exchange=(*_turn_records(engine, question_text, answer, state), snap),
     )
-    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap["path"] if snap else "")
+    kept = _within_budget(store, snap, notice) if snap else ""
+    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=kept)
 
 
 CWD_MARK = "cwd:"  # last entry of a session's stored inputs: the directory relative paths were given from
@@ -283,8 +306,10 @@ def continue_session(
     refresh: bool = False,
     passwords: tuple[str, ...] = (),
     prefill_progress: Progress | None = None,
+    keep_snapshot: bool = True,
 ) -> TurnResult:
-    """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can."""
+    """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can
+    (and, unless `keep_snapshot` is False, saving a new one after the answer)."""
     session = store.session(session_id) if session_id else store.latest_session()
     sid = session["id"]
     prefix = session["prefix"]
@@ -294,7 +319,7 @@ def continue_session(
         changed = []
     elif changed:
         notice(
-            f"{len(changed)} source(s) changed since this session started ({', '.join(changed)}); "
+            f"{plural(len(changed), 'source')} changed since this session started ({', '.join(changed)}); "
             "answering from the text read then — pass --refresh to re-read them"
         )
     prompt = Prompt(prefix=[Message("system", prefix)], turns=[*history(store, sid), Message("user", question)])
@@ -310,6 +335,6 @@ def continue_session(
                 notice(f"KV snapshot unusable ({exc}); recomputing the documents")
     answer, state = run_turn(engine, prompt, params, on_text, snapshot=snapshot, progress=prefill_progress)
     turn_no = len(store.turns(sid)) // 2 + 1
-    snap = _record(store, engine, sid, question, answer, state, turn_no, notice)
+    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, keep_snapshot)
     return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap)
 

@@ -51,3 +51,15 @@ def db_path() -> Path:
 
 def snapshots_dir() -> Path:
     return _ensure_dir(home() / "snapshots", "snapshots directory")
+
+
+SNAPSHOT_BUDGET_ENV = "SCOUTDOC_SNAPSHOT_BUDGET"
+DEFAULT_SNAPSHOT_BUDGET = "4GiB"  # KV snapshots kept on disk, all sessions together; least recently used go first
+
+
+def snapshot_budget_text() -> str:
+    """The snapshot budget as the user wrote it (`SCOUTDOC_SNAPSHOT_BUDGET`), or the default."""
+    return os.environ.get(SNAPSHOT_BUDGET_ENV, "").strip() or DEFAULT_SNAPSHOT_BUDGET
+
+
+SNAPSHOT_DTYPE_ENV = "SCOUTDOC_SNAPSHOT_DTYPE"  # kv (default: the cache's own dtype), bfloat16 or float16

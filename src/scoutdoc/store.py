@@ -32,6 +32,9 @@ from .store_faults import escape_like, guarded, storage_error
 from .settings import snapshots_dir
 
 BUSY_TIMEOUT_MS = 60_000
+# Around the matched words in search snippets: control characters no turn text contains, so a
+# renderer can mark them up without mistaking the text's own brackets for the match.
+MATCH_START, MATCH_END = "\x02", "\x03"
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -379,7 +382,8 @@ class Store:
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         sql = (
             "SELECT s.*, (SELECT COUNT(*) FROM turns t WHERE t.session_id = s.id AND t.role = 'user') AS questions, "
-            "(SELECT COUNT(*) FROM sources r WHERE r.session_id = s.id) AS source_count "
+            "(SELECT COUNT(*) FROM sources r WHERE r.session_id = s.id) AS source_count, "
+            "(SELECT COALESCE(SUM(n.bytes), 0) FROM snapshots n WHERE n.session_id = s.id) AS snapshot_bytes "
             "FROM sessions s ORDER BY s.updated_at DESC, s.rowid DESC"
         )
         if limit:
@@ -400,6 +404,24 @@ class Store:
 
     def snapshots(self, session_id: str) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM snapshots WHERE session_id = ? ORDER BY id", [session_id]))
+
+    def snapshots_by_use(self) -> list[dict[str, Any]]:
+        """Every snapshot record, the most recently used session's first (newest snapshot first within one)."""
+        return list(self.db.query(
+            "SELECT n.*, s.updated_at FROM snapshots n JOIN sessions s ON s.id = n.session_id "
+            "ORDER BY s.updated_at DESC, n.id DESC"
+        ))
+
+    def delete_snapshot_records(self, ids: list[int]) -> list[str]:
+        """Forget these snapshot records; returns their recorded paths (the caller deletes the files)."""
+        paths = []
+        with self.transaction():
+            for snapshot_id in ids:
+                row = self.db.execute("SELECT path FROM snapshots WHERE id = ?", [snapshot_id]).fetchone()
+                if row is not None:  # another process may have pruned it already
+                    self.db.execute("DELETE FROM snapshots WHERE id = ?", [snapshot_id])
+                    paths.append(row[0])
+        return paths
 
     def drop_snapshots(self, session_id: str, keep_id: int | None = None) -> list[str]:
         """Forget a session's snapshot records (all but `keep_id`) and return their file paths."""
@@ -445,7 +467,7 @@ class Store:
         return list(
             self.db.query(
                 "SELECT t.session_id, t.position, t.role, t.created_at, "
-                "snippet(turns_fts, 0, '[', ']', '…', 12) AS snippet "
+                f"snippet(turns_fts, 0, '{MATCH_START}', '{MATCH_END}', '…', 12) AS snippet "
                 "FROM turns_fts JOIN turns t ON t.id = turns_fts.rowid "
                 "WHERE turns_fts MATCH ? ORDER BY rank LIMIT ?",
                 [query, limit],

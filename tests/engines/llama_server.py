@@ -3,6 +3,11 @@
 The remote engine is tested against this server, not a fake: `LlamaServer` starts
 `python -m llama_cpp.server` on a free 127.0.0.1 port, waits until `/v1/models` answers, and can
 be stopped (gracefully or with SIGKILL, to cut a stream) and started again on the same port.
+
+The server runs without llama.cpp's extra CPU buffer types (AMX tiles and weight repacking): on
+machines that report AMX but fault on its first tile instruction (some VMs and sandboxes, this
+project's CI among them) they kill the server at its first batch. These tests check the remote
+engine's protocol handling, not llama.cpp's speed, so the plain buffers serve everywhere.
 """
 
 import signal
@@ -15,6 +20,17 @@ from pathlib import Path
 import httpx
 
 ALIAS = "smollm2"
+_MAIN = """
+import runpy
+import llama_cpp.llama_cpp as low
+default = low.llama_model_default_params
+def plain_buffers():
+    params = default()
+    params.use_extra_bufts = False
+    return params
+low.llama_model_default_params = plain_buffers
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 N_CTX = 4096
 
 
@@ -40,7 +56,7 @@ class LlamaServer:
 
     def start(self, wait: bool = True) -> "LlamaServer":
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-c", _MAIN,
             "--model", str(self.gguf), "--model_alias", ALIAS,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(N_CTX), "--n_threads", "1", "--n_threads_batch", "1",

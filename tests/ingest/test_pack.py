@@ -17,7 +17,10 @@ def test_pack_layout(tmp_path):
     assert text.startswith("<directory_tree>\nproj/\n├── README.md\n├── src/\n│   └── app.py\n└── talk.vtt\n</directory_tree>\n\n")
     assert '<document source="src/app.py" kind="code" language="python">\n[L1-50]\nline 1\n' in text
     assert "[L51-60]\nline 51\n" in text
-    assert '<document source="talk.vtt" kind="transcript">\n[00:01:02.000-00:01:04.000]\nDee: [00:01:02] Hello\n</document>' in text
+    # in a directory (a codebase) a subtitle file is source, packed as written
+    assert '<document source="talk.vtt" kind="text" language="vtt">\n[L1-4]\nWEBVTT\n\n00:01:02.000 --> 00:01:04.000\n<v Dee>Hello\n</document>' in text
+    alone = pack(load_sources([root / "talk.vtt"]))
+    assert f'<document source="{root / "talk.vtt"}" kind="transcript">\n[00:01:02.000-00:01:04.000]\nDee: [00:01:02] Hello\n</document>' in alone
     assert text.count("<document ") == text.count("</document>") == 3
     assert text.endswith("</document>\n")
 

@@ -90,3 +90,33 @@ def test_corpus_known_files(corpus):
     assert document.meta["cues"][0]["start"] == "00:00:00.500"
     assert load_sources([corpus / "subtitles" / "invalid.vtt"]).skipped[0].reason.startswith("not a valid VTT file")
     assert load_sources([corpus / "subtitles" / "captions_with_bom.vtt"]).documents
+
+
+def test_srt_without_cue_numbers_is_read(tmp_path):
+    path = tmp_path / "unnumbered.srt"
+    path.write_text("00:00:01,000 --> 00:00:02,000\nHello\n\n00:00:02,500 --> 00:00:04,000\nWorld\n", encoding="utf-8")
+    (document,) = load_sources([path]).documents
+    assert [(c["start"], c["text"]) for c in document.meta["cues"]] == [("00:00:01.000", "Hello"), ("00:00:02.500", "World")]
+
+
+def test_corpus_srt_with_its_numbers_removed_reads_the_same(corpus, tmp_path):
+    numbered = (corpus / "subtitles" / "sample.srt").read_text(encoding="utf-8")
+    path = tmp_path / "sample.srt"
+    path.write_text("\n".join(line for line in numbered.splitlines() if not line.strip().isdigit()) + "\n", encoding="utf-8")
+    (expected,) = load_sources([corpus / "subtitles" / "sample.srt"]).documents
+    (document,) = load_sources([path]).documents
+    assert document.meta["cues"] == expected.meta["cues"] and len(expected.meta["cues"]) >= 5
+
+
+def test_subtitles_inside_a_codebase_are_packed_as_written(tmp_path):
+    repo = tmp_path / "player"
+    (repo / "fixtures").mkdir(parents=True)
+    (repo / "fixtures" / "styled.vtt").write_text(VTT.replace("WEBVTT\n", "WEBVTT\n\nSTYLE\n::cue { color: red }\n"), encoding="utf-8")
+    (repo / "fixtures" / "timed.txt").write_text("[00:00.000 --> 00:04.000] Good morning.\n[00:04.000 --> 00:09.500] Bye.\n", encoding="utf-8")
+    documents = {d.source: d for d in load_sources([repo]).documents}
+    vtt, timed = documents["fixtures/styled.vtt"], documents["fixtures/timed.txt"]
+    assert vtt.kind == "text" and vtt.language == "vtt"
+    assert "::cue { color: red }" in vtt.text and "<v Alice>Welcome" in vtt.text
+    assert timed.kind == "text" and timed.text.startswith("[00:00.000 --> 00:04.000] Good morning.")
+    (alone,) = load_sources([repo / "fixtures" / "styled.vtt"]).documents  # named on its own: a transcript
+    assert alone.kind == "transcript"

@@ -79,7 +79,9 @@ def test_tiers_and_refusal(scout, tmp_path):
     with pytest.raises(MemoryPlanError) as err:
         require_fit(too_long)
     message = str(err.value)
-    assert "--kv-dtype float8" in message and "--kv-disk" in message and "--context" in message
+    assert "--kv-dtype float8" in message and "--kv-disk" in message and "fewer or shorter sources" in message
+    assert "--context" not in message  # the commands that run a model have no --context option
+    assert "--context" in too_long.text()  # `models info` has
     with_disk = plan_memory(
         scout, 2_000_000, weights_bytes=57 * GIB, kv_host_budget=8 * GIB, kv_disk=tmp_path,
         disk_capacity=1 << 50, **{k: v for k, v in gpu.items() if k != "detect"}, detect=False,

@@ -5,6 +5,7 @@ to stderr through rich, so `scoutdoc ... --json | jq` always works. Errors a use
 `ScoutdocError`s and become one red line and the family's exit code; tracebacks only with --debug.
 """
 
+import json
 import sys
 from typing import Annotated
 
@@ -13,7 +14,7 @@ import typer
 from .. import __version__
 from ..errors import INTERRUPTED_EXIT_CODE, ScoutdocError
 from . import answer, batch, inspect, models, sessions
-from .common import err, safe
+from .common import end_answer_line, err, json_written, safe
 from ..units import parse_size  # scoutdoc.cli.parse_size, as before the package split
 
 __all__ = ["app", "main", "parse_size"]
@@ -56,35 +57,48 @@ app.add_typer(models.app, name="models")
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def _fail(kind: str, message: str, code: int) -> None:
+    """End the run: the message on stderr on a line of its own, with --json also as
+    `{"error": {...}}` on stdout (where a script reads the result), then exit `code`."""
+    end_answer_line()
+    colour = "yellow" if code == INTERRUPTED_EXIT_CODE else "red"
+    label = "interrupted" if code == INTERRUPTED_EXIT_CODE else ("internal error:" if kind == "InternalError" else "error:")
+    err.print(f"[{colour}]{label}[/{colour}] {safe(message)}".rstrip(), highlight=False, markup=True, soft_wrap=True)
+    if "--json" in sys.argv and not json_written["done"]:
+        error = {"type": kind, "message": message or "interrupted", "exit_code": code}
+        sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    sys.exit(code)
+
+
 def main() -> None:
     """Console-script entry point: run the app and turn user errors into one line and an exit code."""
     debug = "--debug" in sys.argv
     try:
         code = app(standalone_mode=False)  # Typer returns (not raises) Exit codes here, 130 for Ctrl-C
         if code == INTERRUPTED_EXIT_CODE:
-            err.print("[yellow]interrupted[/yellow]")
+            _fail("Interrupted", "", code)
         if isinstance(code, int) and code:
             sys.exit(code)
     except ScoutdocError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {safe(str(exc))}", highlight=False, markup=True, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(type(exc).__name__, str(exc), exc.exit_code)
     except KeyboardInterrupt:
         if debug:
             raise
-        err.print("[yellow]interrupted[/yellow]")
-        sys.exit(INTERRUPTED_EXIT_CODE)
+        _fail("Interrupted", "", INTERRUPTED_EXIT_CODE)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, EOFError):  # click turns Ctrl-C into Abort
-        err.print("[yellow]interrupted[/yellow]")
-        sys.exit(INTERRUPTED_EXIT_CODE)
+        _fail("Interrupted", "", INTERRUPTED_EXIT_CODE)
     except _ClickException as exc:  # usage errors: click's message and hints, exit 2
         exc.show()
+        if "--json" in sys.argv:
+            error = {"type": "UsageError", "message": exc.format_message(), "exit_code": exc.exit_code}
+            sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")
         sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:
             raise
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {safe(str(exc))} (run with --debug for the traceback)")
-        sys.exit(1)
+        _fail("InternalError", f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)

@@ -13,9 +13,10 @@ import typer
 
 from ..errors import UsageError
 from ..ingest import IngestOptions, require_documents
-from .common import err, notice, open_store, read_sources
+from ..wording import plural
+from .common import err, mid_line, notice, open_store, read_sources
 from .engine import open_engine_for
-from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, JsonOpt, expand_options
+from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, JsonOpt, NoSnapshotOpt, expand_options
 
 
 class _PrefillBar:
@@ -47,17 +48,22 @@ class _PrefillBar:
 def _stream_to_stdout(piece: str) -> None:
     sys.stdout.write(piece)
     sys.stdout.flush()
+    if piece:
+        mid_line["answer"] = not piece.endswith("\n")
 
 
-def _emit(result, as_json: bool) -> None:
-    """After the streamed answer: the dim stats line on stderr, or the one JSON object on stdout."""
+def _emit(result, as_json: bool, max_tokens: int) -> None:
+    """After the streamed answer: the dim stats line on stderr (and a line saying so when --max-tokens
+    cut the answer short), or the one JSON object on stdout."""
     s = result.stats
+    cut = s.finish_reason == "length"
     if as_json:
         payload = {
             "answer": result.answer,
             "session_id": result.session_id,
             "sources": result.sources,
             "stats": s.to_dict(),
+            "truncated": cut,
         }
         if result.changed:
             payload["changed_sources"] = result.changed
@@ -65,16 +71,21 @@ def _emit(result, as_json: bool) -> None:
         return
     sys.stdout.write("\n")
     sys.stdout.flush()
+    mid_line["answer"] = False
+    if cut:
+        err.print(f"[yellow]the answer was cut off at --max-tokens {max_tokens:,}[/yellow]; ask again with a larger "
+                  "--max-tokens for the rest", highlight=False, markup=True, soft_wrap=True)
     err.print(
-        f"[dim]{s.prompt_tokens:,} prompt tokens ({s.cached_tokens:,} cached) · TTFT {s.ttft_s:.2f}s · "
-        f"{s.tokens_per_s:.1f} tokens/s · session {result.session_id}[/dim]",
+        f"[dim]{s.prompt_tokens:,} prompt tokens ({s.cached_tokens:,} cached) · {plural(s.generated_tokens, 'token')} "
+        f"generated, finish: {s.finish_reason or 'unknown'} · TTFT {s.ttft_s:.2f}s · {s.tokens_per_s:.1f} tokens/s · "
+        f"session {result.session_id}[/dim]",
         highlight=False, markup=True, soft_wrap=True,
     )
 
 
 def _answer(
     args: list[str], *, command: str, question_for, continue_: bool, session: Optional[str], refresh: bool,
-    choice: EngineChoice, gen: Generation, as_json: bool, db: Optional[Path], options: IngestOptions,
+    choice: EngineChoice, gen: Generation, as_json: bool, db: Optional[Path], options: IngestOptions, no_snapshot: bool,
 ) -> None:
     from .. import session as conv
 
@@ -89,6 +100,7 @@ def _answer(
             result = conv.continue_session(
                 store, eng, session_id=record["id"], question=question, params=gen.params, on_text=sink,
                 notice=notice, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
+                keep_snapshot=not no_snapshot,
             )
     else:
         paths, question = question_for(args)
@@ -99,9 +111,9 @@ def _answer(
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=gen.params, on_text=sink,
                 notice=notice, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,
-                prefill_progress=_PrefillBar(),
+                prefill_progress=_PrefillBar(), keep_snapshot=not no_snapshot,
             )
-    _emit(result, as_json)
+    _emit(result, as_json, gen.params.max_tokens)
 
 
 def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
@@ -123,12 +135,13 @@ def ask(
     as_json: JsonOpt = False,
     choice: Annotated[EngineChoice, ENGINE],
     db: DbOpt = None,
+    no_snapshot: NoSnapshotOpt = False,
     options: Annotated[IngestOptions, INGEST],
 ) -> None:
     """Read the sources into one prompt and stream the answer to QUESTION; -c asks a follow-up."""
     _answer(
         args, command="ask", question_for=_split_ask_args, continue_=continue_, session=session, refresh=refresh,
-        choice=choice, gen=gen, as_json=as_json, db=db, options=options,
+        choice=choice, gen=gen, as_json=as_json, db=db, options=options, no_snapshot=no_snapshot,
     )
 
 
@@ -141,6 +154,7 @@ def summarize(
     as_json: JsonOpt = False,
     choice: Annotated[EngineChoice, ENGINE],
     db: DbOpt = None,
+    no_snapshot: NoSnapshotOpt = False,
     options: Annotated[IngestOptions, INGEST],
 ) -> None:
     """Summarize the sources; a codebase gets an architecture overview (modules, entry points, data flow)."""
@@ -149,7 +163,7 @@ def summarize(
     question = instruction or (lambda documents: summary_instruction(d.kind for d in documents))
     _answer(
         paths, command="summarize", question_for=lambda a: (a, question), continue_=False, session=None,
-        refresh=False, choice=choice, gen=gen, as_json=as_json, db=db, options=options,
+        refresh=False, choice=choice, gen=gen, as_json=as_json, db=db, options=options, no_snapshot=no_snapshot,
     )
 
 
@@ -161,6 +175,7 @@ def chat(
     gen: Annotated[Generation, GENERATION],
     choice: Annotated[EngineChoice, ENGINE],
     db: DbOpt = None,
+    no_snapshot: NoSnapshotOpt = False,
     options: Annotated[IngestOptions, INGEST],
 ) -> None:
     """Ask follow-up after follow-up about the same sources in one session (Ctrl-D to leave)."""
@@ -191,13 +206,15 @@ def chat(
                     store, eng, paths=list(paths or []), options=options, question=question, params=gen.params,
                     on_text=_stream_to_stdout, notice=notice, system=gen.system, command="chat",
                     model_ref=choice.model or "", result=result_docs, prefill_progress=_PrefillBar(),
+                    keep_snapshot=not no_snapshot,
                 )
                 sid = result.session_id
             else:
                 result = conv.continue_session(
                     store, eng, session_id=sid, question=question, params=gen.params, on_text=_stream_to_stdout,
                     notice=notice, passwords=options.passwords, prefill_progress=_PrefillBar(),
+                    keep_snapshot=not no_snapshot,
                 )
-            _emit(result, as_json=False)
+            _emit(result, as_json=False, max_tokens=gen.params.max_tokens)
     if interactive:
         err.print()

@@ -19,6 +19,8 @@ def batch(
     summarize_: Annotated[bool, typer.Option("--summarize", help="Summarize each document instead of asking a question.")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results file: one JSON line per document.")] = Path("results.jsonl"),
     resume: Annotated[bool, typer.Option("--resume", help="Skip documents already answered (same content, question and model).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file (without it, an existing file needs --resume).")] = False,
+    snapshot: Annotated[bool, typer.Option("--snapshot/--no-snapshot", help="Keep each document's KV snapshot so its session can be continued (off by default: one per document fills the disk).")] = False,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-j", min=1, help="Documents in flight at once (default 1 embedded, 4 remote).")] = None,
     *,
     gen: Annotated[Generation, GENERATION.with_defaults(max_tokens=256)],
@@ -27,12 +29,13 @@ def batch(
     options: Annotated[IngestOptions, INGEST],
 ) -> None:
     """Ask one question (or summarize) about every document; results go to a JSONL file, one line each."""
-    from ..batch import expand_inputs, run_batch
+    from ..batch import check_out, expand_inputs, run_batch
 
     if question is not None and not question.strip():
         raise UsageError("--question is empty; give the question to ask about each document")
     if bool(question) == summarize_:
         raise UsageError("give exactly one of --question Q or --summarize")
+    check_out(out, resume, force)  # before the model loads
     inputs = expand_inputs(inputs)
     eng = open_engine_for(choice)
     workers = concurrency or eng.concurrency
@@ -44,4 +47,5 @@ def batch(
     run_batch(
         inputs, engine=eng, db=db_file, out=out, question=question, params=gen.params, options=options,
         system=gen.system, resume=resume, concurrency=workers, model_ref=choice.model or "", console=err,
+        keep_snapshot=snapshot, force=force,
     )

@@ -15,6 +15,29 @@ from ..ingest import IngestOptions, IngestResult, load_sources
 from ..ingest.names import display_name
 
 err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+# Whether a streamed answer left stdout in the middle of a line, so that a message (Ctrl-C's
+# "interrupted", an error) starts on a line of its own.
+mid_line = {"answer": False}
+# Whether a command already wrote its one JSON object to stdout, so an error after it adds no second one.
+json_written = {"done": False}
+
+
+def end_answer_line() -> None:
+    import sys
+
+    if mid_line["answer"]:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        mid_line["answer"] = False
+
+
+def download_bar(label: str):
+    """A rich byte-progress bar on stderr and the progress callback that drives it."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err, transient=True)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total, unit: bar.update(task, completed=done, total=total or None)
 
 
 def safe(text: str) -> str:
@@ -51,5 +74,11 @@ def read_sources(paths: list[Path], options: IngestOptions, show_skips: bool = T
     for document in result.documents:
         if document.meta.get("failed_pages"):
             pages = ", ".join(map(str, document.meta["failed_pages"]))
-            err.print(f"[yellow]warning[/yellow] {safe(document.source)}: text extraction failed on page(s) {pages}; the other pages were kept", highlight=False, markup=True, soft_wrap=True)
+            warn(f"{document.source}: text extraction failed on {'page' if len(document.meta['failed_pages']) == 1 else 'pages'} {pages}; the other pages were kept")
+        for warning in document.meta.get("warnings", ()):
+            warn(f"{document.source}: {warning}")
     return result
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning[/yellow] {safe(message)}", highlight=False, markup=True, soft_wrap=True)

@@ -3,7 +3,8 @@
 from dataclasses import asdict
 
 from ..engines import RuntimeOptions, open_engine
-from .common import err, notice
+from ..settings import DEFAULT_MODEL
+from .common import download_bar, err, notice
 from .options import EngineChoice
 
 
@@ -22,5 +23,18 @@ def open_engine_for(choice: EngineChoice):
             notice("token counts are estimates (about 4 bytes a token): the server has no tokenize endpoint; "
                    "pass --tokenizer PATH for exact counts")
         return remote
-    with err.status(f"loading {choice.model or 'the default model'}…"):
+    _pull_first(choice.model or DEFAULT_MODEL)
+    with err.status(f"loading {choice.model or DEFAULT_MODEL}…"):
         return open_engine(engine, model=choice.model, **asdict(runtime))
+
+
+def _pull_first(name: str) -> None:
+    """A catalog model not on this machine yet is downloaded first, with a byte progress bar (the
+    default model is about 100 MB), rather than under the loading spinner with no sign of progress."""
+    from .. import models
+
+    if name not in models.CATALOG or models.is_pulled(name):
+        return
+    bar, progress = download_bar(f"downloading {name} (first use)")
+    with bar:
+        models.pull(name, progress=progress)

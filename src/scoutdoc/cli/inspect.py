@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..ingest import IngestOptions, require_documents
-from .common import err, read_sources, safe
+from ..wording import plural
+from .common import err, json_written, read_sources, safe
 from .options import INGEST, expand_options
 
 
@@ -55,6 +56,7 @@ def inspect(
     if as_json:
         count = token_counter(model)
         sys.stdout.write(json.dumps(summarize(result, count, by_directory=tree), ensure_ascii=False, indent=2) + "\n")
+        json_written["done"] = True  # its "skipped" list already says why; no second object after it
     else:
         _print_inspect(summarize(result, token_counter(model), by_directory=tree))
     require_documents(result)
@@ -71,7 +73,7 @@ def _print_inspect(report: dict) -> None:
         table.add_row(safe(s["path"]), kind, s["extent"], f"{s['chars']:,}", "-" if s["tokens"] is None else f"{s['tokens']:,}")
     totals = report["totals"]
     table.add_section()
-    table.add_row(f"{totals['sources']} sources, {totals['skipped']} skipped", "", "", f"{totals['chars']:,}", "-" if totals["tokens"] is None else f"{totals['tokens']:,}")
+    table.add_row(f"{plural(totals['sources'], 'source')}, {totals['skipped']} skipped", "", "", f"{totals['chars']:,}", "-" if totals["tokens"] is None else f"{totals['tokens']:,}")
     err.print(table)
     if "directories" in report:
         folders = Table(title="by directory", title_justify="left")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..engines import RuntimeOptions
-from .common import err
+from .common import download_bar, err
 from .options import ENGINE, ApiKeyOpt, EngineChoice, check_size, expand_options
 
 # What `models info --context` plans with: the embedded engine's own options and defaults, so the plan
@@ -19,15 +19,6 @@ app = typer.Typer(help="List, pull and describe models.", no_args_is_help=True)
 
 def _plan_options(runtime: RuntimeOptions) -> dict:
     return {name: getattr(runtime, name) for name in PLAN_OPTIONS}
-
-
-def _download_bar(label: str):
-    """A rich byte-progress bar on stderr and the progress callback that drives it."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err, transient=True)
-    task = bar.add_task(label, total=None)
-    return bar, lambda done, total, unit: bar.update(task, completed=done, total=total or None)
 
 
 def _gib(n: int) -> str:
@@ -80,7 +71,7 @@ def models_pull(
 
     name = name or settings.DEFAULT_MODEL
     already = models.is_pulled(name) if name in models.CATALOG else False
-    bar, progress = _download_bar(f"pulling {name}")
+    bar, progress = download_bar(f"pulling {name}")
     with bar:
         path = models.pull(name, progress=progress)
     if as_json:
@@ -102,7 +93,7 @@ def models_info(
     with --context, the memory plan (weights, KV per tier, activations) and whether it fits."""
     from .. import models
 
-    bar, progress = _download_bar(f"pulling {ref}")
+    bar, progress = download_bar(f"pulling {ref}")
     with bar:
         info = models.describe(ref, progress=progress)
     plan = models.memory_plan(info, context, **_plan_options(choice.runtime)) if context else None
@@ -121,7 +112,7 @@ def models_info(
         ("chunk size", str(info["attention_chunk_size"] or "none")),
         ("context length", f"{info['context_length']:,}"),
         ("vocabulary", f"{info['vocab_size']:,}"),
-        ("size on disk", _gib(info["size_on_disk_bytes"])),
+        ("size on disk", "no weights (a config.json only)" if info["size_on_disk_bytes"] is None else _gib(info["size_on_disk_bytes"])),
     ]
     for key, value in lines:
         sys.stdout.write(f"{key + ':':<16}{value}\n")

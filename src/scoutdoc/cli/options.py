@@ -89,6 +89,7 @@ def expand_options(command: Callable[..., Any]) -> Callable[..., Any]:
 # --- single options several commands share --------------------------------------------------------
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, session_id, sources, stats) and nothing else on stdout.")]
+NoSnapshotOpt = Annotated[bool, typer.Option("--no-snapshot", help="Keep no KV snapshot of this session (a follow-up then recomputes the documents); see SCOUTDOC_SNAPSHOT_BUDGET.")]
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="Session database file (default: in the data directory; env SCOUTDOC_DB).")]
 ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", envvar="SCOUTDOC_API_KEY", help="API key for the remote server (env SCOUTDOC_API_KEY).")]
 
@@ -126,6 +127,7 @@ def ingest_options(
     max_file_size: Annotated[str, typer.Option("--max-file-size", callback=check_size, help="Skip files found in directories or archives above this size, e.g. 500k, 4M.")] = "4M",
     include_secrets: Annotated[bool, typer.Option("--include-secrets", help="Also read .env files, private keys and credential files.")] = False,
     password: Annotated[Optional[list[str]], typer.Option("--password", help="Password for encrypted PDFs and zip members (repeatable; each is tried).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Skip documents whose extracted text is mostly replacement or private-use characters (garbled) instead of warning.")] = False,
 ) -> IngestOptions:
     """The selection and decoding options of every command that reads sources."""
     return IngestOptions(
@@ -135,6 +137,7 @@ def ingest_options(
         max_file_size=parse_size(max_file_size, "--max-file-size"),
         include_secrets=include_secrets,
         passwords=tuple(password or ()),
+        strict=strict,
     )
 
 

@@ -6,9 +6,15 @@ from typing import Annotated
 
 import typer
 
+from rich.markup import escape
+
 from ..errors import UsageError
+from ..settings import DEFAULT_MODEL, SNAPSHOT_BUDGET_ENV
+from ..snapshots import snapshot_budget
+from ..units import format_bytes, parse_size
+from ..wording import plural
 from .common import err, open_store, safe
-from .options import DbOpt, JsonOpt
+from .options import DbOpt, JsonOpt, check_size
 
 app = typer.Typer(help="List, show, search, export and delete stored sessions.", no_args_is_help=True)
 
@@ -31,15 +37,50 @@ def sessions_list(
     with open_store(db) as store:
         rows = store.sessions(limit)
     if as_json:
-        keep = ("id", "created_at", "updated_at", "title", "command", "engine", "model", "model_id", "prefix_tokens", "questions", "source_count")
-        sys.stdout.write(json.dumps([{k: r[k] for k in keep} for r in rows], ensure_ascii=False) + "\n")
+        keep = ("id", "created_at", "updated_at", "title", "command", "engine", "model", "model_id", "prefix_tokens",
+                "questions", "source_count", "snapshot_bytes")
+        sys.stdout.write(json.dumps([{k: r[k] for k in keep} | {"model": _model(r)} for r in rows], ensure_ascii=False) + "\n")
         return
     table = Table(title="sessions", title_justify="left")
-    for column in ("id", "updated", "command", "questions", "sources", "title"):
-        table.add_column(column, overflow="fold")
+    for column in ("id", "updated", "command", "model", "questions", "sources", "snapshot", "title"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("questions", "sources", "snapshot") else "left")
     for r in rows:
-        table.add_row(r["id"], _when(r["updated_at"]), r["command"], str(r["questions"]), str(r["source_count"]), safe(r["title"] or ""))
+        snapshot = format_bytes(r["snapshot_bytes"]) if r["snapshot_bytes"] else "-"
+        table.add_row(r["id"], _when(r["updated_at"]), r["command"], escape(_model(r)), str(r["questions"]),
+                      str(r["source_count"]), snapshot, safe(r["title"] or ""))
     err.print(table)
+    total = sum(r["snapshot_bytes"] for r in rows)
+    if total:
+        err.print(f"KV snapshots: {format_bytes(total)} of the {format_bytes(snapshot_budget())} budget "
+                  f"({SNAPSHOT_BUDGET_ENV}); `scoutdoc sessions prune` frees space", highlight=False)
+
+
+def _model(record) -> str:
+    """The model as users name it: what they asked for, or (sessions recorded before names were kept) the default."""
+    return record["model"] or f"{DEFAULT_MODEL} (default)"
+
+
+@app.command("prune")
+def sessions_prune(
+    budget: Annotated[str | None, typer.Option("--budget", callback=check_size, help="Keep at most this much (e.g. 1GiB, 0 for none); default: SCOUTDOC_SNAPSHOT_BUDGET or 4GiB.")] = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Delete the least recently used KV snapshots beyond the budget, and snapshot files no session refers to.
+
+    Sessions stay; a pruned one recomputes its documents on its next follow-up."""
+    from ..snapshots import prune_snapshots
+
+    limit = parse_size(budget, "--budget") if budget is not None else snapshot_budget()
+    with open_store(db) as store:
+        pruned = prune_snapshots(store, limit, orphans=True)
+    if as_json:
+        sys.stdout.write(json.dumps({"removed": len(pruned.removed), "orphans": pruned.orphans, "freed_bytes": pruned.freed,
+                                     "kept": pruned.kept, "kept_bytes": pruned.kept_bytes, "budget_bytes": limit}) + "\n")
+        return
+    err.print(f"removed {plural(len(pruned.removed), 'snapshot')} and {plural(pruned.orphans, 'orphan file')}, "
+              f"freed {format_bytes(pruned.freed)}; {plural(pruned.kept, 'snapshot')} kept "
+              f"({format_bytes(pruned.kept_bytes)} of {format_bytes(limit)})", highlight=False)
 
 
 def _session_export(store, session_id: str) -> dict:
@@ -60,7 +101,7 @@ def _session_export(store, session_id: str) -> dict:
 
 
 def _session_markdown(data: dict) -> str:
-    lines = [f"# {data['title']}", "", f"- session: `{data['id']}`", f"- model: {data['model'] or data['model_id']}",
+    lines = [f"# {data['title']}", "", f"- session: `{data['id']}`", f"- model: {_model(data)}",
              f"- started: {_when(data['created_at'])}", "", "## Sources", ""]
     lines += [f"- `{s['path']}` ({s['kind']}, {s['tokens']:,} tokens, sha256 {s['sha256'][:12]}…)" for s in data["sources"]]
     lines.append("")
@@ -111,7 +152,7 @@ def sessions_delete(
     with open_store(db) as store:
         sid = store.session(session_id)["id"]
         removed = store.delete_session(sid)
-    err.print(f"deleted session {sid} ({len(removed)} snapshot file(s) removed)", highlight=False)
+    err.print(f"deleted session {sid} ({plural(len(removed), 'snapshot file')} removed)", highlight=False)
 
 
 @app.command("search")
@@ -126,15 +167,26 @@ def sessions_search(
 
     with open_store(db) as store:
         hits = store.search(" ".join(text), limit)
-    if as_json:
+    if as_json:  # the matched words between [ and ], as before the marks were control characters
+        from ..store import MATCH_END, MATCH_START
+
+        hits = [h | {"snippet": h["snippet"].replace(MATCH_START, "[").replace(MATCH_END, "]")} for h in hits]
         sys.stdout.write(json.dumps(hits, ensure_ascii=False) + "\n")
         return
-    table = Table(title=f"{len(hits)} match(es)", title_justify="left")
+    table = Table(title=plural(len(hits), "match", "matches"), title_justify="left")
     for column in ("session", "when", "role", "text"):
         table.add_column(column, overflow="fold")
     for h in hits:
-        table.add_row(h["session_id"], _when(h["created_at"]), h["role"], safe(h["snippet"] or ""))
+        table.add_row(h["session_id"], _when(h["created_at"]), h["role"], _highlight(h["snippet"]))
     err.print(table)
+
+
+def _highlight(snippet: str) -> str:
+    """The snippet as rich markup: its own text escaped (brackets in it are words, not markup), the
+    matched words (between the store's MATCH_START/MATCH_END marks) in bold."""
+    from ..store import MATCH_END, MATCH_START
+
+    return escape(snippet).replace(MATCH_START, "[bold]").replace(MATCH_END, "[/bold]")
 
 
 # --- batch ---------------------------------------------------------------------------------------

@@ -249,9 +249,10 @@ class EmbeddedEngine:
         state.ids = list(session.ids)
 
     def save(self, state: EmbeddedState, path: Path) -> int:
-        from ..runtime.snapshot import save_snapshot
+        from ..runtime.snapshot import save_snapshot, store_dtype_setting
 
-        return save_snapshot(state.session.cache, list(state.session.ids), self._fingerprint(), Path(path))
+        return save_snapshot(state.session.cache, list(state.session.ids), self._fingerprint(), Path(path),
+                             store_dtype=store_dtype_setting())
 
     def load(self, path: Path) -> EmbeddedState:
         """The state saved at `path`; SnapshotError when it is missing, corrupt or from another model."""

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import IngestError
 from ..progress import Progress
+from ..wording import plural
 from .code import SECRET_SKIP_REASON, gitignore_spec, render_tree, walk_directory
-from .secrets import is_secret_path, refuse_secrets
 from .document import Document, IngestResult, Segment, Skip, Unreadable
+from .garbled import check_garbled
 from .limits import check_docx_package, failure_reason
 from .names import display_name
+from .secrets import is_secret_path, refuse_secrets
 from .options import ArchiveLimits, IngestOptions
 from .pack import pack
 from .sniff import classify
@@ -94,7 +96,7 @@ def load_sources(
         except OSError as exc:
             out.skipped.append(Skip(item.source, *_os_reason(exc)))
         else:
-            _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out)
+            _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out, verbatim=item.group >= 0)
             if on_document:
                 out.documents[before:] = map(on_document, out.documents[before:])
         if item.group >= 0 and len(out.documents) > before:
@@ -108,7 +110,7 @@ def load_sources(
 def require_documents(result: IngestResult) -> IngestResult:
     """`result` unchanged, or IngestError when no source could be used."""
     if not result.documents:
-        detail = f"{len(result.skipped)} source(s) skipped, see the reasons above" if result.skipped else "no files were selected"
+        detail = f"{plural(len(result.skipped), 'source')} skipped, see the reasons above" if result.skipped else "no files were selected"
         raise IngestError(f"nothing could be ingested ({detail}); fix the paths or selection options and try again")
     return result
 
@@ -136,55 +138,61 @@ def _os_reason(exc: OSError) -> tuple[str, str]:
     return f"cannot be read ({exc.strerror or exc}); check the path", "damaged"
 
 
-def _ingest_bytes(source: str, data: bytes, options: IngestOptions, depth: int, explicit: bool, budget: Budget | None, out: _Collected) -> None:
+def _ingest_bytes(
+    source: str, data: bytes, options: IngestOptions, depth: int, explicit: bool, budget: Budget | None, out: _Collected,
+    verbatim: bool = False,
+) -> None:
     """Dispatch one file's bytes by type; appends documents or skips to `out`. `depth` counts enclosing archives.
+
+    `verbatim` marks a file found in a directory (a codebase): text files are packed as written,
+    so a subtitle file there stays source instead of being rewritten as a transcript.
 
     Whatever a reader raises becomes this source's skip, so one hostile file never ends the run; the
     documents an archive gave before it failed are kept.
     """
     name = source.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
     kind, detail = classify(name, data[:8])
+    if verbatim and kind == "transcript":
+        kind = "text"
     try:
-        _dispatch(source, data, kind, detail, options, depth, explicit, budget, out)
+        if not data:
+            raise Unreadable("empty file, nothing to read", "empty")
+        if kind == "archive":
+            _ingest_archive(source, data, detail, options, depth, budget, out)
+            return
+        # The format libraries are imported on first use: a codebase run should not pay for pypdf.
+        if kind == "pdf":
+            from .pdf import read_pdf
+
+            document = read_pdf(source, data, options.passwords, options.archive)
+        elif kind == "docx":
+            from .docx import read_docx
+
+            check_docx_package(data, options.archive)
+            document = read_docx(source, data)
+        else:
+            document = _read_text_kinds(source, data, kind, detail, options, explicit, verbatim)
+        out.documents.append(check_garbled(document, options.strict))
     except Unreadable as exc:
         out.skipped.append(Skip(source, str(exc), exc.code))
     except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - parsers raise anything on hostile input
         out.skipped.append(Skip(source, *failure_reason(kind, exc)))
 
 
-def _dispatch(source: str, data: bytes, kind: str, detail: str, options: IngestOptions, depth: int, explicit: bool, budget: Budget | None, out: _Collected) -> None:
-    """The reader for `kind`; raises Unreadable (or anything a parser raises) for a bad source."""
-    if not data:
-        raise Unreadable("empty file, nothing to read", "empty")
-    if kind == "archive":
-        _ingest_archive(source, data, detail, options, depth, budget, out)
-        return
-    # The format libraries are imported on first use: a codebase run should not pay for pypdf.
-    if kind == "pdf":
-        from .pdf import read_pdf
-
-        out.documents.append(read_pdf(source, data, options.passwords, options.archive))
-        return
-    if kind == "docx":
-        from .docx import read_docx
-
-        check_docx_package(data, options.archive)
-        out.documents.append(read_docx(source, data))
-        return
+def _read_text_kinds(source: str, data: bytes, kind: str, detail: str, options: IngestOptions, explicit: bool, verbatim: bool) -> Document:
+    """Subtitles, timestamped text, prose and code: everything that is decoded text."""
     text = decode_or_skip(data)
     if not explicit and not options.include_secrets:
         refuse_secrets(text)
     if kind == "transcript":
         from .transcript import read_subtitles
 
-        out.documents.append(read_subtitles(source, data, text, detail))
-        return
-    if kind in ("text", "unknown"):
+        return read_subtitles(source, data, text, detail)
+    if kind in ("text", "unknown") and not verbatim:
         cues = parse_timed_text(text)
         if cues:
-            out.documents.append(transcript_document(source, data, cues))
-            return
-    out.documents.append(read_text(source, data, "code" if kind == "code" else "text", detail, options.line_chunk, text))
+            return transcript_document(source, data, cues)
+    return read_text(source, data, "code" if kind == "code" else "text", detail, options.line_chunk, text)
 
 
 def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOptions, depth: int, budget: Budget | None, out: _Collected) -> None:
@@ -196,6 +204,7 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
     budget = budget or Budget(limits.max_total_bytes)
     include = _globs(options.include)
     exclude = _globs(options.exclude)
+    members = _globs(options.members)
     for entry in iter_members(data, suffix, limits, options.max_file_size, budget, options.passwords):
         if isinstance(entry, Skip):
             out.skipped.append(Skip(f"{source}!{entry.source}" if entry.source else source, entry.reason, entry.code))
@@ -206,6 +215,8 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
             continue
         leaf = member.name.rsplit("/", 1)[-1]
         if include and not include.match_file(member.name) and classify(leaf, b"")[0] != "archive":
+            continue
+        if members and not members.match_file(member.name) and classify(leaf, b"")[0] != "archive":
             continue
         if not options.include_secrets and is_secret_path(member.name):
             out.skipped.append(Skip(member_source, SECRET_SKIP_REASON, "secret"))

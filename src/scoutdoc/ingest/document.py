@@ -46,6 +46,7 @@ SKIP_CODES = (
     "encrypted",  # PDF needing a (different) password, encrypted zip member
     "no_text",  # a scan, a document or transcript without text
     "damaged",  # corrupt or malformed file
+    "garbled",  # text that is mostly replacement or private-use characters, refused under --strict
     "unsafe",  # hostile archive member: traversal, absolute path, link, device, bomb
     "limit",  # archive caps: member count, total size, nesting depth
 )

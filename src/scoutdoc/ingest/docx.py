@@ -17,7 +17,9 @@ from docx.oxml.ns import qn
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
+from .docx_notes import note_segments, paragraph_text, text_boxes
 from .document import Document, Segment, Unreadable
+from .ooxml_strict import StrictPackageError, is_strict, to_transitional
 
 _ROMAN = [(1000, "m"), (900, "cm"), (500, "d"), (400, "cd"), (100, "c"), (90, "xc"), (50, "l"), (40, "xl"), (10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")]
 
@@ -200,11 +202,21 @@ def _hdr_ftr_segments(document) -> list[Segment]:
     return segments
 
 
-def read_docx(source: str, data: bytes) -> Document:
+def _open(data: bytes):
+    """The python-docx Document; a Strict Open XML package is first renamed into Transitional."""
+    strict = is_strict(data)
     try:
-        document = docx.Document(io.BytesIO(data))
+        return docx.Document(io.BytesIO(to_transitional(data) if strict else data))
+    except StrictPackageError as exc:
+        raise Unreadable(f"a Strict Open XML document that could not be converted ({exc}); re-save it in Word as 'Word Document (*.docx)'", "damaged") from exc
     except (zipfile.BadZipFile, KeyError, ValueError, Exception) as exc:  # noqa: BLE001 - python-docx raises broadly on bad packages
+        if strict:
+            raise Unreadable("a Strict Open XML document that is damaged or incomplete even as Transitional; re-save it in Word as 'Word Document (*.docx)'", "damaged") from exc
         raise Unreadable(f"not a readable .docx ({type(exc).__name__}); the file may be damaged or not really Word, re-save it from Word", "damaged") from exc
+
+
+def read_docx(source: str, data: bytes) -> Document:
+    document = _open(data)
     numbering = _Numbering.load(document)
     styles = _StyleCache()
     segments: list[Segment] = []
@@ -212,6 +224,7 @@ def read_docx(source: str, data: bytes) -> Document:
     block_start = 0
     paragraph_no = 0
     table_no = 0
+    box_no = 0
 
     def flush() -> None:
         if block:
@@ -227,23 +240,27 @@ def read_docx(source: str, data: bytes) -> Document:
                 for row_no, row in enumerate(_table_rows(item), start=1):
                     segments.append(Segment(row, f"table {table_no} row {row_no}"))
                 continue
-            text = item.text.strip()
-            if not text:
-                continue
-            level = _heading_level(item, styles)
-            num = _num_pr(item, styles)
-            label = numbering.label(*num) if num else ""
-            if label:
-                text = f"{label} {text}"
-            if level:
+            text = paragraph_text(item).strip()
+            if text:
+                level = _heading_level(item, styles)
+                num = _num_pr(item, styles)
+                label = numbering.label(*num) if num else ""
+                if label:
+                    text = f"{label} {text}"
+                if level:
+                    flush()
+                    text = "#" * level + " " + text
+                paragraph_no += 1
+                if not block:
+                    block_start = paragraph_no
+                block.append(text)
+            for box in text_boxes(item):  # after the paragraph that anchors it, as its own segment
                 flush()
-                text = "#" * level + " " + text
-            paragraph_no += 1
-            if not block:
-                block_start = paragraph_no
-            block.append(text)
+                box_no += 1
+                segments.append(Segment(f"[text box] {box}", f"text box {box_no}"))
         flush()
         segments.extend(_hdr_ftr_segments(document))
+        segments.extend(note_segments(document))
     except (KeyError, ValueError, AttributeError) as exc:
         raise Unreadable(f".docx structure is damaged ({type(exc).__name__}); re-save it from Word", "damaged") from exc
     if not segments:

@@ -44,3 +44,5 @@ class IngestOptions:
     passwords: tuple[str, ...] = ()  # tried in order on encrypted PDFs (after the empty password)
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
     line_chunk: int = 50  # lines per located segment in text and code files
+    strict: bool = False  # skip documents whose text is mostly garbled instead of warning about them
+    members: tuple[str, ...] = ()  # gitignore-style globs archive members must match (batch's member patterns)

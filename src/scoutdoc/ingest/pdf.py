@@ -21,19 +21,46 @@ from .options import ArchiveLimits
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
-def _open(data: bytes, passwords: tuple[str, ...]) -> PdfReader:
+_OPEN_ERRORS = (PdfReadError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+RECOVERED_WARNING = "cross-reference table missing or damaged; pages were recovered by scanning the file, check the text"
+
+
+def _recovered(data: bytes) -> PdfReader | None:
+    """A reader for a PDF whose `startxref` or xref table is missing (truncated file, or written
+    without one like pdfminer's simple1.pdf), or None.
+
+    pypdf's non-strict mode rebuilds the xref by scanning for `N 0 obj` and finds the catalog
+    without a trailer, but only once it has a startxref pointer to doubt: a missing one stops it
+    first ("startxref not found", "EOF marker not found"). Appending a deliberately wrong
+    `startxref 0` gets it to that recovery instead of giving up.
+    """
+    try:
+        reader = PdfReader(io.BytesIO(data + b"\nstartxref\n0\n%%EOF\n"))
+        if not len(reader.pages):  # the catalog and page tree must be reachable, or it is no recovery
+            return None
+    except Exception:  # noqa: BLE001 - pypdf raises many types on what it cannot rebuild
+        return None
+    return reader
+
+
+def _open(data: bytes, passwords: tuple[str, ...]) -> tuple[PdfReader, bool]:
+    """The reader, decrypted when needed, and whether its xref had to be recovered."""
+    recovered = False
     try:
         reader = PdfReader(io.BytesIO(data))
-    except (PdfReadError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
-        raise Unreadable(f"not a readable PDF ({_short(exc)}); the file may be damaged, re-export or repair it", "damaged") from exc
+    except _OPEN_ERRORS as exc:
+        reader = _recovered(data)
+        if reader is None:
+            raise Unreadable(f"not a readable PDF ({_short(exc)}); the file may be damaged, re-export or repair it", "damaged") from exc
+        recovered = True
     if not reader.is_encrypted:
-        return reader
+        return reader, recovered
     tried_user_password = False
     for password in ("", *passwords):
         tried_user_password = tried_user_password or bool(password)
         try:
             if reader.decrypt(password):
-                return reader
+                return reader, recovered
         except DependencyError as exc:
             raise Unreadable("encrypted with AES, which needs the 'cryptography' package: pip install 'pypdf[crypto]'", "encrypted") from exc
         except (PdfReadError, NotImplementedError, ValueError) as exc:
@@ -49,7 +76,7 @@ def _short(exc: Exception) -> str:
 
 
 def read_pdf(source: str, data: bytes, passwords: tuple[str, ...] = (), limits: ArchiveLimits | None = None) -> Document:
-    reader = _open(data, passwords)
+    reader, recovered = _open(data, passwords)
     try:
         pages = reader.pages
         total = len(pages)
@@ -85,6 +112,8 @@ def read_pdf(source: str, data: bytes, passwords: tuple[str, ...] = (), limits: 
         cleaned = " ".join(meta_title.replace("\x00", " ").split())
         title = cleaned or title
     meta: dict = {"pages": total}
+    if recovered:
+        meta["warnings"] = [RECOVERED_WARNING]
     if failed:
         meta["failed_pages"] = failed
     if empty:

@@ -8,6 +8,7 @@ tokenizer); without one they are None and only characters are reported.
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
+from ..wording import plural
 from .document import Document, IngestResult
 from .pack import pack, pack_document
 
@@ -18,18 +19,14 @@ def extent(document: Document) -> str:
     """Pages, lines, paragraphs or duration: the size a reader of that kind would quote."""
     meta = document.meta
     if "pages" in meta:
-        return _plural(meta["pages"], "page")
+        return plural(meta["pages"], "page")
     if "lines" in meta:
-        return _plural(meta["lines"], "line")
+        return plural(meta["lines"], "line")
     if "duration" in meta:
-        return f"{len(meta.get('cues', []))} cues, {meta['duration']}"
+        return f"{plural(len(meta.get('cues', [])), 'cue')}, {meta['duration']}"
     if "paragraphs" in meta:
-        return f"{meta['paragraphs']} paragraphs, {meta.get('tables', 0)} tables"
+        return f"{plural(meta['paragraphs'], 'paragraph')}, {plural(meta.get('tables', 0), 'table')}"
     return ""
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def directory_of(source: str) -> str:
@@ -57,7 +54,7 @@ def summarize(result: IngestResult, count_tokens: CountTokens | None = None, by_
             "tokens": count_tokens(pack_document(document)) if count_tokens else None,
             "sha256": document.sha256,
         }
-        for key in ("pages", "lines", "failed_pages", "empty_pages"):
+        for key in ("pages", "lines", "failed_pages", "empty_pages", "warnings"):
             if key in document.meta:
                 entry[key] = document.meta[key]
         sources.append(entry)

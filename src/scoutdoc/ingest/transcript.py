@@ -18,6 +18,7 @@ MERGE_MAX_CHARS = 600
 
 _SPEAKER_PREFIX = re.compile(r"^(?:>>\s*)?([A-Z][\w.'\- ]{0,30}?):\s+(.*)$", re.S)
 _TIME = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?"
+_SRT_TIMING = re.compile(r"^\s*\d+:\d{1,2}:\d{1,2}[,.]\d+\s*-->")
 _TIMED_LINE = re.compile(rf"^\s*\[?\s*({_TIME})(?:\s*(?:-->|-)\s*({_TIME}))?\s*\]?\s*(.*)$")
 
 
@@ -55,10 +56,30 @@ def _split_speaker(text: str, voice: str | None) -> tuple[str, str]:
     return "", text
 
 
+def number_srt_cues(text: str) -> str:
+    """SRT text with a cue number before every timing line that lacks one.
+
+    Many tools write SRT without the cue numbers, and players accept it; webvtt-py rejects such a
+    file as invalid and drops unnumbered cues, so the numbers are put back first.
+    """
+    lines = text.lstrip().splitlines()  # webvtt-py wants the first cue on the first line
+    out: list[str] = []
+    number = 0
+    for line in lines:
+        if _SRT_TIMING.match(line):
+            number += 1
+            if not (out and out[-1].strip().isdigit()):
+                out.append(str(number))
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def parse_subtitles(text: str, fmt: str) -> list[Cue]:
     import webvtt  # only subtitle files need it; plain timestamped text does not
     from webvtt.errors import MalformedCaptionError, MalformedFileError
 
+    if fmt == "srt":
+        text = number_srt_cues(text)
     try:
         captions = webvtt.from_buffer(io.StringIO(text), format=fmt).captions
     except (MalformedFileError, MalformedCaptionError) as exc:

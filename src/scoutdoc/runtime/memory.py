@@ -74,6 +74,7 @@ class MemoryPlan:
     device_capacity: int | None
     host_capacity: int | None
     disk_capacity: int | None
+    context_fit: int = 0  # tokens of context that would fit as things are, when it is the context that does not
     problems: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
 
@@ -81,8 +82,14 @@ class MemoryPlan:
     def fits(self) -> bool:
         return not self.problems
 
+    @property
+    def device_known(self) -> bool:
+        """Whether the device's free memory was known, so that "fits" was checked against it."""
+        return self.device_capacity is not None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "fits": self.fits}
+        """JSON-ready; "fits" is null when nothing failed but the device's memory was unknown."""
+        return {**asdict(self), "fits": self.fits if self.fits is False or self.device_known else None}
 
     def text(self) -> str:
         """The plan as a few aligned lines for `scoutdoc models info NAME --context N`."""
@@ -110,13 +117,17 @@ class MemoryPlan:
         ]
         if self.kv_unplaced_bytes:
             rows.insert(7, ("  unplaced", fb(self.kv_unplaced_bytes)))
+        rows.append(("device memory", f"{fb(self.device_capacity)} free" if self.device_known else _unknown_device(self.device)))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-        if self.fits:
+        if self.fits and not self.device_known:
+            lines.append(f"fits: unknown - {self.device}'s memory is unknown, so the plan could not be checked against it")
+        elif self.fits:
             lines.append("fits: yes")
         else:
             lines.append("fits: NO - " + "; ".join(self.problems))
-            lines.append("try: " + "; or ".join(self.suggestions))
+            shorter = [f"--context {self.context_fit} (what fits now)"] if self.context_fit else []
+            lines.append("try: " + "; or ".join(shorter + self.suggestions))
         return "\n".join(lines)
 
 
@@ -270,12 +281,9 @@ def _check(plan: MemoryPlan, on_cpu: bool) -> None:
             f"a quantized model file or a device with more memory (weights alone need {fb(plan.weights_bytes)})"
         )
     elif plan.kv_unplaced_bytes and per_token and room // per_token > 0:
-        plan.suggestions.append(f"--context {room // per_token} (what fits now)")
+        plan.context_fit = room // per_token  # worded by the caller: only `models info` has --context
     if DTYPE_BYTES[plan.kv_dtype] > 1:
-        plan.suggestions.append(
-            f"--kv-dtype float8 (global KV {fb(plan.kv_global_bytes // DTYPE_BYTES[plan.kv_dtype])} instead of "
-            f"{fb(plan.kv_global_bytes)})"
-        )
+        plan.suggestions.append(f"--kv-dtype float8 (a quarter of the KV: {fb(plan.kv_global_bytes // DTYPE_BYTES[plan.kv_dtype])})")
     if plan.kv_unplaced_bytes:
         if not on_cpu:
             plan.suggestions.append(f"--kv-host-budget {fb(plan.kv_host_bytes + plan.kv_unplaced_bytes)}")
@@ -285,13 +293,24 @@ def _check(plan: MemoryPlan, on_cpu: bool) -> None:
 
 
 def require_fit(plan: MemoryPlan) -> None:
-    """Raise MemoryPlanError, with the numbers and the options that would help, if the plan does not fit."""
+    """Raise MemoryPlanError, with the numbers and the options that would help, if the plan does not fit.
+
+    It is raised for a run (ask, chat, summarize, batch), whose commands have the --kv-* options but
+    no --context: a context that does not fit is answered by fewer or shorter sources.
+    """
     if plan.fits:
         return
-    options = "; or ".join(plan.suggestions) or "a smaller model or a shorter context"
+    shorter = [f"fewer or shorter sources (about {plan.context_fit:,} tokens fit)"] if plan.context_fit * 10 >= plan.context_tokens else []
+    options = "; or ".join(shorter + plan.suggestions) or "a smaller model or fewer or shorter sources"
     raise MemoryPlanError(
         f"a {plan.context_tokens:,}-token context does not fit: {'; '.join(plan.problems)}. Try {options}"
     )
+
+
+def _unknown_device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "unknown (PyTorch sees no CUDA GPU on this machine)"
+    return "unknown"
 
 
 def cache_budgets(plan: MemoryPlan) -> dict[str, int | None]:

@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from ..errors import SnapshotError
+from ..errors import SnapshotError, UsageError
+from ..settings import SNAPSHOT_DTYPE_ENV
 from .config import ModelConfig
 from .heap import release_freed_heap
 from .kvcache import CacheOptions, HybridCache
@@ -49,6 +50,21 @@ _TORCH_DTYPES = {v: k for k, v in _ST_DTYPES.items()}
 _PIECE_TOKENS = 16384  # device tensors are copied to the host this many tokens at a time
 
 
+def store_dtype_setting() -> torch.dtype | None:
+    """The dtype snapshots are written in, from SCOUTDOC_SNAPSHOT_DTYPE; None: the KV cache's own.
+
+    The default keeps follow-ups exact: a model run in bfloat16 or float16 already has a 16-bit
+    cache and so 16-bit snapshots, and a float32 run keeps float32 ones. `bfloat16` or `float16`
+    halves a float32 run's snapshots, and its follow-ups then differ from a recompute by that rounding.
+    """
+    name = os.environ.get(SNAPSHOT_DTYPE_ENV, "").strip().lower()
+    if name in ("", "kv"):
+        return None
+    if name not in ("bfloat16", "float16"):
+        raise UsageError(f"{SNAPSHOT_DTYPE_ENV}={name!r}: use kv (the cache's own dtype), bfloat16 or float16")
+    return getattr(torch, name)
+
+
 def layout_of(config: ModelConfig, kv_dtype: torch.dtype) -> dict[str, Any]:
     """What the stored tensors mean; a snapshot only fits a cache with the same layout."""
     return {
@@ -66,23 +82,31 @@ def _pieces(tensor: torch.Tensor):
         yield tensor[s : s + _PIECE_TOKENS]
 
 
-def save_snapshot(cache: HybridCache, token_ids: list[int], fingerprint: dict[str, Any], path: Path | str) -> int:
-    """Write the cache's KV for `token_ids` (its whole length) to `path`; returns the file size in bytes."""
+def save_snapshot(
+    cache: HybridCache, token_ids: list[int], fingerprint: dict[str, Any], path: Path | str,
+    store_dtype: torch.dtype | None = None,
+) -> int:
+    """Write the cache's KV for `token_ids` (its whole length) to `path`; returns the file size in bytes.
+
+    `store_dtype` (a 16-bit float) writes a float32 cache at half the size; loading casts it back, so
+    a follow-up then differs from a recompute by that rounding. None keeps the cache's own dtype.
+    """
     if len(token_ids) != cache.length:
         raise ValueError(f"snapshot of {cache.length} cached tokens given {len(token_ids)} token ids")
     path = Path(path)
     config, n = cache.config, cache.length
+    kv = store_dtype if store_dtype is not None and cache.kv_dtype.itemsize > store_dtype.itemsize else cache.kv_dtype
     shape_tail = [config.num_kv_heads, config.head_dim]
     ids = torch.tensor(token_ids, dtype=torch.int64)
     entries: list[tuple[str, torch.dtype, list[int], list]] = [("token_ids", torch.int64, [n], [ids])]
     for layer in cache.global_layers:
         pieces = list(cache.global_pieces(layer))
-        entries.append((f"global.{layer}.k", cache.kv_dtype, [n, *shape_tail], [p[0] for p in pieces]))
-        entries.append((f"global.{layer}.v", cache.kv_dtype, [n, *shape_tail], [p[1] for p in pieces]))
+        entries.append((f"global.{layer}.k", kv, [n, *shape_tail], [p[0] for p in pieces]))
+        entries.append((f"global.{layer}.v", kv, [n, *shape_tail], [p[1] for p in pieces]))
     for layer in cache.local_layers:
         k, v = cache.local_pieces(layer)
-        entries.append((f"local.{layer}.k", cache.kv_dtype, [k.shape[0], *shape_tail], [k]))
-        entries.append((f"local.{layer}.v", cache.kv_dtype, [v.shape[0], *shape_tail], [v]))
+        entries.append((f"local.{layer}.k", kv, [k.shape[0], *shape_tail], [k]))
+        entries.append((f"local.{layer}.v", kv, [v.shape[0], *shape_tail], [v]))
 
     header: dict[str, Any] = {}
     offset = 0
@@ -114,10 +138,10 @@ def save_snapshot(cache: HybridCache, token_ids: list[int], fingerprint: dict[st
             digest.update(struct.pack("<Q", len(head)) + head)
             f.write(struct.pack("<Q", len(head)))
             f.write(head)
-            for _, _, _, tensors in entries:
+            for _, dtype, _, tensors in entries:
                 for tensor in tensors:
                     for piece in _pieces(tensor):
-                        raw = piece.detach().to("cpu").contiguous().view(torch.uint8).numpy()
+                        raw = piece.detach().to("cpu", dtype).contiguous().view(torch.uint8).numpy()
                         digest.update(raw)
                         f.write(raw)
             metadata["sha256"] = digest.hexdigest()
@@ -275,8 +299,12 @@ def load_snapshot(
 
     cache = HybridCache(config, dtype, device, options)
     _, host_end = cache.tier_bounds(length)
+    # A snapshot stored in a narrower dtype than the cache is cast on the way in, so it cannot serve
+    # as the cache's disk tier in place.
+    stored = {v["dtype"] for k, v in header.items() if k not in ("__metadata__", "token_ids")}
+    in_place = options.disk_dir is not None and host_end < length and stored <= {_ST_DTYPES[cache.kv_dtype]}
     with open(path, "rb") as f:
-        if options.disk_dir is not None and host_end < length:
+        if in_place:
             # tokens beyond the host budget stay in the mapped file as the cache's disk tier
             data = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)
 
@@ -308,7 +336,7 @@ def load_snapshot(
                 length,
                 _Layers(tensor, "global", cache.global_layers),
                 _Layers(tensor, "local", cache.local_layers),
-                mapped=True,
+                mapped=in_place,
             )
             token_ids = tensor("token_ids").tolist()
         except KeyError as exc:

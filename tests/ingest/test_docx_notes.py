@@ -1,0 +1,136 @@
+"""Word text outside the body paragraphs: text boxes, footnotes, endnotes, comments; Strict OOXML packages.
+
+The fixtures are written with python-docx, with the parts it has no API for (footnotes, endnotes,
+text boxes) added as raw WordprocessingML, the way Word itself stores them.
+"""
+
+import io
+import zipfile
+from pathlib import Path
+
+import docx
+from docx.opc.constants import CONTENT_TYPE as CT
+from docx.opc.constants import RELATIONSHIP_TYPE as RT
+from docx.opc.packuri import PackURI
+from docx.opc.part import Part
+from docx.oxml import parse_xml
+
+from scoutdoc.ingest import load_sources
+from scoutdoc.ingest.docx import read_docx
+
+W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+NS = (
+    f'xmlns:w="{W}" xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
+    'xmlns:wp="http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing" '
+    'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main" '
+    'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
+    'xmlns:v="urn:schemas-microsoft-com:vml"'
+)
+
+
+def _notes_part(document, kind: str, notes: dict[int, str]) -> None:
+    """A footnotes or endnotes part with Word's two separator notes and the given notes."""
+    body = "".join(
+        f'<w:{kind} w:id="{i}"><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:{kind}>' for i, text in notes.items()
+    )
+    xml = (
+        f'<w:{kind}s {NS}>'
+        f'<w:{kind} w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:{kind}>'
+        f'<w:{kind} w:type="continuationSeparator" w:id="0"><w:p><w:r><w:continuationSeparator/></w:r></w:p></w:{kind}>'
+        f"{body}</w:{kind}s>"
+    )
+    content_type, reltype = (CT.WML_FOOTNOTES, RT.FOOTNOTES) if kind == "footnote" else (CT.WML_ENDNOTES, RT.ENDNOTES)
+    part = Part(PackURI(f"/word/{kind}s.xml"), content_type, xml.encode(), document.part.package)
+    document.part.relate_to(part, reltype)
+
+
+def _reference(paragraph, kind: str, note_id: int) -> None:
+    paragraph._p.append(parse_xml(f'<w:r {NS}><w:{kind}Reference w:id="{note_id}"/></w:r>'))
+
+
+def _text_box(paragraph, text: str) -> None:
+    """A DrawingML text box with its VML fallback copy, as Word writes it."""
+    content = f'<w:txbxContent><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:txbxContent>'
+    paragraph._p.append(parse_xml(
+        f'<w:r {NS}><mc:AlternateContent>'
+        f'<mc:Choice Requires="wps"><w:drawing><wp:anchor><a:graphic><a:graphicData>'
+        f'<wps:wsp><wps:txbx>{content}</wps:txbx></wps:wsp>'
+        f'</a:graphicData></a:graphic></wp:anchor></w:drawing></mc:Choice>'
+        f'<mc:Fallback><w:pict><v:shape><v:textbox>{content}</v:textbox></v:shape></w:pict></mc:Fallback>'
+        f'</mc:AlternateContent></w:r>'
+    ))
+
+
+def make_annotated_docx(path: Path) -> Path:
+    document = docx.Document()
+    intro = document.add_paragraph("Revenue grew in the north.")
+    _reference(intro, "footnote", 1)
+    closing = document.add_paragraph("Costs were flat.")
+    _reference(closing, "endnote", 1)
+    document.add_comment(closing.runs[0], text="Check the Q3 figure", author="Ana Ruiz")
+    _text_box(document.add_paragraph(), "Sidebar: hiring freeze until March")
+    _notes_part(document, "footnote", {1: "Audited figures, see annex B."})
+    _notes_part(document, "endnote", {1: "Source: finance team export."})
+    document.save(str(path))
+    return path
+
+
+def test_text_boxes_notes_and_comments_are_read_with_markers(tmp_path):
+    (document,) = load_sources([make_annotated_docx(tmp_path / "annotated.docx")]).documents
+    by_where = {s.where: s.text for s in document.segments}
+    assert by_where["text box 1"] == "[text box] Sidebar: hiring freeze until March"
+    assert by_where["footnote 1"] == "[footnote 1] Audited figures, see annex B."
+    assert by_where["endnote 1"] == "[endnote 1] Source: finance team export."
+    comment = next(text for where, text in by_where.items() if where.startswith("comment"))
+    assert comment.startswith("[comment ") and "Ana Ruiz]" in comment and comment.endswith("Check the Q3 figure")
+    assert document.segments[0].text == "Revenue grew in the north.[footnote 1]\nCosts were flat.[comment 0][endnote 1]"
+    assert document.text.count("hiring freeze") == 1  # the VML fallback copy is not read twice
+    assert "separator" not in document.text
+
+
+def _strict(data: bytes) -> bytes:
+    """The package renamed into Strict OOXML namespaces, as Word's 'Strict Open XML Document' writes them."""
+    pairs = [
+        (b"http://schemas.openxmlformats.org/wordprocessingml/2006/main", b"http://purl.oclc.org/ooxml/wordprocessingml/main"),
+        (b"http://schemas.openxmlformats.org/officeDocument/2006/relationships", b"http://purl.oclc.org/ooxml/officeDocument/relationships"),
+        (b"http://schemas.openxmlformats.org/drawingml/2006/main", b"http://purl.oclc.org/ooxml/drawingml/main"),
+    ]
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            content = source.read(info)
+            for transitional, strict in pairs:
+                content = content.replace(transitional, strict)
+            target.writestr(info, content)
+    return out.getvalue()
+
+
+def test_strict_ooxml_document_is_read(tmp_path):
+    document = docx.Document()
+    document.add_heading("Strict plan", level=1)
+    document.add_paragraph("Strict documents hold the same text.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    strict = _strict(buffer.getvalue())
+    assert b"purl.oclc.org" in zipfile.ZipFile(io.BytesIO(strict)).read("_rels/.rels")
+    read = read_docx("strict.docx", strict)
+    assert "# Strict plan" in read.text and "Strict documents hold the same text." in read.text
+
+
+def test_damaged_strict_ooxml_document_says_so(tmp_path):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as package:
+        package.writestr("_rels/.rels", '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+                         '<Relationship Id="rId1" Type="http://purl.oclc.org/ooxml/officeDocument/relationships/officeDocument" '
+                         'Target="word/document.xml"/></Relationships>')
+    path = tmp_path / "strict-broken.docx"
+    path.write_bytes(out.getvalue())
+    (skip,) = load_sources([path]).skipped
+    assert "Strict Open XML" in skip.reason and "KeyError" not in skip.reason and skip.code == "damaged"
+
+
+def test_corpus_comments_are_read(corpus):
+    data = (corpus / "docx" / "features_steps_test_files_comments-rich-para.docx").read_bytes()
+    document = read_docx("comments.docx", data)
+    assert "[comment 0, Steve Canny] Text with hyperlink" in document.text
+    assert "Some text worthy of note.[comment 0]" in document.text
