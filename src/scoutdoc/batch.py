@@ -29,6 +29,7 @@ from .engines import Engine, GenerationParams
 from .errors import INTERRUPTED_EXIT_CODE, ScoutdocError, UsageError
 from .ingest import IngestOptions, IngestResult, load_sources
 from .ingest.document import Document
+from .ingest.names import display_name
 from .ingest.sniff import archive_suffix
 from .prompt import summary_instruction
 from .session import Interrupted, start_session
@@ -97,10 +98,11 @@ class Tally:
 EXCLUDED_CODES = frozenset({"secret", "too_large", "binary", "empty", "not_regular", "link", "unsafe", "limit"})
 
 
-def _row_key(row: dict[str, Any]) -> tuple[str, str, str] | None:
-    """What makes a kept line unique: an answer by content, question and model; a skip by source."""
+def _row_key(row: dict[str, Any]) -> tuple[str, ...] | None:
+    """What makes a kept line unique: an answer by document (source), content, question and model, so
+    two files with identical contents each keep their line; a skip by source."""
     if row.get("status") == "ok":
-        return (row.get("sha256", ""), row.get("question_key", ""), row.get("model", ""))
+        return (row.get("source", ""), row.get("sha256", ""), row.get("question_key", ""), row.get("model", ""))
     if row.get("status") == "skipped":
         return ("skipped", row.get("source", ""), row.get("question_key", ""))
     return None
@@ -112,7 +114,7 @@ class ResultsFile:
     def __init__(self, path: Path, resume: bool):
         self.path = path
         self.lock = threading.Lock()
-        self.keys: set[tuple[str, str, str]] = set()
+        self.keys: set[tuple[str, str, str, str]] = set()
         lines: list[str] = []
         if resume and path.exists():
             for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -166,7 +168,8 @@ def _answer_one(
         if resume:
             done = store.answered_batch_item(document.sha256, key, engine.model_id)
             if done is not None:
-                out.write(json.loads(done["result"]))  # no-op when the file already has it
+                # no-op when the file already has it; a copy with identical contents gets its own line
+                out.write({**json.loads(done["result"]), "source": document.source})
                 return "skipped"
         started = time.perf_counter()
         try:
@@ -207,6 +210,7 @@ def run_batch(
     Batch documents keep no KV snapshot unless `keep_snapshot` (`--snapshot`): one per document would
     fill the disk, and batch sessions are rarely continued."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.markup import escape
     from rich.table import Table
 
     check_out(out, resume, force)
@@ -283,5 +287,5 @@ def run_batch(
                   str(total + len(ingested.skipped)), f"{tally.seconds:.1f}s")
     console.print(table)
     for source, reason in tally.failures:
-        console.print(f"[red]failed[/red] {source}: {reason}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[red]failed[/red] {escape(display_name(source))}: {escape(display_name(reason))}", markup=True, highlight=False, soft_wrap=True)
     return tally

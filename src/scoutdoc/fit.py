@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .errors import ContextTooLongError, UsageError
-from .prompt import check_fits
+from .prompt import MAX_TOKEN_CHARS, check_fits, check_size_estimate
 
 STRATEGIES = ("auto", "full", "retrieve", "map-reduce")
 PASSAGE_CHARS = 1200  # about 300 tokens of prose: small enough to rank precisely, big enough to read
@@ -478,7 +478,10 @@ def fit(system: str, question: str, window: Window, strategy: str = "auto", summ
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown --fit {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    fits = _fits(system, question, window)
+    surely_over = len(system) // MAX_TOKEN_CHARS >= window.limit  # known from the size, before tokenizing
+    if strategy == "full" and surely_over:
+        check_size_estimate(len(system), window.limit, window.model)
+    fits = not surely_over and _fits(system, question, window)
     if strategy == "full" and not fits:
         check_fits(window.measure(system, question), window.answer, window.limit, window.model)
     layout = parse(system)

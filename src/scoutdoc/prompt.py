@@ -94,6 +94,24 @@ def build_prompt(documents: str, history: Sequence[Message], question: str, syst
     )
 
 
+MAX_TOKEN_CHARS = 256  # no token of the tokenizers we load spans more characters (BPE merges stop far earlier)
+
+
+def check_size_estimate(chars: int, context_limit: int, model: str = "the model") -> None:
+    """Refuse, from the character count alone, a prompt that cannot fit whatever the tokenizer does.
+
+    Every token covers at most MAX_TOKEN_CHARS characters, so `chars / MAX_TOKEN_CHARS` tokens is a
+    floor: above the context, tokenizing (40M tokens and 5 GB for a 200 MB log) would only confirm it.
+    """
+    floor = chars // MAX_TOKEN_CHARS
+    if floor >= context_limit:  # the sources alone overflow; room for the answer is check_fits' business
+        raise ContextTooLongError(
+            f"the sources hold {chars:,} characters, at least {floor:,} tokens, but {model} holds {context_limit:,}; "
+            "select fewer files (--include/--exclude), ask about each file separately with `scoutdoc batch`, "
+            "or use a model with a longer context (--model)"
+        )
+
+
 def check_fits(prompt_tokens: int, max_tokens: int, context_limit: int, model: str = "the model") -> None:
     """Refuse, before any work, a prompt that cannot fit together with room for the answer."""
     needed = prompt_tokens + max_tokens

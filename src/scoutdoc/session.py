@@ -34,7 +34,7 @@ from .progress import Progress
 from .prompt import Message, Prompt, build_prompt, check_fits, question_text
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
-from .store import SourceRecord, Store, TurnRecord, snapshot_file
+from .store import SourceRecord, Store, TurnRecord, new_session_id, snapshot_file
 from .units import format_bytes
 from .wording import plural
 
@@ -217,14 +217,11 @@ def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, tu
     return dict(path=name, tokens=state.tokens, fingerprint=engine.model_id, bytes=int(size or 0))
 
 
-def _record(
-    store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice, fitted: fitting.Fitted, keep_snapshot: bool = True,
-) -> str:
+def _turn_records(
+    engine: Engine, question: str, answer: str, state: Any, fitted: fitting.Fitted,
+) -> tuple[TurnRecord, TurnRecord]:
     fit = fitted.stats
     stats: Stats = state.stats
-    whole = fit.strategy == "full" or fit.passages_used == fit.passages_total and fit.windows == 1
-    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if whole and keep_snapshot else None
     asked = fitted.question if fitted.question != question and not fitted.parts else ""
     q = TurnRecord("user", question, prompt_tokens=stats.prompt_tokens, model=engine.model_id, asked=asked)
     a = TurnRecord(
@@ -233,7 +230,26 @@ def _record(
         tokens_per_s=stats.tokens_per_s, model=engine.model_id, finish_reason=stats.finish_reason,
         fit=json.dumps(fit.as_dict()),
     )
-    store.add_exchange(session_id, q, a, snapshot=snap)
+    return q, a
+
+
+def _snapshot_if_whole(
+    store: Store, engine: Engine, session_id: str, state: Any, turn_no: int, notice: Notice, fitted: fitting.Fitted,
+    keep_snapshot: bool,
+) -> dict | None:
+    """A snapshot only of a turn that saw the whole prompt: a retrieved or map-reduced one's KV holds
+    another prefix, which no follow-up could reuse."""
+    fit = fitted.stats
+    whole = fit.strategy == "full" or fit.passages_used == fit.passages_total and fit.windows == 1
+    return _save_snapshot(store, engine, session_id, state, turn_no, notice) if whole and keep_snapshot else None
+
+
+def _record(
+    store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
+    notice: Notice, fitted: fitting.Fitted, keep_snapshot: bool = True,
+) -> str:
+    snap = _snapshot_if_whole(store, engine, session_id, state, turn_no, notice, fitted, keep_snapshot)
+    store.add_exchange(session_id, *_turn_records(engine, question, answer, state, fitted), snapshot=snap)
     if not snap:
         return ""
     keep = store.latest_snapshot(session_id)
@@ -285,10 +301,11 @@ def start_session(
     recomputes the documents."""
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
-    asked = question(documents) if callable(question) else question
-    prompt = build_prompt(pack(result), [], asked, system)
+    question_text = question(documents) if callable(question) else question
+    prompt = build_prompt(pack(result), [], question_text, system)
     whole = prompt.prefix[0].content
-    fitted = fitting.fit(whole, _with_passages(engine, whole, asked, summary), window(engine, params, []), fit, summary)
+    fitted = fitting.fit(whole, _with_passages(engine, whole, question_text, summary), window(engine, params, []), fit,
+                         summary)
     if fitted.stats.notice():
         notice(fitted.stats.notice())
     answer, state = run_fitted(engine, fitted, [], params, on_text, notice, progress=prefill_progress,
@@ -296,15 +313,17 @@ def start_session(
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
-    session_id = store.create_session(
+    session_id = new_session_id()  # the session and its first turn are recorded in one transaction
+    snap = _snapshot_if_whole(store, engine, session_id, state, 1, notice, fitted, keep_snapshot)
+    store.create_session(
         title=title, command=command, engine=engine.name, model=model_ref or engine.model_name, model_id=engine.model_id,
         base_url=engine.base_url or "",
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
         options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
-        sources=records,
+        sources=records, session_id=session_id, exchange=(*_turn_records(engine, question_text, answer, state, fitted), snap),
     )
-    snap = _record(store, engine, session_id, asked, answer, state, 1, notice, fitted, keep_snapshot)
-    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=snap, fit=fitted.stats)
+    kept = _within_budget(store, snap, notice) if snap else ""
+    return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=kept, fit=fitted.stats)
 
 
 CWD_MARK = "cwd:"  # last entry of a session's stored inputs: the directory relative paths were given from

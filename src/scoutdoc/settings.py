@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .errors import SessionError
+
 DEFAULT_MODEL = "smollm2-135m"
 
 
@@ -16,7 +18,18 @@ def home() -> Path:
     """The data directory: database, KV snapshots and (unless overridden) the model cache."""
     override = os.environ.get("SCOUTDOC_HOME")
     path = Path(override) if override else Path(platformdirs.user_data_dir("scoutdoc"))
-    path.mkdir(parents=True, exist_ok=True)
+    return _ensure_dir(path, "data directory")
+
+
+def _ensure_dir(path: Path, what: str) -> Path:
+    """`path`, created if missing; SessionError (exit 6) naming it when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file stands in its place" if isinstance(exc, (FileExistsError, NotADirectoryError)) else (exc.strerror or str(exc))
+        raise SessionError(
+            f"the {what} {path} cannot be created ({reason}); point SCOUTDOC_HOME at a directory you can write to"
+        ) from exc
     return path
 
 
@@ -29,8 +42,7 @@ def models_dir() -> Path:
         path = home() / "models"
     else:
         path = Path(platformdirs.user_cache_dir("scoutdoc")) / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _ensure_dir(path, "models directory")
 
 
 def db_path() -> Path:
@@ -38,9 +50,7 @@ def db_path() -> Path:
 
 
 def snapshots_dir() -> Path:
-    path = home() / "snapshots"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _ensure_dir(home() / "snapshots", "snapshots directory")
 
 
 SNAPSHOT_BUDGET_ENV = "SCOUTDOC_SNAPSHOT_BUDGET"

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import sqlite_utils
 
 from .errors import SessionError
+from .store_faults import escape_like, guarded, storage_error
 from .settings import snapshots_dir
 
 BUSY_TIMEOUT_MS = 60_000
@@ -211,22 +212,46 @@ def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+_OURS = {"sessions", "sources", "turns", "snapshots", "batch_items"}
+
+
 class Store:
     """One open database. Not shared between threads: each worker thread opens its own `Store`."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise storage_error(self.path, exc) from exc
+        try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as exc:
-            raise SessionError(f"cannot open the session database {self.path}: {exc} (move it away or pass --db)") from exc
-        self.db = sqlite_utils.Database(conn)
-        self._migrate()
+            self._check_ours(conn)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc).lower():
+                    raise  # a full disk still lets `sessions list` read the database in its current mode
+            self.db = sqlite_utils.Database(conn)
+            self._migrate()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            conn.close()
+            raise storage_error(self.path, exc) from exc
+
+    def _check_ours(self, conn: sqlite3.Connection) -> None:
+        """Refuse an SQLite file some other program wrote: migrating it would add our tables to theirs."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+            return
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        foreign = sorted(t for t in tables - _OURS if not t.startswith(("turns_fts", "sqlite_")))
+        if foreign:
+            raise SessionError(
+                f"{self.path} is an SQLite database of another program (tables {', '.join(foreign[:5])}), "
+                "not a scoutdoc session database; it was left untouched. Pass --db with another path"
+            )
 
     def close(self) -> None:
         self.db.conn.close()
@@ -290,7 +315,10 @@ class Store:
         options: dict[str, Any] | None = None,
         session_id: str | None = None,
         base_url: str = "",
+        exchange: tuple[TurnRecord, TurnRecord, dict[str, Any] | None] | None = None,
     ) -> str:
+        """Record a new session with its sources and, given `exchange` (question, answer, snapshot),
+        its first turn in the same transaction: a process killed in between leaves neither."""
         sid = session_id or new_session_id()
         now = time.time()
         with self.transaction():
@@ -304,6 +332,8 @@ class Store:
                 ),
             )
             self._insert_sources(sid, sources)
+            if exchange is not None:
+                self._exchange_rows(sid, *exchange, now=now)
         return sid
 
     def _insert_sources(self, session_id: str, sources: list[SourceRecord]) -> None:
@@ -322,25 +352,29 @@ class Store:
         Returns the answer turn's id. Only the newest snapshot is ever resumed from, so callers then
         `drop_snapshots(keep_id=...)` the older ones and delete their files.
         """
-        now = time.time()
         with self.transaction():
-            position = self.db.execute(
-                "SELECT COALESCE(MAX(position), -1) + 1 FROM turns WHERE session_id = ?", [session_id]
-            ).fetchone()[0]
-            for offset, turn in enumerate((question, answer)):
-                turn_id = self._insert(
-                    "turns",
-                    dict(session_id=session_id, position=position + offset, created_at=now, **turn.__dict__),
-                )
-            if snapshot is not None:
-                self._insert("snapshots", dict(session_id=session_id, turn_id=turn_id, created_at=now, **snapshot))
-            self.db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", [now, session_id])
+            return self._exchange_rows(session_id, question, answer, snapshot, now=time.time())
+
+    def _exchange_rows(
+        self, session_id: str, question: TurnRecord, answer: TurnRecord, snapshot: dict[str, Any] | None, *, now: float
+    ) -> int:
+        position = self.db.execute(
+            "SELECT COALESCE(MAX(position), -1) + 1 FROM turns WHERE session_id = ?", [session_id]
+        ).fetchone()[0]
+        for offset, turn in enumerate((question, answer)):
+            turn_id = self._insert(
+                "turns",
+                dict(session_id=session_id, position=position + offset, created_at=now, **turn.__dict__),
+            )
+        if snapshot is not None:
+            self._insert("snapshots", dict(session_id=session_id, turn_id=turn_id, created_at=now, **snapshot))
+        self.db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", [now, session_id])
         return turn_id
 
     def session(self, session_id: str) -> dict[str, Any]:
         rows = list(self.db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
         if not rows:
-            rows = list(self.db.query("SELECT * FROM sessions WHERE id LIKE ? || '%'", [session_id]))
+            rows = list(self.db.query("SELECT * FROM sessions WHERE id LIKE ? || '%' ESCAPE '\\'", [escape_like(session_id)]))
             if len(rows) > 1:
                 raise SessionError(f"session id '{session_id}' is ambiguous; give more characters (see `scoutdoc sessions list`)")
         if not rows:
@@ -486,3 +520,9 @@ class Store:
 
     def batch_items(self) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM batch_items ORDER BY id"))
+
+
+# Every public method maps storage faults (damaged file, full disk, permissions) to SessionError.
+for _name, _member in list(vars(Store).items()):
+    if callable(_member) and not _name.startswith("_") and _name not in ("transaction", "close"):
+        setattr(Store, _name, guarded(_member))

@@ -6,7 +6,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from scoutdoc.ingest import IngestOptions, load_sources
-from scoutdoc.ingest.code import DEFAULT_IGNORE_DIRS, DEFAULT_IGNORE_FILES, is_secret_name, walk_directory
+from scoutdoc.ingest.code import DEFAULT_IGNORE_DIRS, DEFAULT_IGNORE_FILES, walk_directory
+from scoutdoc.ingest.secrets import is_secret_name
 
 FILES = {
     ".gitignore": "*.log\n!keep.log\nbuild/\n/secret_dir/\ndocs/*.tmp\nlogs/\n# comment\n\\#hash.txt\nassets/*\n!assets/keep.txt\n**/tmpdir\nsrc/**/*.bak\n",

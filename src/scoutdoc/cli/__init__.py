@@ -14,7 +14,7 @@ import typer
 from .. import __version__
 from ..errors import INTERRUPTED_EXIT_CODE, ScoutdocError
 from . import answer, batch, inspect, models, sessions
-from .common import end_answer_line, err, json_written
+from .common import end_answer_line, err, json_written, safe
 from ..units import parse_size  # scoutdoc.cli.parse_size, as before the package split
 
 __all__ = ["app", "main", "parse_size"]
@@ -60,12 +60,10 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 def _fail(kind: str, message: str, code: int) -> None:
     """End the run: the message on stderr on a line of its own, with --json also as
     `{"error": {...}}` on stdout (where a script reads the result), then exit `code`."""
-    from rich.markup import escape
-
     end_answer_line()
     colour = "yellow" if code == INTERRUPTED_EXIT_CODE else "red"
     label = "interrupted" if code == INTERRUPTED_EXIT_CODE else ("internal error:" if kind == "InternalError" else "error:")
-    err.print(f"[{colour}]{label}[/{colour}] {escape(message)}".rstrip(), highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[{colour}]{label}[/{colour}] {safe(message)}".rstrip(), highlight=False, markup=True, soft_wrap=True)
     if "--json" in sys.argv and not json_written["done"]:
         error = {"type": kind, "message": message or "interrupted", "exit_code": code}
         sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")

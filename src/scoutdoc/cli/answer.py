@@ -106,8 +106,8 @@ def _answer(
         paths, question = question_for(args)
         result_docs = read_sources([Path(p) for p in paths], options)
         require_documents(result_docs)
-        eng = open_engine_for(choice)
-        with open_store(db) as store:
+        with open_store(db) as store:  # a database that cannot be written fails before the model loads
+            eng = open_engine_for(choice)
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=gen.params, on_text=sink,
                 notice=notice, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,

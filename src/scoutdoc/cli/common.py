@@ -12,6 +12,7 @@ from typing import Optional
 from rich.console import Console
 
 from ..ingest import IngestOptions, IngestResult, load_sources
+from ..ingest.names import display_name
 
 err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
 # Whether a streamed answer left stdout in the middle of a line, so that a message (Ctrl-C's
@@ -39,8 +40,15 @@ def download_bar(label: str):
     return bar, lambda done, total, unit: bar.update(task, completed=done, total=total or None)
 
 
+def safe(text: str) -> str:
+    """Text from files or archives as rich markup that shows it literally: controls escaped, brackets inert."""
+    from rich.markup import escape
+
+    return escape(display_name(text))
+
+
 def notice(message: str) -> None:
-    err.print(f"[yellow]note:[/yellow] {message}", highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[yellow]note:[/yellow] {safe(message)}", highlight=False, markup=True, soft_wrap=True)
 
 
 def open_store(db: Optional[Path]):
@@ -62,7 +70,7 @@ def read_sources(paths: list[Path], options: IngestOptions, show_skips: bool = T
             result = load(paths, options, progress=lambda done, total, unit: bar.update(task, completed=done, total=total))
     if show_skips:
         for skip in result.skipped:
-            err.print(f"[yellow]skipped[/yellow] {skip.source}: {skip.reason}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[yellow]skipped[/yellow] {safe(skip.source)}: {safe(skip.reason)}", highlight=False, markup=True, soft_wrap=True)
     for document in result.documents:
         if document.meta.get("failed_pages"):
             pages = ", ".join(map(str, document.meta["failed_pages"]))
@@ -73,6 +81,4 @@ def read_sources(paths: list[Path], options: IngestOptions, show_skips: bool = T
 
 
 def warn(message: str) -> None:
-    from rich.markup import escape
-
-    err.print(f"[yellow]warning[/yellow] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[yellow]warning[/yellow] {safe(message)}", highlight=False, markup=True, soft_wrap=True)

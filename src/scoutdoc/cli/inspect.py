@@ -10,7 +10,7 @@ import typer
 
 from ..ingest import IngestOptions, require_documents
 from ..wording import plural
-from .common import err, json_written, read_sources
+from .common import err, json_written, read_sources, safe
 from .options import INGEST, expand_options
 
 
@@ -70,7 +70,7 @@ def _print_inspect(report: dict) -> None:
         table.add_column(column, justify=justify, overflow="fold")
     for s in report["sources"]:
         kind = f"{s['kind']} ({s['language']})" if s["language"] else s["kind"]
-        table.add_row(s["path"], kind, s["extent"], f"{s['chars']:,}", "-" if s["tokens"] is None else f"{s['tokens']:,}")
+        table.add_row(safe(s["path"]), kind, s["extent"], f"{s['chars']:,}", "-" if s["tokens"] is None else f"{s['tokens']:,}")
     totals = report["totals"]
     table.add_section()
     table.add_row(f"{plural(totals['sources'], 'source')}, {totals['skipped']} skipped", "", "", f"{totals['chars']:,}", "-" if totals["tokens"] is None else f"{totals['tokens']:,}")
@@ -80,14 +80,14 @@ def _print_inspect(report: dict) -> None:
         for column, justify in (("directory", "left"), ("sources", "right"), ("chars", "right"), ("tokens", "right")):
             folders.add_column(column, justify=justify, overflow="fold")
         for row in report["directories"]:
-            folders.add_row(row["directory"], str(row["sources"]), f"{row['chars']:,}", "-" if row["tokens"] is None else f"{row['tokens']:,}")
+            folders.add_row(safe(row["directory"]), str(row["sources"]), f"{row['chars']:,}", "-" if row["tokens"] is None else f"{row['tokens']:,}")
         err.print(folders)
     if report["skipped"]:
         skipped = Table(title="skipped", title_justify="left")
         skipped.add_column("source", overflow="fold")
         skipped.add_column("reason", overflow="fold")
         for row in report["skipped"]:
-            skipped.add_row(row["path"], row["reason"])
+            skipped.add_row(safe(row["path"]), safe(row["reason"]))
         err.print(skipped)
     note = "" if totals["tokens"] is not None else " (no tokenizer at hand: pass --model or run `scoutdoc models pull` for token counts)"
     err.print(f"packed prompt text: {totals['packed_chars']:,} characters{note}", highlight=False)

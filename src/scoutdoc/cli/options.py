@@ -126,7 +126,7 @@ def ingest_options(
     no_gitignore: Annotated[bool, typer.Option("--no-gitignore", help="Do not honour .gitignore and .git/info/exclude (default ignores still apply).")] = False,
     max_file_size: Annotated[str, typer.Option("--max-file-size", callback=check_size, help="Skip files found in directories or archives above this size, e.g. 500k, 4M.")] = "4M",
     include_secrets: Annotated[bool, typer.Option("--include-secrets", help="Also read .env files, private keys and credential files.")] = False,
-    password: Annotated[Optional[list[str]], typer.Option("--password", help="Password for encrypted PDFs (repeatable; each is tried).")] = None,
+    password: Annotated[Optional[list[str]], typer.Option("--password", help="Password for encrypted PDFs and zip members (repeatable; each is tried).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Skip documents whose extracted text is mostly replacement or private-use characters (garbled) instead of warning.")] = False,
 ) -> IngestOptions:
     """The selection and decoding options of every command that reads sources."""

@@ -13,7 +13,7 @@ from ..settings import DEFAULT_MODEL, SNAPSHOT_BUDGET_ENV
 from ..snapshots import snapshot_budget
 from ..units import format_bytes, parse_size
 from ..wording import plural
-from .common import err, open_store
+from .common import err, open_store, safe
 from .options import DbOpt, JsonOpt, check_size
 
 app = typer.Typer(help="List, show, search, export and delete stored sessions.", no_args_is_help=True)
@@ -47,7 +47,7 @@ def sessions_list(
     for r in rows:
         snapshot = format_bytes(r["snapshot_bytes"]) if r["snapshot_bytes"] else "-"
         table.add_row(r["id"], _when(r["updated_at"]), r["command"], escape(_model(r)), str(r["questions"]),
-                      str(r["source_count"]), snapshot, escape(r["title"]))
+                      str(r["source_count"]), snapshot, safe(r["title"] or ""))
     err.print(table)
     total = sum(r["snapshot_bytes"] for r in rows)
     if total:

@@ -12,8 +12,9 @@ import os
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -31,20 +32,48 @@ CONTEXT_ERROR = re.compile(
 
 @dataclass(frozen=True)
 class ServerURLs:
-    """Where the OpenAI routes live (`api`, ending in /v1) and the server root (tokenize, props)."""
+    """Where the OpenAI routes live (`api`, ending in /v1) and the server root (tokenize, props).
+
+    Credentials written into the URL (`https://user:pass@host`) are taken out of both, so they are
+    never printed or stored with a session, and kept in `auth` for the HTTP client.
+    """
 
     api: str
     root: str
+    auth: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
 
 def split_base_url(base_url: str) -> ServerURLs:
     """Accept either the server root (`http://host:8000`) or its OpenAI base URL (`.../v1`)."""
     url = base_url.strip().rstrip("/")
     if not re.match(r"^https?://[^/]+", url):
-        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8000/v1")
+        raise UsageError("--base-url is not an http(s) URL; use e.g. http://127.0.0.1:8000/v1")
+    url, auth = _without_credentials(url)
     if url.endswith("/v1"):
-        return ServerURLs(api=url, root=url[: -len("/v1")])
-    return ServerURLs(api=url + "/v1", root=url)
+        return ServerURLs(api=url, root=url[: -len("/v1")], auth=auth)
+    return ServerURLs(api=url + "/v1", root=url, auth=auth)
+
+
+def _without_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc)), (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """`text` with every secret and any bearer token replaced, for messages that quote a server or a URL."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _BEARER.sub(r"\1[redacted]", text)
+
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 
 
 @dataclass
@@ -91,10 +120,13 @@ def _error_for(status: int, message: str, url: str, root: str) -> Exception:
     return EngineError(f"the server at {root} answered {status} to {url}: {message}")
 
 
+RETRY_AFTER_CAP_S = 10.0  # a server asking for an hour is not waited on for an hour; retries are few anyway
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "")
     try:
-        return min(60.0, max(0.0, float(value)))
+        return min(RETRY_AFTER_CAP_S, max(0.0, float(value)))
     except ValueError:
         return None
 
@@ -121,8 +153,10 @@ class OpenAIHttp:
         self.backoff_s = backoff_s
         api_key = api_key or os.environ.get(API_KEY_ENV) or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.secrets = [s for s in (api_key, *(urls.auth or ())) if s and len(s) >= 4]
         self.client = httpx.Client(
             headers=headers,
+            auth=urls.auth,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             transport=transport,
@@ -161,7 +195,7 @@ class OpenAIHttp:
                     attempt += 1
                     continue
                 raise EngineError(
-                    f"cannot reach the server at {self.urls.root} ({type(exc).__name__}: {exc}) after "
+                    f"cannot reach the server at {self.urls.root} ({type(exc).__name__}: {redact(str(exc), self.secrets)}) after "
                     f"{attempt + 1} attempts; check --base-url and that the server is running"
                 ) from exc
             if response.status_code < 400 or response.status_code in allow:
@@ -172,7 +206,7 @@ class OpenAIHttp:
                 self._sleep(attempt, _retry_after(response))
                 attempt += 1
                 continue
-            raise _error_for(response.status_code, _server_message(response), url, self.urls.root)
+            raise _error_for(response.status_code, redact(_server_message(response), self.secrets), url, self.urls.root)
 
     def get_json(self, url: str, allow: tuple[int, ...] = ()) -> Any:
         response = self.request("GET", url, allow=allow)

@@ -43,6 +43,8 @@ from .openai_client import (
     token_count,
 )
 
+DEFAULT_ANSWER_DEADLINE_S = 900.0  # one whole streamed answer, first byte to last event
+
 # Chat templates wrap each message in a few special tokens (role header, end-of-turn) and end with
 # an assistant header. Used only when neither a local tokenizer nor the server can render the
 # template; generous so that the context check errs on the safe side.
@@ -98,8 +100,10 @@ class RemoteEngine:
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        answer_deadline_s: float = DEFAULT_ANSWER_DEADLINE_S,
     ):
         urls = split_base_url(base_url)
+        self.answer_deadline_s = answer_deadline_s
         self._http = OpenAIHttp(urls, api_key, timeout, max_retries, backoff_s, transport)
         self.base_url = urls.api
         try:
@@ -271,6 +275,12 @@ class RemoteEngine:
         first: float | None = None
         finish = ""
         usage: dict | None = None
+        cap = body["max_tokens"]  # a server that never stops is stopped here: each delta carries a token or more
+        # The read timeout bounds silence; this bounds the whole answer, keep-alive comments and slow drips included.
+        expired = threading.Event()
+        watchdog = threading.Timer(self.answer_deadline_s, lambda: (expired.set(), response.close()))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for event in EventSource(response).iter_sse():
                 if event.data.strip() == "[DONE]":
@@ -286,9 +296,12 @@ class RemoteEngine:
                     raise EngineError(f"the server stopped the answer with an error: {message}")
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
+                if len(pieces) >= cap and not finish:
+                    finish = "length"
+                    break
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content")
-                    if text:
+                    if isinstance(text, str) and text:
                         if first is None:
                             first = time.perf_counter()
                         pieces.append(text)
@@ -296,19 +309,30 @@ class RemoteEngine:
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
         except httpx.TimeoutException as exc:
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
             raise EngineError(
                 f"the server at {self._http.urls.root} did not answer within {self._http.timeout:g} s "
                 f"({'prefilling the prompt' if first is None else 'between two pieces of the answer'}); the "
                 "server may be overloaded, or the prompt needs longer than the per-request timeout"
             ) from exc
         except httpx.TransportError as exc:
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
             raise EngineError(
                 f"the answer stream from {self._http.urls.root} broke after {len(pieces)} pieces "
                 f"({type(exc).__name__}); the answer is incomplete and was not recorded, ask again"
             ) from exc
         except (SSEError, ValueError, AttributeError) as exc:
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
             raise EngineError(f"{url} sent a malformed event stream ({exc}); is it an OpenAI-compatible server?") from exc
+        except Exception as exc:  # closing the stream under a reader surfaces as httpx's StreamClosed and the like
+            if expired.is_set():
+                raise self._over_deadline(len(pieces)) from exc
+            raise
         finally:
+            watchdog.cancel()
             response.close()
         if not finish:
             raise EngineError(
@@ -322,18 +346,28 @@ class RemoteEngine:
         self._record(state, usage, answer, started, first, ended, finish, len(pieces))
         state.messages.append({"role": "assistant", "content": answer})
 
+    def _over_deadline(self, pieces: int) -> EngineError:
+        return EngineError(
+            f"the answer from {self._http.urls.root} took longer than {self.answer_deadline_s:g} s in all "
+            f"(after {pieces} pieces) and was stopped; the answer was not recorded"
+        )
+
     def _record(
         self, state: RemoteState, usage: dict | None, answer: str, started: float,
         first: float | None, ended: float, finish: str, deltas: int,
     ) -> None:
         stats = state.stats
         state.usage_from_server = usage is not None
-        if usage is not None:
-            stats.prompt_tokens = int(usage.get("prompt_tokens") or state.counted_prompt_tokens)
+        prompt_tokens = _count(usage.get("prompt_tokens")) if usage is not None else None
+        generated = _count(usage.get("completion_tokens")) if usage is not None else None
+        if usage is not None and prompt_tokens is not None and generated is not None:
+            stats.prompt_tokens = prompt_tokens
             details = usage.get("prompt_tokens_details")
-            stats.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-            stats.generated_tokens = int(usage.get("completion_tokens") or 0)
-        else:
+            cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+            stats.cached_tokens = min(cached or 0, prompt_tokens)
+            stats.generated_tokens = generated
+        else:  # no usage block, or one with wrong types: our own counts
+            state.usage_from_server = False
             stats.prompt_tokens = state.counted_prompt_tokens
             stats.cached_tokens = 0
             try:
@@ -375,3 +409,8 @@ def _load_tokenizer(tokenizer: str | Path | Any) -> Any:
     from ..runtime.tokenizer import load_tokenizer
 
     return load_tokenizer(Path(tokenizer))
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a server's usage block, or None when it is not a plain non-negative integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,12 @@ from typing import TYPE_CHECKING
 from ..errors import IngestError
 from ..progress import Progress
 from ..wording import plural
-from .code import SECRET_SKIP_REASON, gitignore_spec, is_secret_name, render_tree, walk_directory
+from .code import SECRET_SKIP_REASON, gitignore_spec, render_tree, walk_directory
 from .document import Document, IngestResult, Segment, Skip, Unreadable
 from .garbled import check_garbled
+from .limits import check_docx_package, failure_reason
+from .names import display_name
+from .secrets import is_secret_path, refuse_secrets
 from .options import ArchiveLimits, IngestOptions
 from .pack import pack
 from .sniff import classify
@@ -36,9 +38,6 @@ __all__ = [
     "ArchiveLimits", "Document", "IngestOptions", "IngestResult", "Segment", "Skip",
     "load_sources", "pack", "require_documents",
 ]
-
-_PRIVATE_KEY = re.compile(rb"(?m)^-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
-
 
 @dataclass
 class _Work:
@@ -74,7 +73,7 @@ def load_sources(
         path = Path(raw)
         problem = _stat_problem(path)
         if problem:
-            out.skipped.append(Skip(str(raw), *problem))
+            out.skipped.append(Skip(display_name(str(raw)), *problem))
             continue
         if path.resolve() in seen:  # the same file or folder named twice is read once
             continue
@@ -85,9 +84,9 @@ def load_sources(
             groups.append(path.resolve().name or str(raw))
             work.extend(_Work(s.path, s.rel, False, len(groups) - 1) for s in selected)
         elif path.is_file():
-            work.append(_Work(path, str(raw), True))
+            work.append(_Work(path, display_name(str(raw)), True))
         else:
-            out.skipped.append(Skip(str(raw), "not a regular file or directory (device, socket or pipe); pass a file", "not_regular"))
+            out.skipped.append(Skip(display_name(str(raw)), "not a regular file or directory (device, socket or pipe); pass a file", "not_regular"))
     per_group: dict[int, list[str]] = {}
     for done, item in enumerate(work, start=1):
         before = len(out.documents)
@@ -147,6 +146,9 @@ def _ingest_bytes(
 
     `verbatim` marks a file found in a directory (a codebase): text files are packed as written,
     so a subtitle file there stays source instead of being rewritten as a transcript.
+
+    Whatever a reader raises becomes this source's skip, so one hostile file never ends the run; the
+    documents an archive gave before it failed are kept.
     """
     name = source.rsplit("!", 1)[-1].rsplit("/", 1)[-1]
     kind, detail = classify(name, data[:8])
@@ -162,23 +164,26 @@ def _ingest_bytes(
         if kind == "pdf":
             from .pdf import read_pdf
 
-            document = read_pdf(source, data, options.passwords)
+            document = read_pdf(source, data, options.passwords, options.archive)
         elif kind == "docx":
             from .docx import read_docx
 
+            check_docx_package(data, options.archive)
             document = read_docx(source, data)
         else:
             document = _read_text_kinds(source, data, kind, detail, options, explicit, verbatim)
         out.documents.append(check_garbled(document, options.strict))
     except Unreadable as exc:
         out.skipped.append(Skip(source, str(exc), exc.code))
+    except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - parsers raise anything on hostile input
+        out.skipped.append(Skip(source, *failure_reason(kind, exc)))
 
 
 def _read_text_kinds(source: str, data: bytes, kind: str, detail: str, options: IngestOptions, explicit: bool, verbatim: bool) -> Document:
     """Subtitles, timestamped text, prose and code: everything that is decoded text."""
     text = decode_or_skip(data)
     if not explicit and not options.include_secrets:
-        _refuse_private_key(data)
+        refuse_secrets(text)
     if kind == "transcript":
         from .transcript import read_subtitles
 
@@ -188,12 +193,6 @@ def _read_text_kinds(source: str, data: bytes, kind: str, detail: str, options: 
         if cues:
             return transcript_document(source, data, cues)
     return read_text(source, data, "code" if kind == "code" else "text", detail, options.line_chunk, text)
-
-
-def _refuse_private_key(data: bytes) -> None:
-    # the plain substring test first: it is a fast scan, the anchored regex is not
-    if data.find(b"PRIVATE KEY-----", 0, 65536) != -1 and _PRIVATE_KEY.search(data, 0, 65536):
-        raise Unreadable("contains a private key, excluded; pass --include-secrets to read it", "secret")
 
 
 def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOptions, depth: int, budget: Budget | None, out: _Collected) -> None:
@@ -206,7 +205,7 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
     include = _globs(options.include)
     exclude = _globs(options.exclude)
     members = _globs(options.members)
-    for entry in iter_members(data, suffix, limits, options.max_file_size, budget):
+    for entry in iter_members(data, suffix, limits, options.max_file_size, budget, options.passwords):
         if isinstance(entry, Skip):
             out.skipped.append(Skip(f"{source}!{entry.source}" if entry.source else source, entry.reason, entry.code))
             continue
@@ -219,7 +218,7 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
             continue
         if members and not members.match_file(member.name) and classify(leaf, b"")[0] != "archive":
             continue
-        if not options.include_secrets and is_secret_name(leaf):
+        if not options.include_secrets and is_secret_path(member.name):
             out.skipped.append(Skip(member_source, SECRET_SKIP_REASON, "secret"))
             continue
         _ingest_bytes(member_source, member.data, options, depth + 1, False, budget, out)

@@ -3,7 +3,9 @@
 Nothing is extracted to disk, so a traversal name cannot write anywhere; such names are still
 refused because no honest archive needs them. Links and device/FIFO members are refused, and caps
 on member count, total uncompressed bytes, per-member size and compression ratio stop zip bombs
-before they are inflated.
+before they are inflated. Tar's PAX and GNU long-name headers are read whole by tarfile before any
+member is seen, so their declared size is checked first (`_bounded_tarinfo`). Member names are made
+displayable (`display_name`) as they leave this module.
 """
 
 import io
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .document import Skip, Unreadable
+from .names import display_name
 from .options import ArchiveLimits
 
 
@@ -50,17 +53,26 @@ def member_name_problem(name: str) -> str | None:
 
 def _clean(name: str) -> str:
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    return "/".join(parts)
+    return display_name("/".join(parts))
+
+
+def _skip(name: str, reason: str, code: str) -> Skip:
+    return Skip(display_name(name), reason, code)
 
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def iter_members(data: bytes, suffix: str, limits: ArchiveLimits, max_member: int, budget: Budget) -> Iterator[Member | Skip]:
-    """Members as bytes, or Skips naming the member (relative name) and why it was refused."""
+def iter_members(
+    data: bytes, suffix: str, limits: ArchiveLimits, max_member: int, budget: Budget, passwords: tuple[str, ...] = ()
+) -> Iterator[Member | Skip]:
+    """Members as bytes, or Skips naming the member (relative name) and why it was refused.
+
+    `passwords` are tried in order on encrypted zip members (ZipCrypto, what zipfile can decrypt).
+    """
     if suffix == ".zip":
-        yield from _zip_members(data, limits, max_member, budget)
+        yield from _zip_members(data, limits, max_member, budget, passwords)
     else:
         yield from _tar_members(data, limits, max_member, budget)
 
@@ -74,7 +86,7 @@ def _size_problem(size: int, max_member: int, budget: Budget) -> tuple[str, str]
     return None
 
 
-def _zip_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Budget) -> Iterator[Member | Skip]:
+def _zip_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Budget, passwords: tuple[str, ...]) -> Iterator[Member | Skip]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
@@ -89,44 +101,90 @@ def _zip_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Bu
         for info in infos:
             problem = member_name_problem(info.filename)
             if problem:
-                yield Skip(info.filename, problem, "unsafe")
+                yield _skip(info.filename, problem, "unsafe")
                 continue
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
-                yield Skip(info.filename, "symbolic link inside the archive, refused", "unsafe")
+                yield _skip(info.filename, "symbolic link inside the archive, refused", "unsafe")
                 continue
             if info.is_dir():
                 continue
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # type bits are only set by Unix zippers
-                yield Skip(info.filename, "special file (device, FIFO or socket) inside the archive, refused", "unsafe")
-                continue
-            if info.flag_bits & 0x1:
-                yield Skip(info.filename, "encrypted zip member; extract it with its password and pass the file", "encrypted")
+                yield _skip(info.filename, "special file (device, FIFO or socket) inside the archive, refused", "unsafe")
                 continue
             if info.file_size > limits.ratio_floor and info.file_size / max(info.compress_size, 1) > limits.max_ratio:
-                yield Skip(info.filename, f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 looks like a zip bomb; refused", "unsafe")
+                yield _skip(info.filename, f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 looks like a zip bomb; refused", "unsafe")
                 continue
             too_big = _size_problem(info.file_size, max_member, budget)
             if too_big:
-                yield Skip(info.filename, *too_big)
+                yield _skip(info.filename, *too_big)
                 continue
             try:
-                with archive.open(info) as handle:
-                    content = handle.read(min(max_member, budget.remaining) + 1)  # never trust the declared size
-            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError, OSError) as exc:
-                yield Skip(info.filename, f"member cannot be read ({exc}); the archive may be damaged", "damaged")
+                content = _read_zip_member(archive, info, min(max_member, budget.remaining) + 1, passwords)  # never trust the declared size
+            except Unreadable as exc:
+                yield _skip(info.filename, str(exc), exc.code)
+                continue
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+                yield _skip(info.filename, f"member cannot be read ({exc}); the archive may be damaged", "damaged")
                 continue
             if len(content) > min(max_member, budget.remaining):
-                yield Skip(info.filename, "member is larger than its header says; refused", "unsafe")
+                yield _skip(info.filename, "member is larger than its header says; refused", "unsafe")
                 continue
             budget.remaining -= len(content)
             yield Member(_clean(info.filename), content)
 
 
+def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, passwords: tuple[str, ...]) -> bytes:
+    """Up to `limit` bytes of a member; an encrypted one is tried with each password in turn."""
+    if not info.flag_bits & 0x1:
+        with archive.open(info) as handle:
+            return handle.read(limit)
+    if not passwords:
+        raise Unreadable("encrypted zip member; pass its password with --password", "encrypted")
+    for password in passwords:
+        try:
+            with archive.open(info, pwd=password.encode("utf-8")) as handle:
+                return handle.read(limit)
+        except RuntimeError:  # zipfile's "Bad password"
+            continue
+        except NotImplementedError as exc:  # AES (WinZip) encryption: zipfile only decrypts ZipCrypto
+            raise Unreadable("encrypted with AES, which Python's zipfile cannot open; extract it with 7-Zip and pass the file", "encrypted") from exc
+    raise Unreadable("encrypted zip member, and no --password given opened it; check --password", "encrypted")
+
+
+def _bounded_tarinfo(max_header: int, problems: list[str]) -> type[tarfile.TarInfo]:
+    """A TarInfo that refuses PAX and GNU long-name/long-link headers over `max_header` bytes.
+
+    tarfile reads such a header's whole payload into memory while looking for the next member, so
+    a 1 GiB long name in a small .tar.gz costs 1 GiB of RAM before any member cap applies. Raising
+    a header error there stops the archive; `problems` carries the reason out, since tarfile
+    rewrites the exception into a generic ReadError.
+    """
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _check(self) -> None:
+            if self.size > max_header:
+                problems.append(f"an extended tar header of {_mb(self.size)} is over the {_mb(max_header)} cap, which no honest archive needs; refused")
+                raise tarfile.SubsequentHeaderError("extended header too large")
+
+        def _proc_gnulong(self, tarfile):  # noqa: ANN001 - tarfile's private hook
+            self._check()
+            return super()._proc_gnulong(tarfile)
+
+        def _proc_pax(self, tarfile):  # noqa: ANN001
+            self._check()
+            return super()._proc_pax(tarfile)
+
+    return BoundedTarInfo
+
+
 def _tar_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Budget) -> Iterator[Member | Skip]:
+    problems: list[str] = []
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*", tarinfo=_bounded_tarinfo(limits.max_header_bytes, problems))
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        if problems:
+            raise Unreadable(problems[-1], "unsafe") from exc
         raise Unreadable(f"not a readable tar archive ({exc}); the file may be truncated or damaged", "damaged") from exc
     inflated = 0
     count = 0
@@ -140,27 +198,30 @@ def _tar_members(data: bytes, limits: ArchiveLimits, max_member: int, budget: Bu
                 inflated += info.size
                 if inflated > limits.ratio_floor and inflated / max(len(data), 1) > limits.max_ratio:
                     # Reading on would inflate the rest of the stream; stop the whole archive.
-                    yield Skip(info.name, f"archive expands over {inflated / max(len(data), 1):.0f}:1, which looks like a compression bomb; stopped reading it", "unsafe")
+                    yield _skip(info.name, f"archive expands over {inflated / max(len(data), 1):.0f}:1, which looks like a compression bomb; stopped reading it", "unsafe")
                     return
                 problem = member_name_problem(info.name)
                 if problem:
-                    yield Skip(info.name, problem, "unsafe")
+                    yield _skip(info.name, problem, "unsafe")
                     continue
                 if info.isdir():
                     continue
                 if info.issym() or info.islnk():
-                    yield Skip(info.name, "link inside the archive, refused", "unsafe")
+                    yield _skip(info.name, "link inside the archive, refused", "unsafe")
                     continue
                 if not info.isreg():
-                    yield Skip(info.name, "special file (device, FIFO or socket) inside the archive, refused", "unsafe")
+                    yield _skip(info.name, "special file (device, FIFO or socket) inside the archive, refused", "unsafe")
                     continue
                 too_big = _size_problem(info.size, max_member, budget)
                 if too_big:
-                    yield Skip(info.name, *too_big)
+                    yield _skip(info.name, *too_big)
                     continue
                 handle = archive.extractfile(info)
                 content = handle.read(info.size) if handle else b""
                 budget.remaining -= len(content)
                 yield Member(_clean(info.name), content)
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-            yield Skip("", f"archive is damaged after {count} members ({exc}); the rest was not read", "damaged")
+            if problems:
+                yield Skip("", f"{problems[-1]} after {count} members; the rest was not read", "unsafe")
+            else:
+                yield Skip("", f"archive is damaged after {count} members ({exc}); the rest was not read", "damaged")

@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 
 from .document import Skip
 from .options import IngestOptions
+from .globmatch import SegmentPattern, is_complex
+from .names import display_name
+from .secrets import SECRET_SKIP_REASON, is_secret_path
 
 if TYPE_CHECKING:
     import pathspec
@@ -45,20 +48,7 @@ DEFAULT_IGNORE_FILES = frozenset({
     # desktop droppings
     ".DS_Store", "Thumbs.db", "desktop.ini",
 })
-SECRET_FILE_GLOBS = (
-    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa", "id_dsa",
-    "id_ecdsa", "id_ed25519", ".netrc", ".pgpass", ".htpasswd", "credentials", "credentials.*",
-    "*credentials*.json", "secrets.yml", "secrets.yaml", "secrets.json", "*.secret", "*.secrets",
-)
-SECRET_SKIP_REASON = "looks like a secret (keys, credentials, .env), excluded; pass --include-secrets to read it"
-
-
-_SECRET_NAME = re.compile("|".join(fnmatch.translate(g) for g in SECRET_FILE_GLOBS))
 _IGNORED_DIR_GLOB = re.compile("|".join(fnmatch.translate(g) for g in DEFAULT_IGNORE_DIR_GLOBS))
-
-
-def is_secret_name(name: str) -> bool:
-    return _SECRET_NAME.match(name) is not None
 
 
 def is_default_ignored_dir(name: str, path: str | Path) -> bool:
@@ -80,7 +70,7 @@ class Matcher:
         self.spec = gitignore_spec(lines)
         regexes = [p.regex for p in self.spec.patterns if p.include is not None and p.regex is not None]
         self._empty = not regexes  # only comments and blank lines, like git's stock info/exclude
-        self._any = _any_matcher(regexes)
+        self._any = None if any(isinstance(r, SegmentPattern) for r in regexes) else _any_matcher(regexes)
 
     def check(self, path: str) -> bool | None:
         """True: ignored (or, for --include, selected); False: re-included by a negation; None: no pattern matched.
@@ -149,10 +139,22 @@ class _Rules:
 
 
 def gitignore_spec(lines: Iterable[str]) -> pathspec.PathSpec:
-    """Compiled gitignore-style patterns; pathspec is imported on first use, not at start-up."""
+    """Compiled gitignore-style patterns; pathspec is imported on first use, not at start-up.
+
+    Patterns whose regex could backtrack badly (many `*`) are matched by `SegmentPattern` instead,
+    in time linear in the path depth; pathspec's plain backend calls each pattern's `regex`, so the
+    swap keeps its last-match-wins and directory rules.
+    """
     import pathspec
 
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    try:
+        spec = pathspec.GitIgnoreSpec.from_lines(lines, backend="simple")
+    except TypeError:  # pathspec before 1.0 has one backend
+        spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    for pattern in spec.patterns:
+        if pattern.include is not None and isinstance(pattern.pattern, str) and is_complex(pattern.pattern):
+            pattern.regex = SegmentPattern(pattern.pattern)
+    return spec
 
 
 def _load_matcher(path: Path) -> Matcher | None:
@@ -226,7 +228,7 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
         try:
             entries = sorted(os.scandir(current), key=lambda e: e.name)
         except OSError as exc:
-            skipped.append(Skip(rel_dir or str(directory), *_os_reason(exc, "directory")))
+            skipped.append(Skip(display_name(rel_dir or str(directory)), *_os_reason(exc, "directory")))
             return
         for entry in entries:
             rel = _join(rel_dir, entry.name)
@@ -235,7 +237,7 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
                 is_dir = entry.is_dir(follow_symlinks=False)
                 is_file = entry.is_file(follow_symlinks=False)
             except OSError as exc:
-                skipped.append(Skip(rel, *_os_reason(exc, "file")))
+                skipped.append(Skip(display_name(rel), *_os_reason(exc, "file")))
                 continue
             if is_dir:
                 if is_default_ignored_dir(entry.name, entry.path):
@@ -252,28 +254,28 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
                 continue
             if include and not include.match_file(rel):
                 continue
-            if not options.include_secrets and is_secret_name(entry.name):
-                skipped.append(Skip(rel, SECRET_SKIP_REASON, "secret"))
+            if not options.include_secrets and is_secret_path(rel):
+                skipped.append(Skip(display_name(rel), SECRET_SKIP_REASON, "secret"))
                 continue
             path: str | Path = entry.path
             if is_link:
                 target = _link_target(Path(entry.path), directory)
                 if isinstance(target, str):
-                    skipped.append(Skip(rel, target, "link"))
+                    skipped.append(Skip(display_name(rel), target, "link"))
                     continue
                 path = target
             elif not is_file:
-                skipped.append(Skip(rel, "not a regular file (device, socket or pipe), skipped", "not_regular"))
+                skipped.append(Skip(display_name(rel), "not a regular file (device, socket or pipe), skipped", "not_regular"))
                 continue
             try:
                 size = os.stat(path).st_size
             except OSError as exc:
-                skipped.append(Skip(rel, *_os_reason(exc, "file")))
+                skipped.append(Skip(display_name(rel), *_os_reason(exc, "file")))
                 continue
             if size > options.max_file_size:
-                skipped.append(Skip(rel, f"{size / 1e6:.1f} MB is over the {options.max_file_size / 1e6:.1f} MB per-file cap; raise --max-file-size to include it", "too_large"))
+                skipped.append(Skip(display_name(rel), f"{size / 1e6:.1f} MB is over the {options.max_file_size / 1e6:.1f} MB per-file cap; raise --max-file-size to include it", "too_large"))
                 continue
-            selected.append(Selected(path, rel))
+            selected.append(Selected(path, display_name(rel)))
 
     try:
         visit(directory, "", rules)

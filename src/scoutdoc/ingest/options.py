@@ -11,13 +11,21 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """Caps that keep a hostile archive (zip bomb, million tiny members) from exhausting the machine."""
+    """Caps that keep a hostile archive or file (zip bomb, million tiny members, XML or PDF bombs) from
+    exhausting the machine. The parser caps bound what a parser allocates, which the byte caps alone
+    do not: a 1 MB .docx can inflate to a 1 GiB XML tree, a tiny PDF can declare a billion objects.
+    """
 
     max_members: int = 10_000
     max_total_bytes: int = 512 * MiB  # uncompressed bytes read from one archive, nested ones included
     max_ratio: float = 100.0  # uncompressed / compressed, checked once a member or archive passes ratio_floor
     ratio_floor: int = 1 * MiB  # small, very repetitive files are normal; only large ones can be bombs
     max_depth: int = 3  # archives inside archives: an archive given by the user is depth 1
+    max_header_bytes: int = 1 * MiB  # one tar PAX / GNU long-name header (real ones are a few hundred bytes)
+    max_xml_bytes: int = 64 * MiB  # uncompressed XML parts of one .docx, all parsed into a tree by python-docx
+    max_xml_elements: int = 1_500_000  # XML elements in those parts (each costs lxml about 150 bytes)
+    max_docx_paragraphs: int = 100_000  # paragraphs in one .docx (python-docx takes ~50 us each)
+    max_pdf_pages: int = 20_000  # pages read from one PDF
 
 
 @dataclass(frozen=True)

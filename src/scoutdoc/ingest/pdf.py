@@ -14,6 +14,8 @@ from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
 from .document import Document, Segment, Unreadable
+from .limits import check_pdf_pages
+from .options import ArchiveLimits
 
 # pypdf logs every recoverable oddity of real-world files; they are not the user's problem.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
@@ -73,13 +75,14 @@ def _short(exc: Exception) -> str:
     return text[:120]
 
 
-def read_pdf(source: str, data: bytes, passwords: tuple[str, ...] = ()) -> Document:
+def read_pdf(source: str, data: bytes, passwords: tuple[str, ...] = (), limits: ArchiveLimits | None = None) -> Document:
     reader, recovered = _open(data, passwords)
     try:
         pages = reader.pages
         total = len(pages)
     except (PdfReadError, FileNotDecryptedError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise Unreadable(f"PDF page tree is damaged ({_short(exc)}); re-export or repair the file", "damaged") from exc
+    check_pdf_pages(total, limits or ArchiveLimits())
     segments: list[Segment] = []
     failed: list[int] = []
     empty: list[int] = []

@@ -6,11 +6,13 @@ cache larger than RAM can be streamed tier by tier instead of collected in memor
 * ``token_ids`` (I64), then per global layer ``global.{i}.k`` / ``.v`` [length, Hkv, d] and per
   chunked layer ``local.{i}.k`` / ``.v`` [tokens of the current chunk, Hkv, d], in the KV dtype;
 * ``__metadata__``: format tag, the caller's fingerprint (model, tokenizer, dtype...), the cache
-  layout, and a sha256 of the payload (filled in after the payload, in place: the header keeps
-  its length).
+  layout, and a sha256 of the header (with that field zeroed) followed by the payload, filled in
+  after the payload, in place: the header keeps its length. An edited header is caught like a
+  flipped payload byte; with ``verify=False`` the header's structure is still validated.
 
 It is written to a temporary file in the same directory, fsynced, then renamed, so a crash
-never leaves a half-written snapshot under the real name. Truncation is caught from the file size
+never leaves a half-written snapshot under the real name; the temporary files of killed runs
+(`.<name>.<pid>.tmp` whose process is gone) are removed by the next save in that directory. Truncation is caught from the file size
 alone; corruption by the checksum (one sequential read, skippable with ``verify=False``). Loading
 reads one tensor at a time straight into a buffer that is copied into the cache, unless tokens go
 beyond the host budget: then the file is mapped (`torch.from_file`) and those tokens stay in it
@@ -33,7 +35,9 @@ from .config import ModelConfig
 from .heap import release_freed_heap
 from .kvcache import CacheOptions, HybridCache
 
-FORMAT = "scoutdoc-kv/1"
+FORMAT = "scoutdoc-kv/2"  # 2: the checksum covers the header
+_ZERO_SHA = "0" * 64
+_MAX_HEADER = 64 * 1024 * 1024  # a header for thousands of layers is a few hundred KB
 _ST_DTYPES = {
     torch.float32: "F32",
     torch.float16: "F16",
@@ -117,7 +121,7 @@ def save_snapshot(
         "fingerprint": json.dumps(fingerprint, sort_keys=True),
         "layout": json.dumps(layout_of(config, cache.kv_dtype), sort_keys=True),
         "length": str(n),
-        "sha256": "0" * 64,
+        "sha256": _ZERO_SHA,
     }
 
     def header_bytes() -> bytes:
@@ -127,9 +131,11 @@ def save_snapshot(
     digest = hashlib.sha256()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)
     try:
         with open(tmp, "wb") as f:
             head = header_bytes()
+            digest.update(struct.pack("<Q", len(head)) + head)
             f.write(struct.pack("<Q", len(head)))
             f.write(head)
             for _, dtype, _, tensors in entries:
@@ -149,6 +155,54 @@ def save_snapshot(
     return path.stat().st_size
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temps(directory: Path) -> None:
+    """Delete `.<name>.<pid>.tmp` files whose writer is no longer running (killed mid-save)."""
+    for tmp in directory.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _validate(header: dict[str, Any], path: Path, payload: int) -> None:
+    """The header's own structure: every tensor a known dtype, an int shape, and offsets that tile the
+    payload exactly, so a hand-edited header fails here instead of deep in a load."""
+    bad = SnapshotError(f"KV snapshot {path} has a damaged header; recompute the prefix")
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or info.get("dtype") not in _TORCH_DTYPES:
+            raise bad
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise bad
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets):
+            raise bad
+        size = _TORCH_DTYPES[info["dtype"]].itemsize
+        for dim in shape:
+            size *= dim
+        if offsets[1] - offsets[0] != size:
+            raise bad
+        spans.append(offsets)
+    end = 0
+    for start, stop in sorted(spans):
+        if start != end:
+            raise bad
+        end = stop
+    if end != payload:
+        raise SnapshotError(f"KV snapshot {path} is truncated ({payload} payload bytes, expected {end}); recompute the prefix")
+
+
 def read_header(path: Path | str) -> tuple[dict[str, Any], int]:
     """(header dict, payload offset) after checking the file holds everything the header promises."""
     path = Path(path)
@@ -156,30 +210,32 @@ def read_header(path: Path | str) -> tuple[dict[str, Any], int]:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head_len = struct.unpack("<Q", f.read(8))[0] if size >= 8 else None
-            if head_len is None or head_len > size - 8:
+            if head_len is None or head_len > size - 8 or head_len > _MAX_HEADER:
                 raise SnapshotError(f"KV snapshot {path} is truncated or not a snapshot; recompute the prefix")
             header = json.loads(f.read(head_len))
     except FileNotFoundError as exc:
         raise SnapshotError(f"no snapshot at {path}; recompute the prefix") from exc
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise SnapshotError(f"KV snapshot {path} is unreadable ({exc}); recompute the prefix") from exc
-    meta = header.get("__metadata__") or {}
-    if meta.get("format") != FORMAT:
-        raise SnapshotError(f"{path} is not a scoutdoc KV snapshot ({meta.get('format')!r}); recompute the prefix")
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if size != 8 + head_len + end:
-        raise SnapshotError(
-            f"KV snapshot {path} is truncated ({size} bytes, expected {8 + head_len + end}); recompute the prefix"
-        )
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise SnapshotError(f"{path} is not a scoutdoc KV snapshot of this version ({found!r}); recompute the prefix")
+    _validate(header, path, size - 8 - head_len)
     return header, 8 + head_len
 
 
 def _verify(path: Path, start: int, expected: str) -> None:
+    """sha256 of the header (its checksum field zeroed, as when it was computed) and the payload."""
     digest = hashlib.sha256()
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     with open(path, "rb") as f:
-        f.seek(start)
+        head = f.read(start)
+        marker = b'"sha256":"' + expected.encode() + b'"'
+        if len(expected) != 64 or head.count(marker) != 1:
+            raise SnapshotError(f"KV snapshot {path} has a damaged header (checksum field); recompute the prefix")
+        digest.update(head.replace(marker, b'"sha256":"' + _ZERO_SHA.encode() + b'"'))
         while n := f.readinto(buf):
             digest.update(view[:n])
     if digest.hexdigest() != expected:
@@ -233,13 +289,13 @@ def load_snapshot(
         fingerprint = json.loads(meta["fingerprint"])
         layout = json.loads(meta["layout"])
         length = int(meta["length"])
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise SnapshotError(f"KV snapshot {path} has a damaged header ({exc}); recompute the prefix") from exc
     _compare("model, tokenizer or dtype", fingerprint, expected_fingerprint, path)
     options = options or CacheOptions()
     _compare("cache layout or kv dtype", layout, layout_of(config, options.kv_dtype or dtype), path)
     if verify:
-        _verify(path, start, meta.get("sha256", ""))
+        _verify(path, start, str(meta.get("sha256", "")))
 
     cache = HybridCache(config, dtype, device, options)
     _, host_end = cache.tier_bounds(length)
