@@ -31,7 +31,7 @@ LEVELS = {
     "cli": 5,
     "session": 4, "batch": 4,
     "engines": 3, "fit": 3,
-    "prompt": 2, "ingest": 2, "store": 2, "store_faults": 2, "snapshots": 2, "models": 2,
+    "prompt": 2, "ingest": 2, "store": 2, "store_faults": 2, "store_schema": 2, "snapshots": 2, "models": 2,
     "runtime": 1,
     "errors": 0, "progress": 0, "settings": 0, "units": 0, "hashing": 0, "wording": 0, "__init__": 0,
 }
