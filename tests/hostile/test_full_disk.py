@@ -51,7 +51,8 @@ def small_disk(tmp_path: Path):
     except FileNotFoundError:
         pytest.skip("no `mount` command here, so no really full disk can be made")
     if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+        why = (done.stderr.strip().splitlines() or ["mount failed"])[0]
+        pytest.skip(f"mounting a tmpfs is not permitted here (needs root or CAP_SYS_ADMIN): {why}")
     try:
         yield mount_point
     finally:
