@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import sqlite_utils
 
 from .errors import SessionError
-from .store_faults import escape_like, guarded, storage_error
+from .store_faults import escape_like, guarded, no_room_for_wal_index, storage_error
 from .store_schema import MIGRATIONS, SCHEMA_VERSION
 from .settings import snapshots_dir
 
@@ -85,26 +85,37 @@ class Store:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise storage_error(self.path, exc) from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._check_ours(conn)
+        for exclusive in (False, True):
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.OperationalError as exc:
-                if "full" not in str(exc).lower():
-                    raise  # a full disk still lets `sessions list` read the database in its current mode
-            self.db = sqlite_utils.Database(conn)
-            self._migrate()
-        except (sqlite3.DatabaseError, OSError) as exc:
-            conn.close()
-            raise storage_error(self.path, exc) from exc
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                raise storage_error(self.path, exc) from exc
+            try:
+                self._setup(conn, exclusive)
+                return
+            except (sqlite3.DatabaseError, OSError) as exc:
+                conn.close()
+                if exclusive or not no_room_for_wal_index(exc):
+                    raise storage_error(self.path, exc) from exc
+
+    def _setup(self, conn: sqlite3.Connection, exclusive: bool) -> None:
+        """Pragmas, the foreign-file check and migrations. `exclusive` is the full-disk fallback: with
+        the locking mode set before the first read, SQLite keeps the WAL index in memory instead of the
+        `-shm` file it could not size, so `sessions list` still reads (holding the lock while it does)."""
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if exclusive:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        self._check_ours(conn)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise  # a full disk still lets `sessions list` read the database in its current mode
+        self.db = sqlite_utils.Database(conn)
+        self._migrate()
 
     def _check_ours(self, conn: sqlite3.Connection) -> None:
         """Refuse an SQLite file some other program wrote: migrating it would add our tables to theirs."""

@@ -37,6 +37,14 @@ def storage_error(path: Path, exc: BaseException) -> SessionError:
     return SessionError(f"session database {path}: {text}; {advice}")
 
 
+def no_room_for_wal_index(exc: BaseException) -> bool:
+    """SQLite could not size the WAL index file (`<db>-shm`), as on a full disk: every read fails so,
+    while a connection in exclusive locking mode (index in memory) still reads. Python 3.10 has no
+    error names; there any disk I/O error gets that one retry, which reports its own error if it fails."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return name == "SQLITE_IOERR_SHMSIZE" or (name is None and "disk i/o error" in str(exc).lower())
+
+
 def guarded(method):
     """Store methods raise SessionError (exit 6, with the path and advice) for any storage fault."""
 
