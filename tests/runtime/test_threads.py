@@ -1,4 +1,4 @@
-"""Thread choice: the usable cores other work leaves free, an override, and a ceiling."""
+"""Thread choice: the usable cores, an override, and a ceiling; never the momentary load."""
 
 import os
 
@@ -7,18 +7,14 @@ from scoutdoc.runtime import threads
 
 def test_choose_stays_within_the_ceiling_and_the_usable_cores(monkeypatch):
     monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
-    monkeypatch.setattr(threads, "busy_cores", lambda sample_s=0.1: 0.0)
     assert threads.choose(1) == 1
     assert threads.choose(64) == threads.usable_cores() == len(os.sched_getaffinity(0))
 
 
-def test_busy_cores_are_left_to_the_work_that_keeps_them_busy(monkeypatch):
+def test_affinity_narrows_the_count(monkeypatch):
     monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
-    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
-    monkeypatch.setattr(threads, "busy_cores", lambda sample_s=0.1: 2.9)
-    assert threads.choose(8) == 5
-    monkeypatch.setattr(threads, "busy_cores", lambda sample_s=0.1: 12.0)
-    assert threads.choose(8) == 1  # never zero
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert threads.choose(8) == 3
 
 
 def test_scoutdoc_threads_overrides(monkeypatch):
@@ -26,6 +22,9 @@ def test_scoutdoc_threads_overrides(monkeypatch):
     assert threads.choose(1) == 3
 
 
-def test_busy_cores_reads_proc_stat():
-    busy = threads.busy_cores(0.05)
-    assert 0.0 <= busy <= threads.usable_cores() + 1e-6
+def test_the_count_does_not_follow_the_load(monkeypatch):
+    """Two processes asking the same question at different loads must compute with the same threads."""
+    monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
+    before = threads.choose(64)
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    assert threads.choose(64) == before

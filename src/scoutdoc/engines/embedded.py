@@ -195,7 +195,7 @@ class EmbeddedEngine:
         from ..runtime.threads import choose
 
         ids = self._render(prompt).ids
-        torch.set_num_threads(choose(self.thread_ceiling))  # the cores other work leaves free right now
+        torch.set_num_threads(choose(self.thread_ceiling))  # the usable cores, or SCOUTDOC_THREADS
         started = time.perf_counter()
         session, cached = self._rewind(snapshot, ids)  # always leaves at least one token to run
         logits = self._prefill(session, ids, progress)
