@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scoutdoc.engines import GenerationParams
+from scoutdoc.engines import GenerationParams, RemoteDeadlines
 from scoutdoc.engines.openai_client import list_models
 from scoutdoc.engines.remote import RemoteEngine, estimate_tokens
 from scoutdoc.errors import ContextTooLongError, EngineError, UsageError
@@ -469,8 +469,8 @@ def test_cli_batch_survives_a_server_stop_and_resumes(own_llama_server, document
 
 def test_a_request_that_outlasts_the_timeout_is_a_clear_error(own_llama_server):
     server = own_llama_server().start()
-    with RemoteEngine(server.url, context_limit=N_CTX, timeout=1.0, max_retries=0) as eng:
+    with RemoteEngine(server.url, context_limit=N_CTX, deadlines=RemoteDeadlines(first_byte=1.0), max_retries=0) as eng:
         # A fresh ~3000-token document: its prefill takes longer than 1 s before the first byte.
         long_prompt = Prompt([Message("system", " ".join(f"item{i}" for i in range(700)))], [Message("user", "Hi")])
-        with pytest.raises(EngineError, match=r"did not answer within 1 s"):
+        with pytest.raises(EngineError, match=r"first-byte=1 s exceeded.*--remote-deadlines first-byte="):
             list(eng.generate(eng.prefill(long_prompt), SHORT))

@@ -17,12 +17,14 @@ def open_engine_for(choice: EngineChoice):
             notice("--attn, --kv-* and --prefill-chunk apply to the embedded engine; the server manages its own cache")
         remote = open_engine(
             "remote", model=choice.model, base_url=choice.base_url, api_key=choice.api_key, tokenizer=choice.tokenizer,
-            context_limit=choice.context_limit,
+            context_limit=choice.context_limit, deadlines=choice.deadlines,
         )
         if getattr(remote, "token_count_method", "") == "estimate":
             notice("token counts are estimates (about 4 bytes a token): the server has no tokenize endpoint; "
                    "pass --tokenizer PATH for exact counts")
         return remote
+    if choice.deadlines is not None:
+        notice("--remote-deadlines applies to the remote engine; the embedded one runs in this process")
     _pull_first(choice.model or DEFAULT_MODEL)
     with err.status(f"loading {choice.model or DEFAULT_MODEL}…"):
         return open_engine(engine, model=choice.model, **asdict(runtime))

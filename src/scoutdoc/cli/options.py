@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional, get_args, get_origin
 
 import typer
 
-from ..engines import GenerationParams, RuntimeOptions
+from ..engines import GenerationParams, RemoteDeadlines, RuntimeOptions
 from ..errors import UsageError
 from ..ingest import IngestOptions
 from ..units import parse_size
@@ -158,6 +158,7 @@ class EngineChoice:
     context_limit: Optional[int] = None
     tokenizer: Optional[str] = None
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    deadlines: Optional[RemoteDeadlines] = None  # None: RemoteDeadlines' defaults
 
     def for_session(self, record: dict) -> "EngineChoice":
         """A follow-up runs where its session started unless told otherwise: the engine and model,
@@ -171,6 +172,16 @@ class EngineChoice:
         return replace(self, engine=engine, model=self.model or record["model"] or None, base_url=base_url, context_limit=context_limit)
 
 
+def _check_deadlines(text: Optional[str]) -> Optional[str]:
+    """--remote-deadlines that do not parse are a usage error while parsing, before any server is asked."""
+    try:
+        if text is not None:
+            RemoteDeadlines.parse(text)
+    except UsageError as exc:  # click names the option itself
+        raise typer.BadParameter(str(exc).removeprefix("--remote-deadlines: ")) from None
+    return text
+
+
 def engine_choice(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model: catalog name (default smollm2-135m), a .gguf file, an HF directory, or the served model name with --engine remote.")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="embedded (this process, the default) or remote (an OpenAI-compatible server); a follow-up keeps its session's engine and server.")] = None,
@@ -178,6 +189,7 @@ def engine_choice(
     api_key: ApiKeyOpt = None,
     context_limit: Annotated[Optional[int], typer.Option("--context-limit", min=1, help="Remote engine: the served model's context in tokens, for servers that do not report it (llama-cpp-python); never above what the server reports.")] = None,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Remote engine: the served model's tokenizer (tokenizer.json, model directory or .gguf) for exact token counts.")] = None,
+    remote_deadlines: Annotated[Optional[str], typer.Option("--remote-deadlines", metavar="KEY=SECONDS,...", callback=_check_deadlines, help="Remote engine: seconds to wait, any of connect=10,first-byte=600,idle=60,answer=900 (to connect; for the first event; between events; for the whole answer).")] = None,
     device: Annotated[str, typer.Option("--device", help="Embedded engine: cpu, cuda, or auto.")] = RuntimeOptions.device,
     dtype: Annotated[str, typer.Option("--dtype", help="Embedded engine: float32, bfloat16 or float16.")] = RuntimeOptions.dtype,
     quantize: Annotated[str, typer.Option("--quantize", help="Embedded engine: decoder matrices auto (as the file keeps them, where a kernel runs them), none (dense), int8, int4 or fp8.")] = RuntimeOptions.quantize,
@@ -193,7 +205,8 @@ def engine_choice(
         dtype=dtype, device=device, attn=attn, kv_dtype=kv_dtype, kv_device_budget=kv_device_budget,
         kv_host_budget=kv_host_budget, kv_disk=kv_disk, prefill_chunk=prefill_chunk, quantize=quantize,
     )
-    return EngineChoice(engine, model, base_url, api_key, context_limit, tokenizer, runtime)
+    deadlines = RemoteDeadlines.parse(remote_deadlines) if remote_deadlines is not None else None
+    return EngineChoice(engine, model, base_url, api_key, context_limit, tokenizer, runtime, deadlines)
 
 
 ENGINE = OptionGroup(engine_choice)

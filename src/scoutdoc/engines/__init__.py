@@ -11,9 +11,11 @@ from typing import Any
 from ..errors import UsageError
 from ..prompt import Message, Prompt
 from ..settings import DEFAULT_MODEL
-from .base import Engine, GenerationParams, RuntimeOptions, State, Stats
+from .base import Engine, GenerationParams, RemoteDeadlines, RuntimeOptions, State, Stats
 
-__all__ = ["Engine", "GenerationParams", "Message", "Prompt", "RuntimeOptions", "State", "Stats", "open_engine"]
+__all__ = [
+    "Engine", "GenerationParams", "Message", "Prompt", "RemoteDeadlines", "RuntimeOptions", "State", "Stats", "open_engine",
+]
 
 
 def open_engine(
@@ -23,14 +25,15 @@ def open_engine(
     api_key: str | None = None,
     tokenizer: str | None = None,
     context_limit: int | None = None,
+    deadlines: RemoteDeadlines | None = None,
     **runtime: Any,
 ) -> Engine:
     """The engine the user chose; each implementation is imported only when asked for.
 
     `runtime` options (dtype, device, prefill_chunk, attn, kv_dtype, kv_device_budget, kv_host_budget,
     kv_disk) go to the embedded engine; `base_url`, `api_key`,
-    `tokenizer` (for counting tokens locally) and `context_limit` (for servers that do not report
-    theirs) to the remote one.
+    `tokenizer` (for counting tokens locally), `context_limit` (for servers that do not report
+    theirs) and `deadlines` (a `RemoteDeadlines`; None: the defaults) to the remote one.
     """
     if kind == "embedded":
         from .embedded import EmbeddedEngine
@@ -42,6 +45,7 @@ def open_engine(
         from .remote import RemoteEngine
 
         return RemoteEngine(
-            base_url=base_url, model=model, api_key=api_key, tokenizer=tokenizer, context_limit=context_limit
+            base_url=base_url, model=model, api_key=api_key, tokenizer=tokenizer, context_limit=context_limit,
+            deadlines=deadlines,
         )
     raise UsageError(f"unknown engine {kind!r}; use --engine embedded or --engine remote")

@@ -6,10 +6,12 @@ importing the package that picks between the implementations.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generator, Protocol
 
+from ..errors import EngineError, UsageError
 from ..progress import Progress
 from ..prompt import Prompt
 
@@ -26,6 +28,65 @@ class GenerationParams:
     # and clean (measured in benchmarks/bench_answers.py). The remote engine leaves them to the server.
     repetition_penalty: float = 1.1  # > 1: tokens already in the answer become less likely
     loop_window: int = 32  # stop (finish_reason "repeat") when the answer's last 32 tokens repeat an earlier run; 0: off
+
+
+DEADLINES_OPTION = "--remote-deadlines"
+
+
+@dataclass(frozen=True)
+class RemoteDeadlines:
+    """How long, in seconds, the remote engine waits; each is a key of `--remote-deadlines`.
+
+    `connect`: to open a connection. `first_byte`: from sending a request to its answer's first
+    event (long: a million-token prefill happens before anything arrives; it is also the read
+    timeout of every other request). `idle`: between two events of a streamed answer once one
+    arrived (SSE keep-alive comments do not count). `answer`: one whole streamed answer.
+    """
+
+    connect: float = 10.0
+    first_byte: float = 600.0
+    idle: float = 60.0
+    answer: float = 900.0
+
+    @staticmethod
+    def key(name: str) -> str:
+        """The option's spelling of a field: `first_byte` is `first-byte`."""
+        return name.replace("_", "-")
+
+    @classmethod
+    def parse(cls, text: str) -> RemoteDeadlines:
+        """`connect=5,first-byte=120,idle=30,answer=600`, any subset; the rest keep their defaults."""
+        known = {cls.key(f.name): f.name for f in fields(cls)}
+        values: dict[str, float] = {}
+        for item in (part.strip() for part in text.split(",")):
+            key, _, value = item.partition("=")
+            key = cls.key(key.strip().lower())
+            if key not in known:
+                raise UsageError(
+                    f"{DEADLINES_OPTION}: {item!r} names no deadline; use KEY=SECONDS with the keys "
+                    f"{', '.join(known)}, e.g. idle=30,answer=600"
+                )
+            if known[key] in values:
+                raise UsageError(f"{DEADLINES_OPTION}: {key} is given twice")
+            try:
+                seconds = float(value.strip().removesuffix("s"))
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise UsageError(f"{DEADLINES_OPTION}: {item!r} is not a positive number of seconds")
+            values[known[key]] = seconds
+        return replace(cls(), **values)
+
+    def describe(self, name: str) -> str:
+        """`idle=60 s`, the way messages name a deadline (as the option spells it)."""
+        return f"{self.key(name)}={getattr(self, name):g} s"
+
+    def exceeded(self, name: str, what: str) -> EngineError:
+        """The one error of an expired deadline: what was waited for, which deadline, and how to raise it."""
+        return EngineError(
+            f"{what} ({self.describe(name)} exceeded); if the server is only slow, "
+            f"raise it with {DEADLINES_OPTION} {self.key(name)}=SECONDS"
+        )
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Talking to an OpenAI-compatible server: one HTTP client with retries, and what the server serves.
 
-Retries with backoff (429, 5xx, refused or dropped connections) and the per-request timeout live in
-`OpenAIHttp`; `fetch_models` reads the model listing and each model's context limit (vLLM's and
+Retries with backoff (429, 5xx, refused or dropped connections) and the connect and read timeouts
+live in `OpenAIHttp`, and `StreamWatch` enforces the deadlines of a streamed answer (`RemoteDeadlines`); `fetch_models` reads the model listing and each model's context limit (vLLM's and
 SGLang's `max_model_len` on the model card, llama.cpp's `/props`). `RemoteEngine` builds on both.
 """
 
@@ -11,6 +11,8 @@ import json
 import os
 import random
 import re
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +21,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from ..errors import ContextTooLongError, EngineError, UsageError
+from .base import RemoteDeadlines
 
 API_KEY_ENV = "SCOUTDOC_API_KEY"
-DEFAULT_TIMEOUT_S = 600.0  # long: a million-token prefill happens before the first byte arrives
 DEFAULT_MAX_RETRIES = 4
 
 CONTEXT_ERROR = re.compile(
@@ -74,6 +76,67 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+
+
+class StreamWatch:
+    """One watcher thread per streamed answer that cuts the connection when a deadline passes.
+
+    A socket read blocks in C, so the streaming thread cannot check a clock itself: the watcher shuts
+    the socket down (which wakes a blocked read, where closing the response alone does not) and says
+    which deadline it was in `expired`. Deadlines count from `started`, the moment the request was sent:
+    `first_byte` until the first event, then `idle` from the latest one; `answer` bounds the whole.
+    """
+
+    def __init__(self, response: httpx.Response, deadlines: RemoteDeadlines, started: float):
+        self.response = response
+        self.deadlines = deadlines
+        self.started = started
+        self.last_event: float | None = None
+        self.expired: str | None = None
+        self._stopped = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scoutdoc-stream-watch", daemon=True)
+        self._thread.start()
+
+    def heard(self) -> None:
+        """An event arrived (or the caller took its time with the last one: that is not the server's silence)."""
+        first = self.last_event is None
+        self.last_event = time.monotonic()
+        if first:  # `idle` from now may come before the `first_byte` the watcher sleeps towards
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join()
+
+    def _next(self) -> tuple[str, float]:
+        waiting = ("first_byte", self.started + self.deadlines.first_byte) if self.last_event is None else (
+            "idle", self.last_event + self.deadlines.idle)
+        whole = ("answer", self.started + self.deadlines.answer)
+        return min(waiting, whole, key=lambda pair: pair[1])
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(max(0.0, self._next()[1] - time.monotonic()))
+            self._wake.clear()
+            if self._stopped:
+                return
+            name, due = self._next()  # later events move the deadline on while the watcher sleeps
+            if due <= time.monotonic():
+                self.expired = name
+                self._cut()
+                return
+
+    def _cut(self) -> None:
+        stream = self.response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the server or the reader
+        self.response.close()
 
 
 @dataclass
@@ -144,11 +207,11 @@ class OpenAIHttp:
     """
 
     def __init__(
-        self, urls: ServerURLs, api_key: str | None, timeout: float, max_retries: int, backoff_s: float,
+        self, urls: ServerURLs, api_key: str | None, deadlines: RemoteDeadlines, max_retries: int, backoff_s: float,
         transport: httpx.BaseTransport | None = None,
     ):
         self.urls = urls
-        self.timeout = timeout
+        self.deadlines = deadlines
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         api_key = api_key or os.environ.get(API_KEY_ENV) or None
@@ -157,7 +220,7 @@ class OpenAIHttp:
         self.client = httpx.Client(
             headers=headers,
             auth=urls.auth,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            timeout=httpx.Timeout(deadlines.first_byte, connect=deadlines.connect),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             transport=transport,
         )
@@ -172,12 +235,19 @@ class OpenAIHttp:
     def request(
         self, method: str, url: str, *, json_body: Any = None, stream: bool = False, allow: tuple[int, ...] = ()
     ) -> httpx.Response:
-        """Send with retries; returns a successful response (or one whose status is in `allow`)."""
+        """Send with retries; returns a successful response (or one whose status is in `allow`).
+
+        A stream's reads may also wait `idle` between events (its `StreamWatch` holds the exact deadlines),
+        so its read timeout is the longer of the two.
+        """
         attempt = 0
+        read_s = max(self.deadlines.first_byte, self.deadlines.idle) if stream else self.deadlines.first_byte
+        timeout = httpx.Timeout(read_s, connect=self.deadlines.connect)
         while True:
             try:
                 request = self.client.build_request(
-                    method, url, json=json_body, headers={"Accept": "text/event-stream"} if stream else None
+                    method, url, json=json_body, headers={"Accept": "text/event-stream"} if stream else None,
+                    timeout=timeout,
                 )
                 response = self.client.send(request, stream=stream)
             except httpx.TimeoutException as exc:
@@ -185,9 +255,9 @@ class OpenAIHttp:
                     self._sleep(attempt, None)
                     attempt += 1
                     continue
-                raise EngineError(
-                    f"the server at {self.urls.root} did not answer within {self.timeout:g} s "
-                    f"({type(exc).__name__}); raise the timeout or check the server's load"
+                name = "connect" if isinstance(exc, httpx.ConnectTimeout) else "first_byte"
+                raise self.deadlines.exceeded(
+                    name, f"the server at {self.urls.root} did not answer {url} in time ({type(exc).__name__})"
                 ) from exc
             except httpx.TransportError as exc:
                 if attempt < self.max_retries:
@@ -265,12 +335,15 @@ def fetch_models(http: OpenAIHttp) -> list[ServedModel]:
     return models
 
 
+LISTING_DEADLINES = RemoteDeadlines(first_byte=30.0)  # a model listing is quick; a silent server is not waited on
+
+
 def list_models(
-    base_url: str, api_key: str | None = None, timeout: float = 30.0, max_retries: int = 2,
+    base_url: str, api_key: str | None = None, deadlines: RemoteDeadlines = LISTING_DEADLINES, max_retries: int = 2,
     transport: httpx.BaseTransport | None = None,
 ) -> list[ServedModel]:
     """What the server offers, with each model's context limit where the server reports it."""
-    http = OpenAIHttp(split_base_url(base_url), api_key, timeout, max_retries, 0.5, transport)
+    http = OpenAIHttp(split_base_url(base_url), api_key, deadlines, max_retries, 0.5, transport)
     try:
         return fetch_models(http)
     finally:

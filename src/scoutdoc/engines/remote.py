@@ -15,8 +15,8 @@ one, else the server's tokenize endpoint, else a clearly labelled estimate (`tok
 
 One `RemoteEngine` is shared by the threads of a concurrent batch: the HTTP client is thread-safe,
 all per-turn data lives in the `RemoteState`, and the few caches are guarded by a lock. Retries with
-backoff (429, 5xx, refused or dropped connections) and the per-request timeout live in the HTTP
-client (`openai_client.py`).
+backoff (429, 5xx, refused or dropped connections) live in the HTTP client, and the deadlines
+(`RemoteDeadlines`: connect, first byte, idle between events, whole answer) in `openai_client.py`.
 """
 
 from __future__ import annotations
@@ -36,14 +36,12 @@ from httpx_sse import EventSource, SSEError
 from ..errors import ContextTooLongError, EngineError, UsageError
 from ..progress import Progress
 from ..prompt import Prompt
-from .base import GenerationParams, Stats
+from .base import GenerationParams, RemoteDeadlines, Stats
 from .chat import as_dicts
 from .openai_client import (
-    CONTEXT_ERROR, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, OpenAIHttp, ServedModel, fetch_models, split_base_url,
+    CONTEXT_ERROR, DEFAULT_MAX_RETRIES, OpenAIHttp, ServedModel, StreamWatch, fetch_models, split_base_url,
     token_count,
 )
-
-DEFAULT_ANSWER_DEADLINE_S = 900.0  # one whole streamed answer, first byte to last event
 
 # Chat templates wrap each message in a few special tokens (role header, end-of-turn) and end with
 # an assistant header. Used only when neither a local tokenizer nor the server can render the
@@ -96,15 +94,14 @@ class RemoteEngine:
         api_key: str | None = None,
         tokenizer: str | Path | Any | None = None,
         context_limit: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
+        deadlines: RemoteDeadlines | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
-        answer_deadline_s: float = DEFAULT_ANSWER_DEADLINE_S,
     ):
         urls = split_base_url(base_url)
-        self.answer_deadline_s = answer_deadline_s
-        self._http = OpenAIHttp(urls, api_key, timeout, max_retries, backoff_s, transport)
+        self.deadlines = deadlines or RemoteDeadlines()
+        self._http = OpenAIHttp(urls, api_key, self.deadlines, max_retries, backoff_s, transport)
         self.base_url = urls.api
         try:
             served = fetch_models(self._http)
@@ -270,19 +267,17 @@ class RemoteEngine:
             body["stop"] = params.stop
         url = self._http.urls.api + "/chat/completions"
         started = time.perf_counter()
+        clock = time.monotonic()
         response = self._http.request("POST", url, json_body=body, stream=True)
         pieces: list[str] = []
         first: float | None = None
         finish = ""
         usage: dict | None = None
         cap = body["max_tokens"]  # a server that never stops is stopped here: each delta carries a token or more
-        # The read timeout bounds silence; this bounds the whole answer, keep-alive comments and slow drips included.
-        expired = threading.Event()
-        watchdog = threading.Timer(self.answer_deadline_s, lambda: (expired.set(), response.close()))
-        watchdog.daemon = True
-        watchdog.start()
+        watch = StreamWatch(response, self.deadlines, clock)
         try:
             for event in EventSource(response).iter_sse():
+                watch.heard()
                 if event.data.strip() == "[DONE]":
                     break
                 if not event.data.strip():
@@ -306,34 +301,31 @@ class RemoteEngine:
                             first = time.perf_counter()
                         pieces.append(text)
                         yield text
+                        watch.heard()
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
-        except httpx.TimeoutException as exc:
-            if expired.is_set():
-                raise self._over_deadline(len(pieces)) from exc
-            raise EngineError(
-                f"the server at {self._http.urls.root} did not answer within {self._http.timeout:g} s "
-                f"({'prefilling the prompt' if first is None else 'between two pieces of the answer'}); the "
-                "server may be overloaded, or the prompt needs longer than the per-request timeout"
-            ) from exc
+        except httpx.TimeoutException as exc:  # the read timeout can beat the watcher by a hair
+            raise self._over_deadline(watch.expired or ("idle" if watch.last_event else "first_byte"), len(pieces)) from exc
         except httpx.TransportError as exc:
-            if expired.is_set():
-                raise self._over_deadline(len(pieces)) from exc
+            if watch.expired:
+                raise self._over_deadline(watch.expired, len(pieces)) from exc
             raise EngineError(
                 f"the answer stream from {self._http.urls.root} broke after {len(pieces)} pieces "
                 f"({type(exc).__name__}); the answer is incomplete and was not recorded, ask again"
             ) from exc
         except (SSEError, ValueError, AttributeError) as exc:
-            if expired.is_set():
-                raise self._over_deadline(len(pieces)) from exc
+            if watch.expired:
+                raise self._over_deadline(watch.expired, len(pieces)) from exc
             raise EngineError(f"{url} sent a malformed event stream ({exc}); is it an OpenAI-compatible server?") from exc
         except Exception as exc:  # closing the stream under a reader surfaces as httpx's StreamClosed and the like
-            if expired.is_set():
-                raise self._over_deadline(len(pieces)) from exc
+            if watch.expired:
+                raise self._over_deadline(watch.expired, len(pieces)) from exc
             raise
         finally:
-            watchdog.cancel()
+            watch.stop()
             response.close()
+        if watch.expired:  # a cut connection can also read as the end of a body sent until close
+            raise self._over_deadline(watch.expired, len(pieces))
         if not finish:
             raise EngineError(
                 f"the answer stream from {self._http.urls.root} ended after {len(pieces)} pieces without a finish "
@@ -346,10 +338,14 @@ class RemoteEngine:
         self._record(state, usage, answer, started, first, ended, finish, len(pieces))
         state.messages.append({"role": "assistant", "content": answer})
 
-    def _over_deadline(self, pieces: int) -> EngineError:
-        return EngineError(
-            f"the answer from {self._http.urls.root} took longer than {self.answer_deadline_s:g} s in all "
-            f"(after {pieces} pieces) and was stopped; the answer was not recorded"
+    def _over_deadline(self, name: str, pieces: int) -> EngineError:
+        waited = {
+            "first_byte": "sent no event after the request",
+            "idle": "went silent between two events",
+            "answer": "did not finish the answer",
+        }[name]
+        return self.deadlines.exceeded(
+            name, f"the server at {self._http.urls.root} {waited} (after {pieces} pieces; the answer was not recorded)"
         )
 
     def _record(
