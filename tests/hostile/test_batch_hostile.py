@@ -16,6 +16,8 @@ from scoutdoc.ingest import IngestOptions
 
 from . import builders as b
 
+pytestmark = pytest.mark.slow  # seconds per case (real processes, bombs, deadlines): CI runs them, the inner loop does not
+
 
 class CountingEngine(FakeEngine):
     """The shared fake engine, also recording how many characters it was asked to tokenize."""

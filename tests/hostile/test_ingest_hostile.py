@@ -12,6 +12,8 @@ import pytest
 from . import builders as b
 from .runner import run_cli
 
+pytestmark = pytest.mark.slow  # seconds per case (real processes, bombs, deadlines): CI runs them, the inner loop does not
+
 GOOD = "GOODMARKER the good file is still read"
 MiB = b.MiB
 

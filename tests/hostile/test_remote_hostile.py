@@ -19,6 +19,8 @@ from scoutdoc.engines.remote import RemoteEngine
 from scoutdoc.errors import EngineError, UsageError
 from scoutdoc.prompt import Message, Prompt
 
+pytestmark = pytest.mark.slow  # seconds per case (real processes, bombs, deadlines): CI runs them, the inner loop does not
+
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
