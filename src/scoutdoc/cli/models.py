@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..engines import RuntimeOptions
-from .common import download_bar, err
+from ..units import format_bytes
+from .common import download_bar
 from .options import ENGINE, ApiKeyOpt, EngineChoice, check_size, expand_options
 
 # What `models info --context` plans with: the embedded engine's own options and defaults, so the plan
@@ -20,10 +21,6 @@ app = typer.Typer(help="List, pull and describe models.", no_args_is_help=True)
 
 def _plan_options(runtime: RuntimeOptions) -> dict:
     return {name: getattr(runtime, name) for name in PLAN_OPTIONS}
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 @app.command("list")
@@ -44,7 +41,7 @@ def models_list(
         return
     for r in rows:
         state = "pulled" if r["pulled"] else "not pulled"
-        sys.stdout.write(f"{r['name']}\t{state}\t{_gib(r['size_bytes'])}\t{r['path']}\n")
+        sys.stdout.write(f"{r['name']}\t{state}\t{format_bytes(r['size_bytes'])}\t{r['path']}\n")
 
 
 def _served_models(base_url: str, api_key: Optional[str], as_json: bool) -> None:
@@ -117,7 +114,7 @@ def models_info(
         ("chunk size", str(info["attention_chunk_size"] or "none")),
         ("context length", f"{info['context_length']:,}"),
         ("vocabulary", f"{info['vocab_size']:,}"),
-        ("size on disk", "no weights (a config.json only)" if info["size_on_disk_bytes"] is None else _gib(info["size_on_disk_bytes"])),
+        ("size on disk", "no weights (a config.json only)" if info["size_on_disk_bytes"] is None else format_bytes(info["size_on_disk_bytes"])),
     ]
     for key, value in lines:
         sys.stdout.write(f"{key + ':':<16}{value}\n")
