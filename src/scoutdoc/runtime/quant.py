@@ -58,13 +58,19 @@ class Q8Table(nn.Module):
         """The embedding lookup: rows for ids [T] -> [T, hidden] in the model dtype."""
         return self.rows(ids=ids).to(self.dtype)
 
-    def per_row_int8(self, rows_per_step: int = 8192) -> "Quantized":
-        """The table as int8 with one scale per row (what PyTorch's int8 kernel takes), made
-        `rows_per_step` rows at a time: each row's largest block keeps its values exactly, the
-        others lose at most half a step of the row scale (as `q8_0_to_int8`)."""
-        vocab, _ = self.shape
-        parts = [quantize(self.rows(start, start + rows_per_step), "int8") for start in range(0, vocab, rows_per_step)]
-        return Quantized.cat(parts)
+    def per_row_int8(self, rows_per_step: int = 1024) -> "Quantized":
+        """The table as int8 with one scale per row (what PyTorch's int8 kernel takes): each row's
+        largest block keeps its values exactly, the others lose at most half a step of the row
+        scale (as `q8_0_to_int8`). Made a few rows at a time into preallocated tensors, so loading
+        never holds a dense copy of the table."""
+        vocab, hidden = self.shape
+        values = torch.empty(vocab, hidden, dtype=torch.int8, device=self.values.device)
+        scales = torch.empty(vocab, dtype=torch.float32, device=self.values.device)
+        for start in range(0, vocab, rows_per_step):
+            part = quantize(self.rows(start, start + rows_per_step), "int8")
+            values[start : start + rows_per_step] = part.values
+            scales[start : start + rows_per_step] = part.scales
+        return Quantized("int8", values, scales)
 
     def project(self, x: torch.Tensor, rows_per_step: int = 8192) -> torch.Tensor:
         """x [T, hidden] times the table's transpose -> fp32 logits [T, vocab] (the tied LM head)."""
