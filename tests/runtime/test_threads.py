@@ -87,6 +87,10 @@ def test_load_watch_gives_decode_the_cores_others_leave_free(monkeypatch):
     assert watch.decode_threads(8) == 3
     clock[0] += 1.0; busy[0] += 3.96; own[0] += 0.5  # others kept about three and a half cores busy
     assert watch.decode_threads(8) == 1
+    clock[0] += 1.0; busy[0] += 1.5; own[0] += 1.0  # half a core taken by others is a core lost
+    assert watch.decode_threads(8) == 3
+    clock[0] += 1.0; busy[0] += 1.2; own[0] += 1.0  # background noise is not
+    assert watch.decode_threads(8) == 4
     monkeypatch.setenv("SCOUTDOC_THREADS", "2")
     assert watch.decode_threads(8) == 2
 
