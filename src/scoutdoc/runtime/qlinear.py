@@ -200,7 +200,9 @@ class TiedQ8Head(nn.Module):
         super().__init__()
         self.table = table
         device = table.values.device
-        self.decode = QuantLinear(table.per_row_int8(), device, table.dtype) if fast_decode and kernel_for("int8", device.type) else None
+        self.decode = None
+        if fast_decode and kernel_for("int8", device.type):
+            self.decode = QuantLinear(table.per_row_int8(), device, table.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.decode is not None and x.shape[0] == 1:
