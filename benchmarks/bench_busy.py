@@ -5,8 +5,9 @@ runs in its own subprocess on the default model (same GGUF), prefills the same ~
 decodes greedy tokens; the decode tokens/s is measured twice, once on the machine as it is and once
 while a separate process spins on one core. Engines and threads:
 
-- scoutdoc: its own thread choice (`runtime.threads.choose`: the cores others leave free, sampled
-  before the prompt), i.e. what `scoutdoc ask` does; `--scoutdoc-threads N` fixes it instead;
+- scoutdoc: what `scoutdoc ask` does (its default dtype and `--quantize`; the prompt on the usable
+  cores, decode steps on the cores other processes leave free, `runtime.threads.LoadWatch`);
+  `--scoutdoc-threads N` fixes the count instead (SCOUTDOC_THREADS);
 - llama.cpp (llama-cpp-python): all usable cores, as its users typically pass (`n_threads`);
 - transformers: PyTorch's default threads (one per core).
 
@@ -49,16 +50,25 @@ def worker(engine: str, gguf: str, ids: list[int], tokens: int, threads: int | N
     if engine == "scoutdoc":
         import torch
 
+        from scoutdoc.engines import RuntimeOptions
         from scoutdoc.runtime import load_model
-        from scoutdoc.runtime.threads import choose
+        from scoutdoc.runtime.threads import LoadWatch, choose
 
-        model = load_model(gguf, dtype="float32", device="cpu")
-        session, _ = model.prefill(ids[:-1])
-        used = threads or choose(torch.get_num_threads())
-        torch.set_num_threads(used)
+        if threads:
+            os.environ["SCOUTDOC_THREADS"] = str(threads)
+        options = RuntimeOptions()  # what `scoutdoc ask` runs: its dtype and --quantize defaults
+        model = load_model(gguf, dtype=options.dtype, device="cpu", quantize=options.quantize)
+        ceiling = torch.get_num_threads()
+        torch.set_num_threads(choose(ceiling))
+        watch = LoadWatch()  # as the embedded engine: the prompt's run is the first look at the load
+        session = model.new_session()
+        session.cache.reserve(len(ids) + tokens + 1)
+        model.prefill(ids[:-1], session)
         started = time.perf_counter()
-        out = list(model.generate(ids, max_new_tokens=tokens + 1, session=session, stop_ids=[]))
+        out = list(model.generate(ids, max_new_tokens=tokens + 1, session=session, stop_ids=[],
+                                  decode_threads=lambda: watch.decode_threads(ceiling)))
         assert len(out) == tokens + 1
+        used = torch.get_num_threads()
     elif engine == "llama_cpp":
         import llama_cpp
         import numpy as np

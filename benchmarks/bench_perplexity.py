@@ -14,6 +14,7 @@ re-quantizations (`llama_model_quantize` with `allow_requantize`; no unquantized
 
     python benchmarks/bench_perplexity.py                      # 8 windows of 512 tokens
     python benchmarks/bench_perplexity.py --tokens 16384 --ctx 1024 --json out.json
+    python benchmarks/bench_perplexity.py --decode             # scoutdoc's decode path, token by token
 """
 
 import argparse
@@ -49,15 +50,24 @@ def nll_of(logits: torch.Tensor, window: list[int]) -> tuple[float, int]:
     return -logp.gather(1, target[:, None]).sum().item(), len(window) - 1
 
 
-def scoutdoc_ppl(path: Path, windows: list[list[int]], dtype: str, quantize: str) -> float:
+def scoutdoc_ppl(path: Path, windows: list[list[int]], dtype: str, quantize: str, decode: bool = False) -> float:
     from scoutdoc.runtime import load_model
 
     model = load_model(path, dtype=dtype, device="cpu", quantize=quantize)
     total, count = 0.0, 0
     for window in windows:
-        nll, n = nll_of(model.logits(window), window)
+        nll, n = nll_of(decode_logits(model, window) if decode else model.logits(window), window)
         total, count = total + nll, count + n
     return math.exp(total / count)
+
+
+def decode_logits(model, window: list[int]) -> torch.Tensor:
+    """Logits of every position computed one token at a time, as decode steps are: the quantized
+    kernels and the decode head run (a whole window at once would take the prompt path instead,
+    which multiplies by dequantized weights)."""
+    cache = model.new_session().cache
+    with torch.inference_mode():
+        return torch.cat([model.module(torch.tensor([token]), cache).float() for token in window])
 
 
 def llama_cpp_ppl(path: Path, windows: list[list[int]], threads: int) -> float:
@@ -94,6 +104,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-llama-cpp", action="store_true")
+    ap.add_argument("--decode", action="store_true",
+                    help="score scoutdoc one token at a time (its decode path) instead of whole windows")
+    ap.add_argument("--quantize", default="none,int8,auto", help="scoutdoc's --quantize values to run")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,10 +118,11 @@ def main() -> None:
     ids = corpus_ids(Tokenizer.from_gguf(gguf), args.tokens)
     windows = [ids[s : s + args.ctx] for s in range(0, len(ids) - 1, args.ctx)]
     rows = []
-    for quantize in ("none", "int8", "auto"):
+    for quantize in args.quantize.split(","):
         start = time.perf_counter()
-        ppl = scoutdoc_ppl(gguf, windows, args.dtype, quantize)
-        rows.append({"engine": f"scoutdoc {args.dtype} --quantize {quantize}", "ppl": ppl,
+        ppl = scoutdoc_ppl(gguf, windows, args.dtype, quantize, args.decode)
+        path = ", token by token" if args.decode else ""
+        rows.append({"engine": f"scoutdoc {args.dtype} --quantize {quantize}{path}", "ppl": ppl,
                      "seconds": time.perf_counter() - start})
         print(rows[-1], flush=True)
     if not args.skip_llama_cpp:

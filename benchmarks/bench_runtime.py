@@ -75,7 +75,11 @@ def _scoutdoc(gguf: Path, threads: int, dtype: str, quantize: str = "none"):
         m.prefill(ids)
 
     def decode(ids, n):
-        session, _ = m.prefill(ids[:-1])
+        # sized for the whole answer before the prompt, as `scoutdoc ask` does (generate_ids reserves
+        # first); llama.cpp's context is allocated at load
+        session = m.new_session()
+        session.cache.reserve(len(ids) + n)
+        m.prefill(ids[:-1], session)
         with Timer() as t:
             out = list(m.generate(ids, max_new_tokens=n + 1, session=session, stop_ids=[]))
         assert len(out) == n + 1  # one-token prefill + n decode steps (the last token is never fed)

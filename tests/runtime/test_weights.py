@@ -149,7 +149,8 @@ def test_q8_0_token_table_stays_quantized(gguf_llama, tmp_path, dtype):
     and the tied LM head's one-row path (every decode step) matches the dense product."""
     import gguf
 
-    from scoutdoc.runtime.quant import Q8Table, TiedQ8Head
+    from scoutdoc.runtime.qlinear import TiedQ8Head
+    from scoutdoc.runtime.quant import Q8Table
 
     hf, _ = gguf_llama
     ours = load_model(write_gguf(tmp_path / "q8.gguf", hf, "llama", "Q8_0"), dtype=dtype, device="cpu")
@@ -172,6 +173,26 @@ def test_q8_0_token_table_stays_quantized(gguf_llama, tmp_path, dtype):
     if dtype == "float32":
         _, last = ours.prefill(IDS.tolist())  # a one-row head, as in decoding
         assert (last - ours.logits(IDS)[-1]).abs().max() <= 1e-4
+
+
+def test_quantized_model_decodes_through_a_per_row_int8_head(gguf_llama, tmp_path):
+    """With --quantize auto a decode step multiplies by a per-row int8 copy of the Q8_0 table (one
+    kernel call instead of one per 32-wide block): logits close to the exact head's, prompts unchanged."""
+    from scoutdoc.runtime.qlinear import kernel_for
+
+    if kernel_for("int8", "cpu") is None:
+        pytest.skip("PyTorch's int8 kernel does not run here")
+    hf, _ = gguf_llama
+    path = write_gguf(tmp_path / "q8.gguf", hf, "llama", "Q8_0")
+    exact = load_model(path, dtype="float32", device="cpu").module.lm_head
+    fast = load_model(path, dtype="float32", device="cpu", quantize="auto").module.lm_head
+    assert exact.decode is None and fast.decode.kind == "int8" and fast.decode.layout == "int8mm"
+    x = torch.randn(1, fast.table.shape[1], generator=torch.Generator().manual_seed(2))
+    want, got = exact(x), fast(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert (got - want).abs().max() <= 0.02 * want.abs().max()
+    assert (got.argmax() == want.argmax()) or (want.max() - want[0, got.argmax()]) < 0.02 * want.abs().max()
+    assert torch.equal(fast(x.expand(3, -1)), exact(x.expand(3, -1)))  # prompts: the exact table
 
 
 def test_q8_0_tied_head_stays_dense_where_the_int8_kernel_does_not_run(tiny):

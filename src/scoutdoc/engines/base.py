@@ -98,10 +98,10 @@ class RuntimeOptions:
 
     dtype: str = "float32"
     device: str = "auto"
-    # Dense by default: with `auto` (the default model's 4-bit matrices kept, ~1.7x faster decode) a
-    # follow-up from a KV snapshot did not always give the answer a full recompute gives (a near-tie
-    # flipped in two full-suite runs, not reproduced alone), and that equality is a promise.
-    quantize: str = "none"
+    # `auto`: the default model's 4-bit matrices stay 4-bit (decode 3x faster in fp32, 40 % less
+    # memory; docs/benchmarks.md). `none` is the dense path, where a follow-up from a KV snapshot
+    # equals a full recompute word for word (see README).
+    quantize: str = "auto"
     attn: str = "auto"
     kv_dtype: str | None = None
     kv_device_budget: str | None = None

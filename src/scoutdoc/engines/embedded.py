@@ -19,7 +19,7 @@ from ..models import resolve
 from ..progress import Progress
 from ..units import parse_size
 from ..prompt import Message, Prompt
-from .base import GenerationParams, Stats
+from .base import GenerationParams, RuntimeOptions, Stats
 from .chat import as_dicts, cut_after_last_special, render, special_strings
 
 
@@ -35,6 +35,7 @@ class EmbeddedState:
     prefill_started: float = 0.0
     prefill_s: float = 0.0
     logits: object = None  # the last prompt position's logits: the first answer token needs no extra forward
+    load_watch: object = None  # runtime.threads.LoadWatch started with the prompt: threads for decoding
 
     @property
     def tokens(self) -> int:
@@ -84,7 +85,7 @@ class EmbeddedEngine:
     def __init__(
         self,
         model: str,
-        dtype: str = "float32",
+        dtype: str = RuntimeOptions.dtype,
         device: str = "auto",
         prefill_chunk: int | None = None,
         attn: str = "auto",
@@ -92,7 +93,7 @@ class EmbeddedEngine:
         kv_device_budget: str | int | None = None,
         kv_host_budget: str | int | None = None,
         kv_disk: str | Path | None = None,
-        quantize: str = "none",
+        quantize: str = RuntimeOptions.quantize,
     ):
         """`attn` and the `kv_*` options are checked before the weights load, so a forced attention
         backend this machine cannot run (ModelError) or an unreadable size (UsageError) fails fast."""
@@ -192,14 +193,16 @@ class EmbeddedEngine:
     def prefill(self, prompt: Prompt, snapshot: EmbeddedState | None = None, progress: Progress | None = None) -> EmbeddedState:
         import torch
 
-        from ..runtime.threads import choose
+        from ..runtime.threads import LoadWatch, choose
 
         ids = self._render(prompt).ids
         torch.set_num_threads(choose(self.thread_ceiling))  # the usable cores, or SCOUTDOC_THREADS
+        watch = LoadWatch()  # the prompt's run is its first look at others' load
         started = time.perf_counter()
         session, cached = self._rewind(snapshot, ids)  # always leaves at least one token to run
         logits = self._prefill(session, ids, progress)
-        state = EmbeddedState(session=session, prompt=prompt, ids=ids, prefill_started=started, logits=logits)
+        state = EmbeddedState(session=session, prompt=prompt, ids=ids, prefill_started=started, logits=logits,
+                              load_watch=watch)
         state.prefill_s = time.perf_counter() - started
         state.stats = Stats(prompt_tokens=len(ids), cached_tokens=cached, prefilled_tokens=len(ids) - cached)
         return state
@@ -209,9 +212,12 @@ class EmbeddedEngine:
 
         sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed,
                             repetition_penalty=params.repetition_penalty, loop_window=params.loop_window)
+        from ..runtime.threads import LoadWatch
+
+        watch, ceiling = state.load_watch or LoadWatch(), self.thread_ceiling
         text_gen = self.model.generate_text(
             state.ids, max_new_tokens=params.max_tokens, sampling=sampling, stop=params.stop, session=state.session,
-            logits=state.logits,
+            logits=state.logits, decode_threads=lambda: watch.decode_threads(ceiling),
         )
         state.logits = None  # consumed: the session moves on as tokens are generated
         stats = state.stats

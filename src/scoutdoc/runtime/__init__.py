@@ -9,7 +9,7 @@ Loaded models are cached by fingerprint and device: the only global state in the
 runtime knows files, not names: `scoutdoc.models.resolve` turns a catalog name into a path.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,14 +103,16 @@ class LoadedModel:
         prefill_chunk: int | None = None,
         progress: Progress | None = None,
         logits: torch.Tensor | None = None,
+        decode_threads: Callable[[], int] | None = None,
     ) -> Iterator[int]:
         """Yield new token ids; stops on the model's end tokens (not yielded) or after max_new_tokens.
 
-        Pass `logits` from `prefill` when `session` already holds all of `ids`."""
+        Pass `logits` from `prefill` when `session` already holds all of `ids`; `decode_threads`:
+        see `generate.generate_ids`."""
         session = session if session is not None else self.new_session()
         return generate_ids(
             self.module, session, list(ids), max_new_tokens, sampling or Sampling(),
-            self.stop_ids if stop_ids is None else stop_ids, prefill_chunk, progress, logits,
+            self.stop_ids if stop_ids is None else stop_ids, prefill_chunk, progress, logits, decode_threads,
         )
 
     def generate_text(
@@ -123,11 +125,12 @@ class LoadedModel:
         prefill_chunk: int | None = None,
         progress: Progress | None = None,
         logits: torch.Tensor | None = None,
+        decode_threads: Callable[[], int] | None = None,
     ) -> TextGeneration:
         """Stream text pieces (never a split UTF-8 character), stopping at any of `stop` (not included)."""
         return TextGeneration(
             token_source=lambda: self.generate(
-                ids, max_new_tokens, sampling, session, None, prefill_chunk, progress, logits
+                ids, max_new_tokens, sampling, session, None, prefill_chunk, progress, logits, decode_threads
             ),
             tokenizer=self.tokenizer,
             stop=list(stop or []),

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from .qlinear import kernel_for
 from .qload import DECODER_MATRICES, gguf_target, quantized_bytes
 from .quant import Q8_BLOCK
 from .weights import Checkpoint, _gguf_name, keeps_q8_table
@@ -15,7 +16,8 @@ from .weights import Checkpoint, _gguf_name, keeps_q8_table
 
 def loaded_weight_bytes(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quantize_as: str = "none") -> int:
     """What the loaded weights occupy: every parameter in `dtype`, decoder matrices as `quantize_as`
-    holds them (`qload`), and a Q8_0 token table kept 8-bit (`keeps_q8_table`). A quantized GGUF's
+    holds them (`qload`), and a Q8_0 token table kept 8-bit (`keeps_q8_table`), with a quantized
+    model's decode head beside it (`qlinear.TiedQ8Head`). A quantized GGUF's
     file size is no guide: with `--quantize none` its matrices are dequantized on load."""
     import gguf
 
@@ -36,6 +38,8 @@ def loaded_weight_bytes(ckpt: Checkpoint, dtype: torch.dtype, device: torch.devi
         table = config.vocab_size * config.hidden_size
         q8 = table + table // Q8_BLOCK * 4 + config.vocab_size * itemsize  # values, fp32 scales, unit row
         total += q8 - table * itemsize
+        if quantize_as != "none" and config.tie_word_embeddings and kernel_for("int8", device.type):
+            total += table + config.vocab_size * 2  # the decode head's per-row int8 copy, bf16 scales
     return total
 
 

@@ -19,6 +19,8 @@ from ..progress import Progress
 from .heap import release_freed_heap
 from .kvcache import KVCache
 
+RETHREAD_EVERY = 32  # decode steps between two looks at the machine's load (a look costs microseconds)
+
 # Dense models. On CPU one 2048-token piece prefills ~20% faster than four of 512 (one causal
 # attention call instead of a growing number of split ones); its activations stay small next to the KV.
 DEFAULT_PREFILL_CHUNK = 2048
@@ -157,13 +159,15 @@ def generate_ids(
     prefill_chunk: int | None = None,
     progress: Progress | None = None,
     logits: torch.Tensor | None = None,
+    decode_threads: Callable[[], int] | None = None,
 ) -> Iterator[int]:
     """Yield new token ids until a stop id (not yielded), or max_new_tokens.
 
     The session's cache holds every yielded token except the last one (it is fed to the model only
     when the next token is needed), so `session.ids` always names exactly what the cache contains.
     `logits`: the last position's logits from a caller that already prefilled all of `ids` (so the
-    first answer token costs no extra forward pass).
+    first answer token costs no extra forward pass). `decode_threads`: asked before the first
+    decode step and every RETHREAD_EVERY steps how many threads to decode with (`threads.LoadWatch`).
     """
     sampling = sampling or Sampling()
     stop = set(stop_ids)
@@ -183,6 +187,10 @@ def generate_ids(
         yield token
         if n + 1 == max_new_tokens:
             return
+        if decode_threads is not None and n % RETHREAD_EVERY == 0:
+            threads = decode_threads()
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
         with torch.inference_mode():
             logits = model(torch.tensor([token], device=device), session.cache)[-1].float()
         session.ids.append(token)

@@ -18,8 +18,8 @@ from torch import nn
 from .config import ModelConfig
 from .kvcache import KVCache
 from .qexperts import expert_linear
-from .qlinear import QuantLinear
-from .quant import Q8Table, TiedQ8Head
+from .qlinear import QuantLinear, TiedQ8Head
+from .quant import Q8Table
 from .rope import apply_rope, inverse_frequencies, rope_tables
 
 
@@ -214,11 +214,12 @@ class Transformer(nn.Module):
     def tie_weights(self) -> None:
         self.lm_head.weight = self.embed.weight
 
-    def use_q8_table(self, table: Q8Table) -> None:
-        """Look tokens up in a quantized table (and, when tied, project onto it) instead of a dense one."""
+    def use_q8_table(self, table: Q8Table, fast_decode: bool = False) -> None:
+        """Look tokens up in a quantized table (and, when tied, project onto it) instead of a dense
+        one; `fast_decode`: see `TiedQ8Head`."""
         self.embed = table
         if self.config.tie_word_embeddings:
-            self.lm_head = TiedQ8Head(table)
+            self.lm_head = TiedQ8Head(table, fast_decode)
 
     def temperature_scales(self, positions: torch.Tensor) -> torch.Tensor:
         """fp32 [T, 1, 1] query scales for NoPE layers: 1 + attn_scale * ln(1 + floor((p + 1) / floor_scale))."""

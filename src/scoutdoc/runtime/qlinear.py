@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quant import Quantized, quantize
+from .quant import Q8Table, Quantized, quantize
 
 KERNEL_ROWS = 16  # up to this many rows the quantized kernels beat dequantize + dense product (CPU)
 ANY_ROWS = ("int4cuda", "fp8mm")  # GPU kernels built for prompts too (tensor cores); int4cuda is opaque
@@ -85,6 +85,7 @@ class QuantLinear(nn.Module):
             columns = -q.shape[1] % COLUMN_BLOCK if self.layout == "int8mm" else 0
             self.register_buffer("values", F.pad(q.values, (0, columns)) if columns else q.values.contiguous())
             self.register_buffer("scales", q.scales.to(self.act_dtype if self.layout == "int8mm" else torch.float32))
+        self._set_shape_flags()
 
     def _pack_int4(self, q: Quantized) -> None:
         rows = -q.shape[0] % ROW_BLOCK
@@ -141,22 +142,34 @@ class QuantLinear(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A decode step runs this ~120 times for the default model: branches on plain attributes set
+        # once (`_set_shape_flags`), no buffer lookups beyond the kernel's own operands.
         dense = self.dense_weight(x)
         if dense is not None:
             return F.linear(x, dense)
-        rows, shape = x.numel() // x.shape[-1], x.shape
-        x2 = x.reshape(rows, shape[-1]).to(self.act_dtype)
-        if self.padded_in != self.in_features:
-            x2 = F.pad(x2, (0, self.padded_in - self.in_features))
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).to(self.act_dtype)
+        if self.pad_in:
+            x2 = F.pad(x2, (0, self.pad_in))
+        out = self._kernel(x2)
+        if self.pad_out:
+            out = out[:, : self.out_features]
+        return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+    def _kernel(self, x2: torch.Tensor) -> torch.Tensor:
+        if self.layout.startswith("int4cpu"):
+            return torch._weight_int4pack_mm_for_cpu(x2, self.packed, self.group, self.scale_zero)
         if self.layout == "int8mm":
-            out = torch._weight_int8pack_mm(x2, self.values, self.scales)
-        elif self.layout == "fp8mm":
-            out = _fp8_matmul(x2, self.values, self.scales)
-        elif self.layout == "int4cuda":
-            out = torch._weight_int4pack_mm(x2, self.packed, self.group, self.scale_zero)
-        else:
-            out = torch._weight_int4pack_mm_for_cpu(x2, self.packed, self.group, self.scale_zero)
-        return out[:, : self.out_features].to(x.dtype).reshape(*shape[:-1], self.out_features)
+            return torch._weight_int8pack_mm(x2, self.values, self.scales)
+        if self.layout == "fp8mm":
+            return _fp8_matmul(x2, self.values, self.scales)
+        return torch._weight_int4pack_mm(x2, self.packed, self.group, self.scale_zero)
+
+    def _set_shape_flags(self) -> None:
+        """Columns the kernel's input is padded with, and whether its output has rows to cut off."""
+        self.pad_in = self.padded_in - self.in_features
+        held_rows = self.scale_zero.shape[1] if self.kind == "int4" else self.values.shape[0]
+        self.pad_out = held_rows != self.out_features
 
     @property
     def nbytes(self) -> int:
@@ -171,3 +184,25 @@ def _fp8_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> 
     row_scale = x.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12) / 448.0
     x8 = (x.float() / row_scale).to(torch.float8_e4m3fn)
     return torch._scaled_mm(x8, weight.t(), scale_a=row_scale, scale_b=scales[None, :].float(), out_dtype=x.dtype)
+
+
+class TiedQ8Head(nn.Module):
+    """The LM head of a tied model whose token table is a `Q8Table`.
+
+    Prompts multiply by the table's exact rows (`Q8Table.project`). With `fast_decode` (the model
+    runs quantized matrices anyway), a decode step multiplies by a per-row int8 copy of the table
+    instead, in one `_weight_int8pack_mm` with bfloat16 activations: 0.9 ms against 4.2 ms (bf16)
+    or 12 ms (fp32) for the 18 per-block products of the default model, for 28 MB more memory.
+    Its logits come out at bfloat16 precision, like every quantized layer's outputs.
+    """
+
+    def __init__(self, table: Q8Table, fast_decode: bool = False):
+        super().__init__()
+        self.table = table
+        device = table.values.device
+        self.decode = QuantLinear(table.per_row_int8(), device, table.dtype) if fast_decode and kernel_for("int8", device.type) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.decode is not None and x.shape[0] == 1:
+            return self.decode(x).float()
+        return self.table.project(x)

@@ -12,8 +12,10 @@ exact in fp32, so a looked-up row equals the dense table's row bit for bit.
 The tied LM head multiplies by the table without expanding it: one `_weight_int8pack_mm` per
 32-wide block with unit scales gives the unscaled partial dot products, which are then scaled and
 summed in fp32 (PyTorch's int8 kernel only takes one scale per output row, in the activation dtype;
-fp16 scales rounded to bf16 would be less exact). For a decode step of the default model that is
-about 1 ms more than a bf16 GEMV over a dense table; prompts (more than one row) use dense blocks.
+fp16 scales rounded to bf16 would be less exact); prompts (more than one row) use dense blocks.
+That keeps the dense model's logits, but a decode step pays 18 small products (4.2 ms for the
+default model). A quantized model (`--quantize` other than none) therefore also gets a per-row
+int8 copy of the table for its decode steps (`qlinear.TiedQ8Head`).
 """
 
 from dataclasses import dataclass
@@ -56,6 +58,20 @@ class Q8Table(nn.Module):
         """The embedding lookup: rows for ids [T] -> [T, hidden] in the model dtype."""
         return self.rows(ids=ids).to(self.dtype)
 
+    def per_row_int8(self, rows_per_step: int = 1024) -> "Quantized":
+        """The table as int8 with one scale per row (what PyTorch's int8 kernel takes): each row's
+        largest block keeps its values exactly, the others lose at most half a step of the row
+        scale (as `q8_0_to_int8`). Made a few rows at a time into preallocated tensors, so loading
+        never holds a dense copy of the table."""
+        vocab, hidden = self.shape
+        values = torch.empty(vocab, hidden, dtype=torch.int8, device=self.values.device)
+        scales = torch.empty(vocab, dtype=torch.float32, device=self.values.device)
+        for start in range(0, vocab, rows_per_step):
+            part = quantize(self.rows(start, start + rows_per_step), "int8")
+            values[start : start + rows_per_step] = part.values
+            scales[start : start + rows_per_step] = part.scales
+        return Quantized("int8", values, scales)
+
     def project(self, x: torch.Tensor, rows_per_step: int = 8192) -> torch.Tensor:
         """x [T, hidden] times the table's transpose -> fp32 logits [T, vocab] (the tied LM head)."""
         vocab, hidden = self.shape
@@ -70,17 +86,6 @@ class Q8Table(nn.Module):
             block = self.rows(start, start + rows_per_step).to(x.dtype)
             out[:, start : start + block.shape[0]] = F.linear(x, block)
         return out
-
-
-class TiedQ8Head(nn.Module):
-    """The LM head of a tied model whose token table is a `Q8Table`."""
-
-    def __init__(self, table: Q8Table):
-        super().__init__()
-        self.table = table
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.table.project(x)
 
 
 # --- quantized matrices in a plain form ------------------------------------------------------

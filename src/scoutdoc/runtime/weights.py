@@ -435,7 +435,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quan
     install(model, quant.done)
     quant.done.clear()
     if q8 is not None:
-        model.use_q8_table(q8)
+        model.use_q8_table(q8, fast_decode=quantize_as != "none")
     elif config.tie_word_embeddings:
         model.tie_weights()
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
