@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scoutdoc.fit import EXCERPT_TOKENS
+from scoutdoc.excerpt import EXCERPT_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "examples" / "contract.pdf"
@@ -112,7 +112,7 @@ def test_follow_up_reuses_snapshot_and_matches_full_recompute(asked_dense, smoll
     fresh = run(recompute_home, *args)
     c, f = json.loads(cached.stdout), json.loads(fresh.stdout)
     assert c["stats"]["cached_tokens"] == snap_tokens >= prefix_tokens  # documents and earlier turns reused
-    # only the new turn: the question, the sentences repeated before it (fit.excerpt) and the length line
+    # only the new turn: the question, the sentences repeated before it (excerpt.excerpt) and the length line
     assert c["stats"]["prefilled_tokens"] == c["stats"]["prompt_tokens"] - snap_tokens < EXCERPT_TOKENS + 40
     assert f["stats"]["cached_tokens"] == 0 and "recomputing" in fresh.stderr
     assert c["answer"] == f["answer"]

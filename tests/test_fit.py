@@ -154,33 +154,3 @@ def test_terms_drop_question_words_and_rank_uses_stems():
     passages = [fit.Passage(0, "[page 1]\nThe fee is monthly.\n", ["page 1"]),
                 fit.Passage(0, "[page 2]\nEither party may terminate with notice.\n", ["page 2"])]
     assert fit.rank(passages, "What is the termination notice period?") == [1, 0]
-
-
-def test_excerpt_repeats_the_best_matching_sentences_best_last():
-    pad = "\n" + filler(random.Random(1), 24)
-    doc = Document("c.pdf", "pdf", "0" * 64, "c", [
-        Segment("The fee is EUR 2,400 per month, paid within thirty days." + pad, "page 1"),
-        Segment("Either party may terminate with sixty days'\nwritten notice. A breach must be remedied\n"
-                "within fourteen days. Notice is given in writing." + pad, "page 2"),
-        Segment("The courts of Dublin have jurisdiction." + pad, "page 3")])
-    question = "What is the termination notice period?"
-    text = fit.excerpt(system_for(doc), question, count)
-    lines = text.splitlines()
-    # one sentence per line, its lines joined, after its source and location; the best match last
-    assert lines[-1] == "[c.pdf, page 2] Either party may terminate with sixty days' written notice."
-    assert lines[:-1] == ["[c.pdf, page 2] Notice is given in writing."]  # the breach sentence matches no term
-    assert fit.excerpt(system_for(doc), "Hello?", count) == ""
-    assert fit.excerpt(system_for(doc), question, count, room=count(lines[-1] + "\n")) == lines[-1] + "\n"
-    many = fit.excerpt(system_for(doc), "Which fee, notice, courts and river?", count)
-    assert len(many.splitlines()) == fit.EXCERPT_SENTENCES
-
-
-def test_sentences_cut_at_sentence_ends_and_narrow_line_ranges():
-    code = "def read(path):\n    return open(path).read()\n\n\ndef write(path, text):\n    open(path, 'w').write(text)\n"
-    doc = Document("io.py", "code", "0" * 64, "io", [Segment(code, "L1-6")])
-    units = fit.sentences(system_for(doc))[1]
-    assert [(u.text, u.where) for u in units] == [
-        ("def read(path): return open(path).read()", ["L1-2"]),
-        ("def write(path, text): open(path, 'w').write(text)", ["L5-6"])]
-    long = Document("a.txt", "text", "0" * 64, "a", [Segment("word " * 300, "L1-1")])
-    assert all(len(u.text) <= fit.SENTENCE_CHARS for u in fit.sentences(system_for(long))[1])

@@ -21,7 +21,7 @@ from scoutdoc import session as conv
 from scoutdoc.engines import Engine, GenerationParams
 from scoutdoc.errors import ContextTooLongError, IngestError, SessionError
 from scoutdoc.ingest import IngestOptions
-from scoutdoc.fit import excerpt
+from scoutdoc.excerpt import excerpt
 from scoutdoc.prompt import Message, Prompt, question_text, summary_instruction
 from scoutdoc.store import snapshot_file
 

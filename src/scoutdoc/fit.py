@@ -275,51 +275,6 @@ def rank(passages: list[Passage], question: str) -> list[int]:
     return best + [i for i in range(len(passages)) if i not in matched]
 
 
-EXCERPT_SENTENCES = 3  # sentences repeated next to the question
-EXCERPT_TOKENS = 400
-SENTENCE_CHARS = 400  # a "sentence" without an end (a list, a table, code) is cut at about this length
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n[ \t]*\n")
-
-
-def sentences(system: str) -> tuple[Layout, list[Passage]]:
-    """The documents in `system` (taken apart whole, so no segment is cut mid-sentence) and their
-    text as sentences, in document order, each with the locator of its segment (a line range
-    narrowed to the sentence's lines) and its whitespace collapsed: a PDF breaks lines
-    mid-sentence, and one sentence per line is what a small model reads best."""
-    layout = parse(system, len(system) + 1)
-    out: list[Passage] = []
-    for doc in range(len(layout.docs)):
-        body = "".join(p.text for p in layout.passages if p.doc == doc)
-        for where, text in _segments(body):
-            start = 0
-            for end, after in [m.span() for m in _SENTENCE_END.finditer(text)] + [(len(text), len(text))]:
-                raw = text[start:end].lstrip()
-                local = _narrow(where, text[: end - len(raw)], raw)
-                out.extend(Passage(doc, piece, [local])
-                           for piece in _split(" ".join(raw.split()), SENTENCE_CHARS, (" ",)) if piece.strip())
-                start = after
-    return layout, out
-
-
-def excerpt(system: str, question: str, count: Callable[[str], int], room: int = EXCERPT_TOKENS) -> str:
-    """The sentences of the documents that match the question best (BM25; none when nothing
-    matches), at most `room` tokens, one per line after its `[source, location]`, the best last:
-    what `prompt.question_text` puts right before the question. A small model copies the answer
-    from a sentence next to the question far more reliably than from a passage cut mid-sentence
-    or from the middle of a long document (measured with benchmarks/bench_answers.py)."""
-    layout, units = sentences(system)
-    lines, used = [], 0
-    for i in hits(units, question)[:EXCERPT_SENTENCES]:
-        unit = units[i]
-        name = layout.docs[unit.doc].source.rsplit("/", 1)[-1]
-        line = f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {unit.text}\n"
-        need = count(line)
-        if used + need <= room:
-            lines.append(line)
-            used += need
-    return "".join(reversed(lines))
-
-
 def describe(layout: Layout, chosen: Iterable[int]) -> str:
     """Where the chosen passages are from, compactly: "pages 2-5, 11", "L1-120, L300-340",
     "00:01:02-00:04:10"; prefixed by the file's name when there are several documents."""

@@ -77,7 +77,7 @@ ANSWER_LENGTH = "Answer in one or two sentences."
 
 def question_text(question: str, passages: str = "") -> str:
     """The user message for a question: the sentences most likely to hold the answer (see
-    `fit.excerpt`), then the question, then how long the answer should be. Repeating them here,
+    `excerpt.excerpt`), then the question, then how long the answer should be. Repeating them here,
     next to the question, helps small models most: they read the end of the prompt more closely
     than the middle of a long document, and without a length they ramble (measured with
     benchmarks/bench_answers.py, docs/benchmarks.md)."""

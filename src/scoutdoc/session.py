@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import excerpt as excerpts
 from . import fit as fitting
 from .engines import Engine, GenerationParams, Stats
 from .errors import ScoutdocError
@@ -176,7 +177,7 @@ def _with_passages(engine: Engine, system: str, question: str, summary: bool = F
     Only the question itself is stored as the turn's text."""
     if summary:
         return question
-    return question_text(question, fitting.excerpt(system, question, engine.count_tokens))
+    return question_text(question, excerpts.excerpt(system, question, engine.count_tokens))
 
 
 def run_fitted(
