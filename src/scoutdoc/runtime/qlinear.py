@@ -14,9 +14,12 @@ layer falls back wherever it is missing or disagrees. The fallback keeps int4 as
 
 On the CPU the int8/int4 kernels only run fast with bfloat16 activations (fp32 and fp16 are 10-30x
 slower than a dense product, torch 2.13), so an fp32 model hands them bfloat16 rows (W8A16 means
-16-bit activations); and they beat dequantize-then-matmul only for a few rows (on this project's
-machine: 2.3x at one row, even at about 16), so prompts dequantize one matrix at a time and run
-the dense product: prefill keeps oneDNN's speed, decode reads 4-8x fewer bytes.
+16-bit activations); and they beat dequantize-then-matmul only for a few rows, so prompts
+dequantize one matrix at a time and run the dense product: prefill keeps oneDNN's speed, decode
+reads 4-8x fewer bytes. Where the two cross depends on the CPU: about 16 rows on a Zen 4 VM (2.3x
+at one row), about 120 on an AMX Xeon VM (3x at 32 rows, the default model's layers). KERNEL_ROWS
+keeps the lower figure: a prompt piece sent to the slower side costs more than one kept off the
+faster side.
 """
 
 from functools import lru_cache
