@@ -173,7 +173,7 @@ def window(engine: Engine, params: GenerationParams, earlier: list[Message]) -> 
 
 
 def _with_passages(engine: Engine, system: str, question: str, summary: bool = False) -> str:
-    """What the model is asked: a question with its best-matching passages before it (a summary as is).
+    """What the model is asked: a question with its best-matching sentences before it (a summary as is).
     Only the question itself is stored as the turn's text."""
     if summary:
         return question
