@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scoutdoc.runtime.model import MoE
-from scoutdoc.runtime.rope import apply_rope, inverse_frequencies, pairs_to_halves
+from scoutdoc.runtime.rope import apply_rope, inverse_frequencies, pairs_to_halves, rope_tables
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_pair_layout_reordered_to_rotate_half_gives_same_scores():
         return torch.view_as_real(c * torch.polar(torch.ones_like(angles), angles)[:, None, :]).reshape(T, heads, d)
 
     ref = torch.einsum("qhd,khd->hqk", pair_rope((x @ wq.T).view(T, heads, d)), pair_rope((x @ wk.T).view(T, heads, d)))
-    cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+    cos, sin = rope_tables(torch.arange(T), inv, torch.float32)
     q = apply_rope((x @ pairs_to_halves(wq, heads).T).view(T, heads, d), cos, sin)
     k = apply_rope((x @ pairs_to_halves(wk, heads).T).view(T, heads, d), cos, sin)
     torch.testing.assert_close(torch.einsum("qhd,khd->hqk", q, k), ref, rtol=1e-5, atol=1e-4)
