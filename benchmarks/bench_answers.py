@@ -83,7 +83,7 @@ def documents_text(item: Item) -> str:
     return system_text(pack(require_documents(load_sources(item.paths(), IngestOptions()))))
 
 
-def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None) -> list[Answer]:
+def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None, dtype: str | None = None) -> list[Answer]:
     """Each question as a new `ask` session, through the library the CLI uses; sessions and KV
     snapshots go to a throw-away SCOUTDOC_HOME."""
     from scoutdoc.engines import GenerationParams, open_engine
@@ -93,7 +93,7 @@ def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None) -> li
     from scoutdoc.store import Store
 
     params = GenerationParams() if max_tokens is None else GenerationParams(max_tokens=max_tokens)
-    engine = open_engine("embedded", model=gguf)
+    engine = open_engine("embedded", model=gguf, **({"dtype": dtype} if dtype else {}))
     out = []
     saved = os.environ.get("SCOUTDOC_HOME")
     with tempfile.TemporaryDirectory(prefix="scoutdoc-qa-") as home, Store(Path(home) / "qa.db") as store:
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="two questions, 48-token answers (CI)")
     parser.add_argument("--only", default="", help="comma-separated question ids")
     parser.add_argument("--sample", type=int, default=None, help="N questions spread evenly over the set")
+    parser.add_argument("--dtype", default=None, help="scoutdoc's --dtype (default: scoutdoc's default)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both engines (default: all usable)")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--max-tokens", type=int, default=None, help="answer budget (default: scoutdoc's default)")
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     fits = [fits_window(it, gguf) for it in items]
     answers: dict[str, list[Answer]] = {}
     if "scoutdoc" in engines:
-        answers["scoutdoc"] = scoutdoc_answers(items, gguf, args.max_tokens)
+        answers["scoutdoc"] = scoutdoc_answers(items, gguf, args.max_tokens, args.dtype)
     if "llama.cpp" in engines:
         answers["llama.cpp"] = llama_answers(items, gguf, args.max_tokens, threads)
     summary = score(items, answers, fits)

@@ -47,15 +47,16 @@ def asked(smollm2_gguf, tmp_path_factory):
 
 
 # Word-for-word equality with another computation of the same prompt (a full recompute, attention
-# over KV split into tiers) holds on the dense path. The default 4-bit kernels round activations to
-# bfloat16, which turns the last-bit differences of a differently split computation into bf16 steps,
-# so there a near-tie between two tokens can go either way.
-DENSE = ("--quantize", "none")
+# over KV split into tiers) holds on the dense float32 path. The default 4-bit kernels (and the
+# default dtype on a CPU with native bfloat16) round activations to bfloat16, which turns the last-bit
+# differences of a differently split computation into bf16 steps, so there a near-tie between two
+# tokens can go either way.
+DENSE = ("--quantize", "none", "--dtype", "float32")
 
 
 @pytest.fixture(scope="module")
 def asked_dense(smollm2_gguf, tmp_path_factory):
-    """The README's first command on the dense path."""
+    """The README's first command on the dense float32 path."""
     home = tmp_path_factory.mktemp("home-dense")
     proc = run(home, "ask", str(CONTRACT), "What is the termination notice period?", "--max-tokens", "16", "--json",
                *DENSE, model=smollm2_gguf)

@@ -340,7 +340,7 @@ def tokenizer_for(ref: str):
 
 
 def memory_plan(
-    info: dict[str, Any], context: str | int, *, dtype: str = "float32", kv_dtype: str | None = None,
+    info: dict[str, Any], context: str | int, *, dtype: str = "auto", kv_dtype: str | None = None,
     device: str = "auto", kv_device_budget: str | None = None, kv_host_budget: str | None = None,
     kv_disk: Path | None = None, prefill_chunk: int | None = None, quantize: str = "none",
     device_memory: str | None = None, host_memory: str | None = None,
@@ -356,6 +356,7 @@ def memory_plan(
     import torch
 
     from .runtime.config import ModelConfig
+    from .runtime.dtypes import auto_dtype
     from .runtime.footprint import gguf_matrix_types, loaded_weight_bytes
     from .runtime.memory import plan_memory
     from .runtime.qload import check_quantize, describe_gguf
@@ -365,6 +366,8 @@ def memory_plan(
     quantize = check_quantize(quantize)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = auto_dtype(device)
     detail = ""
     if info["kind"] == "config":
         cfg, weights = ModelConfig.from_file(path), None

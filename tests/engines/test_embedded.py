@@ -18,9 +18,10 @@ PARAMS = GenerationParams(max_tokens=12, temperature=0.0)
 
 @pytest.fixture(scope="module")
 def engine(smollm2_gguf):
-    """The dense path: there a snapshot follow-up equals a full recompute word for word (the default
-    4-bit kernels round activations to bf16, where a near-tie can go either way; see tests/test_cli.py)."""
-    return open_engine("embedded", model=str(smollm2_gguf), device="cpu", quantize="none")
+    """The dense float32 path: there a snapshot follow-up equals a full recompute word for word (the
+    default 4-bit kernels and bfloat16 round activations to bf16, where a near-tie can go either way;
+    see tests/test_cli.py)."""
+    return open_engine("embedded", model=str(smollm2_gguf), device="cpu", quantize="none", dtype="float32")
 
 
 def _answer(engine, prompt, snapshot=None):
@@ -148,7 +149,8 @@ def test_forced_backend_that_cannot_run_fails_before_loading(smollm2_gguf):
 @pytest.mark.slow
 def test_kv_options_spill_to_disk_and_snapshots_load_with_them(smollm2_gguf, engine, tmp_path):
     spill = tmp_path / "kv"
-    tiered = open_engine("embedded", model=str(smollm2_gguf), device="cpu", kv_device_budget="1k", kv_disk=spill, quantize="none")
+    tiered = open_engine("embedded", model=str(smollm2_gguf), device="cpu", kv_device_budget="1k", kv_disk=spill,
+                         quantize="none", dtype="float32")
     prompt = build_prompt(DOCS, [], "How much does the Client pay?")
     answer, state = _answer(tiered, prompt)
     assert state.session.cache.memory_bytes()["global_disk"] > 0

@@ -191,7 +191,7 @@ def engine_choice(
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Remote engine: the served model's tokenizer (tokenizer.json, model directory or .gguf) for exact token counts.")] = None,
     remote_deadlines: Annotated[Optional[str], typer.Option("--remote-deadlines", metavar="KEY=SECONDS,...", callback=_check_deadlines, help="Remote engine: seconds to wait, any of connect=10,first-byte=600,idle=60,answer=900 (to connect; for the first event; between events; for the whole answer).")] = None,
     device: Annotated[str, typer.Option("--device", help="Embedded engine: cpu, cuda, or auto.")] = RuntimeOptions.device,
-    dtype: Annotated[str, typer.Option("--dtype", help="Embedded engine: float32, bfloat16 or float16.")] = RuntimeOptions.dtype,
+    dtype: Annotated[str, typer.Option("--dtype", help="Embedded engine: auto (bfloat16 where the hardware computes it natively, else float32), float32, bfloat16 or float16.")] = RuntimeOptions.dtype,
     quantize: Annotated[str, typer.Option("--quantize", help="Embedded engine: decoder matrices auto (as the file keeps them, where a kernel runs them), none (dense), int8, int4 or fp8.")] = RuntimeOptions.quantize,
     attn: Annotated[str, typer.Option("--attn", help="Embedded engine: attention backend auto, sdpa, flex, math or flash (flash needs CUDA and flash-attn).")] = RuntimeOptions.attn,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="Embedded engine: KV cache dtype: model, float16, bfloat16 or float8.")] = None,

@@ -96,7 +96,8 @@ class RuntimeOptions:
     cache may live (byte budgets per tier as sizes like "20GiB", a spill directory, its dtype) and the
     prefill piece size (None: aligned to the model's attention chunk). The remote engine ignores them."""
 
-    dtype: str = "float32"
+    # `auto`: bfloat16 where the hardware computes it natively, else float32 (`runtime.dtypes.auto_dtype`)
+    dtype: str = "auto"
     device: str = "auto"
     # `auto`: the default model's 4-bit matrices stay 4-bit (decode 3x faster in fp32, 40 % less
     # memory; docs/benchmarks.md). `none` is the dense path, where a follow-up from a KV snapshot

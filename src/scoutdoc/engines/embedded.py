@@ -106,7 +106,7 @@ class EmbeddedEngine:
             raise UsageError(f"--prefill-chunk must be a positive number of tokens, not {prefill_chunk}")
         dev = resolve_device(device)
         self.backend = select_backend(attn, dev)
-        self.kv_dtype = resolve_kv_dtype(kv_dtype, resolve_dtype(dtype), dev)
+        self.kv_dtype = resolve_kv_dtype(kv_dtype, resolve_dtype(dtype, dev), dev)
         self.kv_device_budget = parse_size(kv_device_budget, "--kv-device-budget") if kv_device_budget is not None else None
         self.kv_host_budget = parse_size(kv_host_budget, "--kv-host-budget") if kv_host_budget is not None else None
         self.kv_disk = Path(kv_disk).expanduser() if kv_disk is not None else None

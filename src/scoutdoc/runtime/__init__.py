@@ -147,8 +147,8 @@ def load_model(
 ) -> LoadedModel:
     """Load (or reuse) a model from a GGUF file or an HF directory; `quantize` (none, auto, int8,
     int4, fp8) says which decoder matrices stay or become quantized (`qload`)."""
-    torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
     quantize_as = check_quantize(quantize)
     ckpt = open_checkpoint(Path(path).expanduser())
     fp = fingerprint(ckpt, torch_dtype, quantize_as)

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ModelError
 from .config import ModelConfig
-from .dtypes import DTYPES, WEIGHT_DTYPES
+from .dtypes import DTYPES, WEIGHT_DTYPES, auto_dtype
 from .gguf import gguf_config, read_gguf_metadata
 from .heap import release_freed_heap
 from .model import Transformer
@@ -50,11 +50,14 @@ class Checkpoint:
         return self.files[0] if self.kind == "gguf" else self.files[0].parent
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") -> torch.dtype:
+    """The torch dtype for a `--dtype` name; `auto` is `dtypes.auto_dtype` on `device`."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        dtype = auto_dtype(device)
     if dtype not in WEIGHT_DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}: use one of {', '.join(WEIGHT_DTYPES)}")
+        raise ModelError(f"unknown dtype {dtype!r}: use auto or one of {', '.join(WEIGHT_DTYPES)}")
     return DTYPES[dtype]
 
 
