@@ -150,11 +150,14 @@ def fits_window(item: Item, gguf: str) -> bool:
     from scoutdoc.engines import GenerationParams
     from scoutdoc.engines.chat import render
     from scoutdoc.prompt import Message, Prompt
-    from scoutdoc.runtime import load_model
+    from scoutdoc.runtime.tokenizer import load_tokenizer
+    from scoutdoc.runtime.weights import open_checkpoint
 
-    model = load_model(gguf)
+    # the tokenizer and configuration only: loading weights here would run an MKL product before
+    # the engine's model loads and so keep `runtime.mkl`'s reproducible mode from taking effect
     prompt = Prompt([Message("system", documents_text(item))], [Message("user", item.question)])
-    return len(render(model.tokenizer, prompt).ids) + GenerationParams().max_tokens <= model.config.max_position_embeddings
+    window = open_checkpoint(gguf).config.max_position_embeddings
+    return len(render(load_tokenizer(gguf), prompt).ids) + GenerationParams().max_tokens <= window
 
 
 def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool]) -> dict:
