@@ -18,7 +18,7 @@ def auto_dtype(device: torch.device | str) -> str:
     """What `--dtype auto` computes in on `device`: bfloat16 where the hardware multiplies it natively
     (CUDA GPUs from Ampere on, CPUs with AMX or AVX512-BF16), float16 on older GPUs, else float32.
 
-    On a CPU with AMX, bfloat16 prefills 2-3.5x faster than float32 and decodes 1.2x faster, and the
+    On a CPU with AMX, bfloat16 prefills 1.4-3x faster than float32 and decodes 1.15x faster, and the
     default model answered the QA benchmark equally well in both (docs/benchmarks.md). Without native
     support bfloat16 is emulated and slower than float32. A GPU that is planned for but absent
     (`models info --device cuda` on a laptop) counts as a current one.
