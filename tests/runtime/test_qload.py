@@ -159,5 +159,6 @@ def test_quantize_on_load_holds_one_dense_tensor_at_a_time(tiny, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["held"] < dense_bytes / 5
-    # a dense load grows by 1.1x dense_bytes; int4 by 0.25-0.6x here (transient peaks vary from run to run)
-    assert report["growth"] < 0.75 * dense_bytes, report  # a dense load grows by ~1.1x dense_bytes
+    # a dense load grows by 1.1x dense_bytes; int4 by 0.22-0.40x here (16 runs), since the loader
+    # trims the heap as it goes (`qload.TRIM_EVERY`; 0.25-0.84x before, when freed holes added up)
+    assert report["growth"] < 0.6 * dense_bytes, report
