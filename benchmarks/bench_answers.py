@@ -145,19 +145,14 @@ def llama_answers(items: list[Item], gguf: str, max_tokens: int | None, threads:
     return out
 
 
-def fits_window(item: Item, gguf: str) -> bool:
-    """Whether the whole prompt fits the default model's window with the default answer budget."""
+def fits_window(item: Item, tokenizer, window: int) -> bool:
+    """Whether the whole prompt fits the model's `window` with the default answer budget."""
     from scoutdoc.engines import GenerationParams
     from scoutdoc.engines.chat import render
     from scoutdoc.prompt import Message, Prompt
-    from scoutdoc.runtime.tokenizer import load_tokenizer
-    from scoutdoc.runtime.weights import open_checkpoint
 
-    # the tokenizer and configuration only: loading weights here would run an MKL product before
-    # the engine's model loads and so keep `runtime.mkl`'s reproducible mode from taking effect
     prompt = Prompt([Message("system", documents_text(item))], [Message("user", item.question)])
-    window = open_checkpoint(gguf).config.max_position_embeddings
-    return len(render(load_tokenizer(gguf), prompt).ids) + GenerationParams().max_tokens <= window
+    return len(render(tokenizer, prompt).ids) + GenerationParams().max_tokens <= window
 
 
 def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool]) -> dict:
@@ -210,7 +205,13 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    fits = [fits_window(it, gguf) for it in items]
+    from scoutdoc.runtime.tokenizer import load_tokenizer
+    from scoutdoc.runtime.weights import open_checkpoint
+
+    # the tokenizer and configuration only, once: loading the model here would hold a second,
+    # float32 copy of it beside the engine's
+    tokenizer, window = load_tokenizer(gguf), open_checkpoint(gguf).config.max_position_embeddings
+    fits = [fits_window(it, tokenizer, window) for it in items]
     answers: dict[str, list[Answer]] = {}
     if "scoutdoc" in engines:
         answers["scoutdoc"] = scoutdoc_answers(items, gguf, args.max_tokens, args.dtype)

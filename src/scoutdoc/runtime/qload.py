@@ -125,9 +125,11 @@ class QuantParts:
             return
         if isinstance(tensor, Quantized) and self.kind not in (None, tensor.kind):
             tensor = tensor.dequantize()  # an FP8 file loaded --quantize int4, say
-        if not isinstance(tensor, Quantized):
+        if isinstance(tensor, Quantized):
+            q = tensor
+        else:
             self.dense_since_trim += tensor.nbytes
-        q = tensor if isinstance(tensor, Quantized) else quantize(tensor, self.kind, self.group)
+            q = quantize(tensor, self.kind, self.group)
         parts = self.pending.setdefault(target, {})
         parts[(expert or 0, slot)] = q
         if len(parts) < slots * (self.num_experts if bank else 1):
