@@ -58,6 +58,19 @@ def test_kernel_matches_dequantize_then_linear(kind, out_features, in_features, 
         assert (got.float() - want).abs().max() <= tol, layout
 
 
+@pytest.mark.parametrize("out_features, in_features", SHAPES)
+def test_int8_rows_of_equals_those_rows_of_forward(out_features, in_features):
+    """The decode head takes a shortlist's logits from `rows_of`: they must be the very values the
+    whole product gives those rows (`qlinear.TiedQ8Head`), whatever rows are picked."""
+    if kernel_for("int8", "cpu") is None:
+        pytest.skip("PyTorch's int8 kernel does not run here")
+    torch.manual_seed(4)
+    layer = QuantLinear(quantize(torch.randn(out_features, in_features), "int8"), CPU, torch.bfloat16)
+    x = torch.randn(1, in_features).to(torch.bfloat16)
+    rows = torch.randperm(out_features)[: max(1, out_features // 3)]
+    assert torch.equal(layer.rows_of(x, rows), layer(x)[:, rows])
+
+
 def test_fp8_fallback_matches_dense():
     torch.manual_seed(2)
     q = quantize(torch.randn(48, 80), "fp8")

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .qlinear import int8_decode_head
+from .qlinear import shortlist_decode_head
 from .qload import DECODER_MATRICES, gguf_target, quantized_bytes
 from .quant import Q8_BLOCK
 from .weights import Checkpoint, _gguf_name, keeps_q8_table
@@ -38,8 +38,9 @@ def loaded_weight_bytes(ckpt: Checkpoint, dtype: torch.dtype, device: torch.devi
         table = config.vocab_size * config.hidden_size
         q8 = table + table // Q8_BLOCK * 4 + config.vocab_size * itemsize  # values, fp32 scales, unit row
         total += q8 - table * itemsize
-        if config.tie_word_embeddings and int8_decode_head(quantize_as, device.type):
-            total += table + config.vocab_size * 2  # the decode head's per-row int8 copy, bf16 scales
+        if config.tie_word_embeddings and shortlist_decode_head(quantize_as, device.type):
+            # the decode head's 4-bit copy, and its per-row int8 copy with bf16 scales (`qlinear.TiedQ8Head`)
+            total += quantized_bytes(config.vocab_size, config.hidden_size, "int4", 32) + table + config.vocab_size * 2
     return total
 
 

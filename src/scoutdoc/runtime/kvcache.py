@@ -108,8 +108,8 @@ class HybridCache(TieredKV):
     # ----- the protocol ------------------------------------------------------------------------
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        k = k.to(self.kv_dtype)
-        v = v.to(self.kv_dtype)
+        if k.dtype != self.kv_dtype:
+            k, v = k.to(self.kv_dtype), v.to(self.kv_dtype)
         if self.chunk and self.config.layer_is_chunked(layer):
             return self._attend_local(layer, q, k, v)
         return self._attend_global(layer, q, k, v)

@@ -14,8 +14,8 @@ The tied LM head multiplies by the table without expanding it: one `_weight_int8
 summed in fp32 (PyTorch's int8 kernel only takes one scale per output row, in the activation dtype;
 fp16 scales rounded to bf16 would be less exact); prompts (more than one row) use dense blocks.
 That keeps the dense model's logits, but a decode step pays 18 small products (4.2 ms for the
-default model). A quantized model (`--quantize` other than none) therefore also gets a per-row
-int8 copy of the table for its decode steps (`qlinear.TiedQ8Head`).
+default model). A quantized model (`--quantize` other than none) therefore also gets a 4-bit copy
+of the table that shortlists each decode step's candidates (`qlinear.TiedQ8Head`).
 """
 
 from dataclasses import dataclass
@@ -58,19 +58,21 @@ class Q8Table(nn.Module):
         """The embedding lookup: rows for ids [T] -> [T, hidden] in the model dtype."""
         return self.rows(ids=ids).to(self.dtype)
 
-    def per_row_int8(self, rows_per_step: int = 1024) -> "Quantized":
-        """The table as int8 with one scale per row (what PyTorch's int8 kernel takes): each row's
-        largest block keeps its values exactly, the others lose at most half a step of the row
-        scale (as `q8_0_to_int8`). Made a few rows at a time into preallocated tensors, so loading
-        never holds a dense copy of the table."""
-        vocab, hidden = self.shape
-        values = torch.empty(vocab, hidden, dtype=torch.int8, device=self.values.device)
-        scales = torch.empty(vocab, dtype=torch.float32, device=self.values.device)
+    def requantized(self, kind: str, group: int = 32, rows_per_step: int = 1024) -> "Quantized":
+        """The table in another plain format (`quantize`), made a few rows at a time into
+        preallocated tensors, so loading never holds a dense copy of the table."""
+        vocab = self.shape[0]
+        first = quantize(self.rows(0, 1), kind, group)
+        values = first.values.new_empty(vocab, *first.values.shape[1:])
+        scales = first.scales.new_empty(vocab, *first.scales.shape[1:])
+        zeros = None if first.zeros is None else first.zeros.new_empty(vocab, *first.zeros.shape[1:])
         for start in range(0, vocab, rows_per_step):
-            part = quantize(self.rows(start, start + rows_per_step), "int8")
+            part = quantize(self.rows(start, start + rows_per_step), kind, group)
             values[start : start + rows_per_step] = part.values
             scales[start : start + rows_per_step] = part.scales
-        return Quantized("int8", values, scales)
+            if zeros is not None:
+                zeros[start : start + rows_per_step] = part.zeros
+        return Quantized(kind, values, scales, zeros, first.group, first.columns)
 
     def project(self, x: torch.Tensor, rows_per_step: int = 8192) -> torch.Tensor:
         """x [T, hidden] times the table's transpose -> fp32 logits [T, vocab] (the tied LM head)."""

@@ -26,7 +26,7 @@ from .heap import release_freed_heap
 from .model import Transformer
 from .packed import pack_linears, packs_linears
 from .qexperts import QuantExperts
-from .qlinear import int8_decode_head
+from .qlinear import shortlist_decode_head
 from .qload import DECODER_MATRICES, QuantParts, fp8_matrix, from_gguf_rows, gguf_target, install
 from .quant import INT4_GROUP, Q8_BLOCK, QUANT_KINDS, Q8Table, Quantized, quantize
 from .rope import inverse_frequencies, pairs_to_halves
@@ -439,7 +439,7 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, quan
     install(model, quant.done)
     quant.done.clear()
     if q8 is not None:
-        model.use_q8_table(q8, fast_decode=int8_decode_head(quantize_as, device.type))
+        model.use_q8_table(q8, fast_decode=shortlist_decode_head(quantize_as, device.type))
     elif config.tie_word_embeddings:
         model.tie_weights()
     inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, config.rope_scaling)
