@@ -34,6 +34,7 @@ KERNEL_ROWS = 16  # up to this many rows the quantized kernels beat dequantize +
 ANY_ROWS = ("int4cuda", "fp8mm")  # GPU kernels built for prompts too (tensor cores); int4cuda is opaque
 COLUMN_BLOCK = 32  # int8 matrices get their columns padded to a multiple of this for the kernel
 ROW_BLOCK = 64  # int4 matrices get their rows padded to a multiple of this (every packed layout's block)
+PACK_ROWS = 64 * ROW_BLOCK  # rows packed at a time (whole blocks pack alone; a token table would take 113 MB at once)
 
 
 def kernel_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
@@ -94,8 +95,11 @@ class QuantLinear(nn.Module):
         rows = -q.shape[0] % ROW_BLOCK
         values = F.pad(q.values, (0, 0, 0, rows))  # zero rows: their outputs are cut off
         scales, zeros = F.pad(q.scales, (0, 0, 0, rows)), F.pad(q.zeros, (0, 0, 0, rows))
-        if self.layout.startswith("int4cpu"):
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
+        if self.layout.startswith("int4cpu"):  # rows a block at a time: the packer takes int32, 4 bytes a value
+            packed = torch.cat([
+                torch.ops.aten._convert_weight_to_int4pack_for_cpu(values[r : r + PACK_ROWS].to(torch.int32), 1)
+                for r in range(0, values.shape[0], PACK_ROWS)
+            ])
         elif self.layout == "int4cuda":
             width = values.shape[1]
             tiles = next(t for t in (8, 4, 2) if width % (t * 16) == 0)
