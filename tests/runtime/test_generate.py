@@ -77,6 +77,8 @@ def test_sampling_filters():
     logits = torch.tensor([0.0, 3.0, 2.9, -1.0, 1.0])
     gen = torch.Generator().manual_seed(0)
     assert sample(logits, Sampling(), None) == 1
+    tied = torch.tensor([0.0, 3.0, -1.0, 3.0] * 20000)  # greedy takes the first of equal logits, as argmax does
+    assert sample(tied, Sampling(), None) == 1 == int(torch.argmax(tied))
     assert {sample(logits, Sampling(temperature=5.0, top_k=1), gen) for _ in range(50)} == {1}
     assert {sample(logits, Sampling(temperature=5.0, top_k=2), gen) for _ in range(200)} == {1, 2}
     assert {sample(logits, Sampling(temperature=1.0, top_p=0.01), gen) for _ in range(50)} == {1}
