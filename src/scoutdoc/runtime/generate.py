@@ -27,7 +27,7 @@ DEFAULT_PREFILL_CHUNK = 2048
 
 
 class Model(Protocol):
-    def __call__(self, ids: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor: ...
+    def __call__(self, ids: torch.Tensor, cache: KVCache, last_only: bool = False, greedy: bool = False) -> torch.Tensor: ...
 
 
 def default_prefill_chunk(config: object) -> int:
@@ -179,6 +179,7 @@ def generate_ids(
     elif session.ids != ids:
         raise ValueError("logits were given but the session does not hold exactly these ids")
     answer: list[int] = []
+    greedy = sampling.temperature <= 0  # only the best logits need be exact (`model.Transformer.forward`)
     for n in range(max_new_tokens):
         token = sample(penalize(logits, answer, sampling.repetition_penalty), sampling, generator)
         if token in stop:
@@ -192,7 +193,7 @@ def generate_ids(
             if threads != torch.get_num_threads():
                 torch.set_num_threads(threads)
         with torch.inference_mode():
-            logits = model(torch.tensor([token], device=device), session.cache)[-1].float()
+            logits = model(torch.tensor([token], device=device), session.cache, greedy=greedy)[-1].float()
         session.ids.append(token)
 
 

@@ -230,8 +230,12 @@ class Transformer(nn.Module):
         p = positions.to(torch.float32)
         return (torch.log1p(torch.floor((p + 1.0) / c.floor_scale)) * c.attn_scale + 1.0)[:, None, None]
 
-    def forward(self, ids: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
-        """Logits [T, vocab] (or [1, vocab] with `last_only`) for ids [T] at positions cache.length.."""
+    def forward(self, ids: torch.Tensor, cache: KVCache, last_only: bool = False, greedy: bool = False) -> torch.Tensor:
+        """Logits [T, vocab] (or [1, vocab] with `last_only`) for ids [T] at positions cache.length..
+
+        `greedy`: the caller only takes the highest logit (greedy decoding, with or without a
+        repetition penalty), so a head may compute only the best candidates' logits exactly
+        (`TiedQ8Head.ranked`); perplexity, sampling and log-probabilities get exact logits."""
         T = ids.shape[0]
         with _cpu_matvec_kernels(T == 1 and ids.device.type == "cpu"):
             x = self.embed(ids)
@@ -242,7 +246,10 @@ class Transformer(nn.Module):
             for i, block in enumerate(self.layers):
                 x = block(x, cos, sin, q_scale, cache, last_only and i == last)
             cache.advance(T)
-            return self.lm_head(self.norm(x))
+            h = self.norm(x)
+            if greedy and T == 1 and isinstance(self.lm_head, TiedQ8Head):
+                return self.lm_head.ranked(h)
+            return self.lm_head(h)
 
 
 @contextmanager
