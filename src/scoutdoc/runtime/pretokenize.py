@@ -67,16 +67,24 @@ def byte_to_unicode() -> dict[int, str]:
 
 
 @lru_cache(maxsize=1)
-def unicode_to_byte() -> dict[str, int]:
-    return {c: b for b, c in byte_to_unicode().items()}
+def _symbols_to_latin1() -> dict[int, int]:
+    """A `str.translate` table: each byte symbol becomes the character whose code is its byte, and
+    every other character below 256 becomes U+FFFF, which latin-1 cannot encode (as it cannot any
+    character left above 255)."""
+    table = {ord(c): b for b, c in byte_to_unicode().items()}
+    for code in range(256):
+        table.setdefault(code, 0xFFFF)
+    return table
 
 
 def symbols_to_bytes(token: str) -> bytes | None:
-    """A byte-level vocabulary entry as raw bytes; None if it is not written in the byte alphabet."""
-    table = unicode_to_byte()
+    """A byte-level vocabulary entry as raw bytes; None if it is not written in the byte alphabet.
+
+    One `translate` and one `encode` in C: a GGUF vocabulary runs this for each of its ~150k
+    tokens and merge halves on every start, where a per-character lookup took about 0.1 s."""
     try:
-        return bytes(table[c] for c in token)
-    except KeyError:
+        return token.translate(_symbols_to_latin1()).encode("latin-1")
+    except UnicodeEncodeError:
         return None
 
 
