@@ -151,7 +151,7 @@ def _factory(engine: str):
 
 
 def worker(engine: str, gguf: Path, ids_file: Path, lengths: list[int], decode_tokens: int, threads: int,
-           dtype: str, repeats: int) -> dict:
+           dtype: str, repeats: int, decode_after: int = 512) -> dict:
     ids = json.loads(ids_file.read_text())
     rss_before = _peak_rss_mib()
     with Timer() as load:
@@ -162,7 +162,7 @@ def worker(engine: str, gguf: Path, ids_file: Path, lengths: list[int], decode_t
     for n in lengths:
         wall, cpu = _median_run(lambda: prefill(ids[:n]), repeats if n <= 2048 else 1)
         result["prefill"][n] = {"tok_s": n / wall, "wall_s": wall, "cpu_s": cpu, "tok_per_cpu_s": n / cpu}
-    t = decode(ids[:512], decode_tokens)
+    t = decode(ids[:decode_after], decode_tokens)
     result["decode"] = {"tokens": decode_tokens, "tok_s": decode_tokens / t.wall, "wall_s": t.wall, "cpu_s": t.cpu,
                         "ms_per_token": 1e3 * t.wall / decode_tokens}
     result["peak_rss_mib"] = _peak_rss_mib()
@@ -243,6 +243,8 @@ def main() -> None:
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--lengths", default="512,2048,7000")
     ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--decode-after", type=int, default=512,
+                    help="decode after a prompt of this many tokens (long documents: attention reads every one)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="bfloat16", help="torch dtype for scoutdoc and transformers")
     ap.add_argument("--repeats", type=int, default=3, help="median over this many runs (prompts up to 2048)")
@@ -258,13 +260,14 @@ def main() -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
 
     if args.worker == "tokenize":
-        args.ids.write_text(json.dumps(corpus_ids(Path(args.model), max(lengths))))
+        args.ids.write_text(json.dumps(corpus_ids(Path(args.model), max(*lengths, args.decode_after))))
         return
     if args.worker and args.worker.startswith("serve-"):
         serve(args.worker.removeprefix("serve-"), Path(args.model), args.ids, args.threads, args.dtype)
         return
     if args.worker:
-        res = worker(args.worker, Path(args.model), args.ids, lengths, args.decode, args.threads, args.dtype, args.repeats)
+        res = worker(args.worker, Path(args.model), args.ids, lengths, args.decode, args.threads, args.dtype, args.repeats,
+                     args.decode_after)
         print("RESULT " + json.dumps(res))
         return
 
@@ -276,7 +279,7 @@ def main() -> None:
         ids_file = Path(tmp) / "ids.json"
         # Tokenize in a child too: Linux carries a parent's peak RSS into forked children's ru_maxrss.
         subprocess.run([sys.executable, __file__, "--worker", "tokenize", "--model", str(gguf), "--ids", str(ids_file),
-                        "--lengths", args.lengths], check=True)
+                        "--lengths", args.lengths, "--decode-after", str(args.decode_after)], check=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
         if args.paired:
             print(paired(gguf, ids_file, lengths, args.paired,
@@ -285,7 +288,8 @@ def main() -> None:
         for round_no in range(1, args.rounds + 1):
             for engine in args.engines.split(","):
                 cmd = [sys.executable, __file__, "--worker", engine, "--model", str(gguf), "--ids", str(ids_file),
-                       "--lengths", args.lengths, "--decode", str(args.decode), "--threads", str(args.threads),
+                       "--lengths", args.lengths, "--decode", str(args.decode), "--decode-after", str(args.decode_after),
+                       "--threads", str(args.threads),
                        "--dtype", args.dtype, "--repeats", str(args.repeats)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -313,7 +317,8 @@ def median_round(runs: list[dict]) -> dict:
 
 def report(results: list[dict], lengths: list[int], args) -> str:
     head = "| engine | load s | " + " | ".join(f"prefill {n} tok/s (per CPU-s)" for n in lengths)
-    head += f" | decode {args.decode} tok/s (ms/token) | peak RSS MiB |"
+    after = "" if args.decode_after == 512 else f" after {args.decode_after}"
+    head += f" | decode {args.decode}{after} tok/s (ms/token) | peak RSS MiB |"
     rows = [head, "|" + " --- |" * (len(lengths) + 4)]
     for r in results:
         cells = [f"{r['prefill'][n]['tok_s']:.0f} ({r['prefill'][n]['tok_per_cpu_s']:.0f})" for n in lengths]

@@ -87,6 +87,31 @@ def test_plain_matches_part():
     assert (attention_plain(q, k[:700], v[:700], False, "sdpa") - want).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("threads, keys", [(2, 3001), (4, 4096), (16, 20000)])
+def test_decode_step_with_keys_split_across_threads_matches_math(monkeypatch, dtype, tol, threads, keys):
+    """A long decode step on a CPU splits its keys so every thread gets work (`_key_splits`); the
+    parts, and the keys left over, are merged exactly, from the cache's heads-first buffer."""
+    monkeypatch.setattr(attention.torch, "get_num_threads", lambda: threads)
+    q, k, v = tensors(1, keys, hq=9, hkv=3, dtype=dtype)
+    assert attention._key_splits(1, 3, keys, q.device) == {2: 2, 4: 4, 16: 16}[threads]
+    buffer_k = torch.empty(3, keys + 100, 16, dtype=dtype).transpose(0, 1)  # as kvtiers.kv_buffer lays it out
+    buffer_v = torch.empty_like(buffer_k)
+    buffer_k[:keys], buffer_v[:keys] = k, v
+    want = attention_part(q.float(), k.float(), v.float(), False, "math")[0]
+    got = attention_plain(q, buffer_k[:keys], buffer_v[:keys], False, "sdpa")
+    assert got.dtype == dtype and (got.float() - want).abs().max() <= tol
+
+
+def test_key_splits_give_every_thread_equal_work(monkeypatch):
+    for threads, hkv, want in [(2, 3, 2), (16, 8, 2), (16, 3, 16), (4, 4, 1), (2, 2, 1)]:
+        monkeypatch.setattr(attention.torch, "get_num_threads", lambda t=threads: t)
+        assert attention._key_splits(1, hkv, 100_000, torch.device("cpu")) == want
+        assert (want * hkv) % threads == 0 or want == 1
+    assert attention._key_splits(1, 3, 1500, torch.device("cpu")) == 1  # too few keys to be worth it
+    assert attention._key_splits(2, 3, 100_000, torch.device("cpu")) == 1  # prompts: rows give the work
+
+
 def test_bfloat16_parts_are_close():
     q, k, v = tensors(64, 128, dtype=torch.bfloat16)
     pos = torch.arange(128)
