@@ -14,8 +14,9 @@ The tied LM head multiplies by the table without expanding it: one `_weight_int8
 summed in fp32 (PyTorch's int8 kernel only takes one scale per output row, in the activation dtype;
 fp16 scales rounded to bf16 would be less exact); prompts (more than one row) use dense blocks.
 That keeps the dense model's logits, but a decode step pays 18 small products (4.2 ms for the
-default model). A quantized model (`--quantize` other than none) therefore also gets a 4-bit copy
-of the table that shortlists each decode step's candidates (`qlinear.TiedQ8Head`).
+default model). A quantized model (`--quantize` other than none) therefore also gets a per-row
+int8 copy of the table for its decode steps, and a 4-bit copy that shortlists a greedy step's
+candidates (`qlinear.TiedQ8Head`).
 """
 
 from dataclasses import dataclass
