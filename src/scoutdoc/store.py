@@ -80,6 +80,24 @@ def new_session_id() -> str:
 _OURS = {"sessions", "sources", "turns", "snapshots", "batch_items"}
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode unless it is already (the mode is stored in the file: only its
+    first opener switches). SQLite answers a switch with "database is locked" at once, without
+    waiting out the busy timeout, while another process holds the file, which is what two batches
+    started together on a new database do (25 of 30 such starts failed); so the switch is retried,
+    re-reading the mode the other process may just have set, until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Store:
     """One open database. Not shared between threads: each worker thread opens its own `Store`."""
 
@@ -109,7 +127,7 @@ class Store:
             conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._check_ours(conn)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
