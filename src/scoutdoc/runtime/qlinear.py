@@ -231,8 +231,9 @@ class TiedQ8Head(nn.Module):
         self.table = table
         self.rank = self.decode = None
         if fast_decode:
-            self.rank = QuantLinear(table.requantized("int4", 32), table.values.device, table.dtype)
-            self.decode = QuantLinear(table.requantized("int8"), table.values.device, table.dtype)
+            int4, int8 = table.requantized("int4", "int8", group=32)
+            self.rank = QuantLinear(int4, table.values.device, table.dtype)
+            self.decode = QuantLinear(int8, table.values.device, table.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.decode is None or x.shape[0] != 1:

@@ -59,21 +59,21 @@ class Q8Table(nn.Module):
         """The embedding lookup: rows for ids [T] -> [T, hidden] in the model dtype."""
         return self.rows(ids=ids).to(self.dtype)
 
-    def requantized(self, kind: str, group: int = 32, rows_per_step: int = 1024) -> "Quantized":
-        """The table in another plain format (`quantize`), made a few rows at a time into
-        preallocated tensors, so loading never holds a dense copy of the table."""
+    def requantized(self, *kinds: str, group: int = 32, rows_per_step: int = 1024) -> list["Quantized"]:
+        """The table in other plain formats (`quantize`), one per kind, made a few rows at a time
+        into preallocated tensors, so loading never holds a dense copy of the table; each block of
+        rows is dequantized once for all the kinds."""
         vocab = self.shape[0]
-        first = quantize(self.rows(0, 1), kind, group)
-        values = first.values.new_empty(vocab, *first.values.shape[1:])
-        scales = first.scales.new_empty(vocab, *first.scales.shape[1:])
-        zeros = None if first.zeros is None else first.zeros.new_empty(vocab, *first.zeros.shape[1:])
+        held: list[Quantized] = []
         for start in range(0, vocab, rows_per_step):
-            part = quantize(self.rows(start, start + rows_per_step), kind, group)
-            values[start : start + rows_per_step] = part.values
-            scales[start : start + rows_per_step] = part.scales
-            if zeros is not None:
-                zeros[start : start + rows_per_step] = part.zeros
-        return Quantized(kind, values, scales, zeros, first.group, first.columns)
+            rows = self.rows(start, start + rows_per_step)
+            for i, kind in enumerate(kinds):
+                part = quantize(rows, kind, group)
+                if not start:
+                    held.append(part.map_tensors(lambda t: t.new_empty(vocab, *t.shape[1:])))
+                for whole, piece in zip(held[i].tensors(), part.tensors()):
+                    whole[start : start + rows_per_step] = piece
+        return held
 
     def project(self, x: torch.Tensor, rows_per_step: int = 8192) -> torch.Tensor:
         """x [T, hidden] times the table's transpose -> fp32 logits [T, vocab] (the tied LM head)."""
@@ -122,6 +122,15 @@ class Quantized:
     def shape(self) -> tuple[int, int]:
         return self.values.shape[0], self.columns or self.values.shape[1]
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Values, scales and (int4) zeros: the per-row tensors."""
+        return [t for t in (self.values, self.scales, self.zeros) if t is not None]
+
+    def map_tensors(self, fn) -> "Quantized":
+        """The same format with `fn` applied to each per-row tensor (`tensors`)."""
+        zeros = None if self.zeros is None else fn(self.zeros)
+        return Quantized(self.kind, fn(self.values), fn(self.scales), zeros, self.group, self.columns)
+
     def map_rows(self, fn) -> "Quantized":
         """Apply a row reordering `fn` ([out, ...] -> [out, ...]) to values and scales alike."""
         zeros = None if self.zeros is None else fn(self.zeros)
@@ -129,8 +138,7 @@ class Quantized:
         return Quantized(self.kind, fn(self.values), scales, zeros, self.group, self.columns)
 
     def to(self, device: torch.device) -> "Quantized":
-        zeros = None if self.zeros is None else self.zeros.to(device)
-        return Quantized(self.kind, self.values.to(device), self.scales.to(device), zeros, self.group, self.columns)
+        return self.map_tensors(lambda t: t.to(device))
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if self.kind == "int4":
