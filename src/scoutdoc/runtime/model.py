@@ -196,9 +196,6 @@ class Block(nn.Module):
         """With `last_only` the output is the last row alone: the last layer of a prefill piece
         needs every row's keys and values but only the final row's hidden state."""
         h = (x[-1:] if last_only else x) + self.attn(self.attn_norm(x), cos, sin, q_scale, cache, last_only)
-        if h.shape[0] <= FFN_ROWS:  # every decode step: no slicing
-            h += self.ffn(self.ffn_norm(h))
-            return h
         for start in range(0, h.shape[0], FFN_ROWS):  # rows are independent here: bound the activations
             rows = h[start : start + FFN_ROWS]
             rows += self.ffn(self.ffn_norm(rows))
