@@ -35,3 +35,59 @@ def test_sentences_cut_at_sentence_ends_and_narrow_line_ranges():
         ("def write(path, text): open(path, 'w').write(text)", ["L5-6"])]
     long = Document("a.txt", "text", "0" * 64, "a", [Segment("word " * 300, "L1-1")])
     assert all(len(u.text) <= excerpts.SENTENCE_CHARS for u in excerpts.sentences(system_for(long))[1])
+
+
+def _texts(doc: Document) -> list[str]:
+    return [u.text for u in excerpts.sentences(system_for(doc))[1]]
+
+
+def test_abbreviations_and_initials_do_not_end_a_sentence():
+    doc = Document("a.pdf", "pdf", "0" * 64, "a", [Segment(
+        "Agreement No. 010099 binds Acme Co. and Dr. J. R. Smith of Bern, Switzerland. It ends in 2030.", "page 1")])
+    assert _texts(doc) == ["Agreement No. 010099 binds Acme Co. and Dr. J. R. Smith of Bern, Switzerland.",
+                           "It ends in 2030."]
+
+
+def test_a_table_row_stays_whole_and_a_question_keeps_its_answer():
+    row = Document("c.docx", "docx", "0" * 64, "c", [Segment("| Party | Signatory |", "table 1 row 1"),
+                                                       Segment("| Bluebell Bakery Co. | Tom Reilly |", "table 1 row 2")])
+    assert _texts(row) == ["| Party | Signatory |", "| Bluebell Bakery Co. | Tom Reilly |"]
+    assert "Tom Reilly" in excerpts.excerpt(system_for(row), "Who signed for Bluebell Bakery Co.?", count)
+    talk = Document("t.vtt", "subtitles", "0" * 64, "t", [Segment(
+        "[00:04:02] ¿Sabes lo que les pasa a los acusados? [00:04:05] El garrote vil. [00:04:07] Ya.", "00:04:02")])
+    assert _texts(talk) == ["[00:04:02] ¿Sabes lo que les pasa a los acusados? [00:04:05] El garrote vil.",
+                            "[00:04:07] Ya."]
+
+
+ADDRESSES = ("Appendix A - Members\nKawasaki Kisen Kaisha, Ltd.\nHibiya Central Building\nTokyo 105-8421\nJapan\n"
+             "Maersk Line A/S\n50, Esplanaden\nDK-1098 Copenhagen\nDenmark\n"
+             "MSC Mediterranean Shipping Company S.A.\n40, avenue Eugene-Pittard\n1206 Geneva\nSwitzerland\n")
+
+
+def test_a_list_item_is_found_by_its_line_and_shown_with_the_lines_after_it():
+    doc = Document("members.pdf", "pdf", "0" * 64, "m", [Segment(ADDRESSES, "page 3")])
+    best = excerpts.excerpt(system_for(doc), "In which city is MSC Mediterranean Shipping Company located?",
+                            count).splitlines()[-1]
+    assert best == ("[members.pdf, page 3] MSC Mediterranean Shipping Company S.A. 40, avenue Eugene-Pittard "
+                    "1206 Geneva Switzerland")
+    best = excerpts.excerpt(system_for(doc), "Where is Maersk Line?", count).splitlines()[-1]
+    assert best == "[members.pdf, page 3] Maersk Line A/S 50, Esplanaden DK-1098 Copenhagen Denmark"
+
+
+def test_a_narrow_column_of_prose_is_cut_into_sentences_not_list_items():
+    column = ("A report creeps into camp that\nJohnston is coming with fifty\nthousand men to raise the siege,\n"
+              "but I do not believe it. We have\noften heard that Richmond had\nfallen, but it continues within\n"
+              "the confederate lines.\n")
+    doc = Document("diary.pdf", "pdf", "0" * 64, "d", [Segment(column, "page 1")])
+    assert _texts(doc) == [
+        "A report creeps into camp that Johnston is coming with fifty thousand men to raise the siege, "
+        "but I do not believe it.",
+        "We have often heard that Richmond had fallen, but it continues within the confederate lines."]
+
+
+def test_a_sentence_repeated_on_every_page_is_repeated_once():
+    header = "International Council of Containership Operators Agreement No. 010099-061 Revised Page No. {}"
+    doc = Document("members.pdf", "pdf", "0" * 64, "m", [
+        Segment(header.format(n) + "\n\n" + filler(random.Random(n), 30), f"page {n}") for n in range(1, 4)])
+    lines = excerpts.excerpt(system_for(doc), "What is the agreement number?", count).splitlines()
+    assert len(lines) == 1 and "010099-061" in lines[0]

@@ -1,5 +1,8 @@
 """The sentences repeated right before the question: the documents' best matches for it, one per line.
 
+A unit is a sentence (a question together with the one after it, its answer in a dialogue), a table
+row, or an item of a list (an address block, a form) shown with the lines after it (see `_units`).
+
 The document part of the prompt stays byte-identical whatever the question (so follow-ups reuse its
 KV snapshot); what a small model needs next to the question goes into the turn instead
 (`prompt.question_text`). Sentences are ranked with `fit`'s BM25 over the same segments and
@@ -15,28 +18,111 @@ from .fit import Layout, Passage, _narrow, _segments, _split, hits, parse
 
 EXCERPT_SENTENCES = 3  # sentences repeated next to the question
 EXCERPT_TOKENS = 400
+NEAR_COPY = 0.6  # a sentence sharing more of its words with one already repeated adds nothing
+SHORT_LINE = 40  # a line this short, with others like it, is a list item, not part of a wrapped sentence
+LIST_MIN_LINES = 3
+PROSE_LOWER = 0.3  # more of a run's lines than this starting in lower case: wrapped prose, not a list
+LIST_WINDOW = 4  # lines per unit in a list
 SENTENCE_CHARS = 400  # a "sentence" without an end (a list, a table, code) is cut at about this length
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n[ \t]*\n")
+_PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
+# A period after these ends a word, not a sentence: "Agreement No. 010099", "Bluebell Bakery Co. | Tom
+# Reilly", "S.A.", "Dr. Watson". Written out here rather than taken from a sentence splitter library
+# (pysbd, punkt) because this runs over every sentence of the sources on every question, which for a
+# long source is millions of characters, and those libraries are orders of magnitude slower.
+_ABBREVIATION = re.compile(
+    r"(?:^|[\s(|])(?:no|nos|co|corp|inc|ltd|bros|mr|mrs|ms|dr|prof|st|jr|sr|vs|fig|figs|vol|pp|art|sec|ch|approx|"
+    r"dept|bldg|ave|blvd|rd|tel|ref|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|(?:[a-z]\.)*[a-z])\.$",
+    re.IGNORECASE)
 
 
-def sentences(system: str) -> tuple[Layout, list[Passage]]:
+def sentences(system: str) -> tuple[Layout, list[Passage], list[Passage]]:
     """The documents in `system` (taken apart whole, so no segment is cut mid-sentence) and their
-    text as sentences, in document order, each with the locator of its segment (a line range
-    narrowed to the sentence's lines) and its whitespace collapsed: a PDF breaks lines
-    mid-sentence, and one sentence per line is what a small model reads best."""
+    text as units, in document order, each with the locator of its segment (a line range narrowed to
+    the unit's lines) and its whitespace collapsed: a PDF breaks lines mid-sentence, and one sentence
+    per line is what a small model reads best. Returns the layout, the units as shown, and the text
+    each is ranked by (the same, except for a list item: its first line; see `_units`)."""
     layout = parse(system, len(system) + 1)
-    out: list[Passage] = []
+    shown: list[Passage] = []
+    keys: list[Passage] = []
     for doc in range(len(layout.docs)):
         body = "".join(p.text for p in layout.passages if p.doc == doc)
         for where, text in _segments(body):
-            start = 0
-            for end, after in [m.span() for m in _SENTENCE_END.finditer(text)] + [(len(text), len(text))]:
-                raw = text[start:end].lstrip()
-                local = _narrow(where, text[: end - len(raw)], raw)
-                out.extend(Passage(doc, piece, [local])
-                           for piece in _split(" ".join(raw.split()), SENTENCE_CHARS, (" ",)) if piece.strip())
-                start = after
-    return layout, out
+            for start, end, show_end in _units(text):
+                local = [_narrow(where, text[:start], text[start:show_end])]
+                if show_end > end:
+                    shown.append(Passage(doc, " ".join(text[start:show_end].split()), local))
+                    keys.append(Passage(doc, " ".join(text[start:end].split()), local))
+                    continue
+                for piece in _split(" ".join(text[start:end].split()), SENTENCE_CHARS, (" ",)):
+                    if piece.strip():
+                        shown.append(Passage(doc, piece, local))
+                        keys.append(shown[-1])
+    return layout, shown, keys
+
+
+def _units(text: str) -> list[tuple[int, int, int]]:
+    """(start, end, end shown) of each unit of a segment: its sentences (shown as ranked), and in a
+    run of short lines (an address block, a form, a list, where no sentence ends) each line, ranked
+    alone but shown with the lines after it, up to LIST_WINDOW lines: a name and what follows it
+    (its address, its value) stay together, and the line that matches leads."""
+    spans: list[tuple[int, int, int]] = []
+    done = 0
+    for run in _short_line_runs(text):
+        spans += [(a, b, b) for a, b in _sentences_between(text, done, run[0][0])]
+        spans += [(a, b, run[min(i + LIST_WINDOW, len(run)) - 1][1]) for i, (a, b) in enumerate(run)]
+        done = run[-1][1]
+    return spans + [(a, b, b) for a, b in _sentences_between(text, done, len(text))]
+
+
+def _short_line_runs(text: str) -> list[list[tuple[int, int]]]:
+    """The runs of at least LIST_MIN_LINES consecutive non-blank lines of at most SHORT_LINE
+    characters each, as (start, end) of each line."""
+    runs: list[list[tuple[int, int]]] = []
+    run: list[tuple[int, int]] = []
+    for line in re.finditer(r"[^\n]+", text):
+        if not 0 < len(line.group(0).strip()) <= SHORT_LINE:
+            runs.append(run)
+            run = []
+            continue
+        if run and text.count("\n", run[-1][1], line.start()) > 1:  # a blank line between them
+            runs.append(run)
+            run = []
+        run.append(line.span())
+    runs.append(run)
+    return [run for run in runs if len(run) >= LIST_MIN_LINES and not _wrapped_prose(text, run)]
+
+
+def _wrapped_prose(text: str, run: list[tuple[int, int]]) -> bool:
+    """A narrow column of prose (an OCR'd book page) also has short lines, but its lines go on in
+    lower case where a list's items start with a capital, a digit or a symbol."""
+    lower = sum(text[start: end].lstrip()[:1].islower() for start, end in run[1:])
+    return lower > PROSE_LOWER * (len(run) - 1)
+
+
+def _sentences_between(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of text[start:end], leading whitespace left out."""
+    spans, begin = [], start
+    for stop, after in _sentence_ends(text[start:end]):
+        raw = text[begin: start + stop]
+        if raw.strip():
+            spans.append((begin + len(raw) - len(raw.lstrip()), start + stop))
+        begin = start + after
+    return spans
+
+
+def _sentence_ends(text: str) -> list[tuple[int, int]]:
+    """(end, start of the next) for each sentence of `text`. A table row stays whole (its cells only
+    mean something together); a period after an abbreviation or an initial does not end a sentence;
+    a question stays with the sentence after it, which in a dialogue or a FAQ is its answer."""
+    table_row = text.lstrip().startswith("|")
+    ends = []
+    for m in (_PARAGRAPH_END if table_row else _SENTENCE_END).finditer(text):
+        sentence = text[ends[-1][1] if ends else 0: m.start()]
+        if m.group(0).count("\n") < 2 and (_ABBREVIATION.search(sentence[-12:]) or sentence.endswith("?")):
+            continue
+        ends.append(m.span())
+    return ends + [(len(text), len(text))]
 
 
 def excerpt(system: str, question: str, count: Callable[[str], int], room: int = EXCERPT_TOKENS) -> str:
@@ -45,10 +131,16 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
     what `prompt.question_text` puts right before the question. A small model copies the answer
     from a sentence next to the question far more reliably than from a passage cut mid-sentence
     or from the middle of a long document (measured with benchmarks/bench_answers.py)."""
-    layout, units = sentences(system)
-    lines, used = [], 0
-    for i in hits(units, question)[:EXCERPT_SENTENCES]:
+    layout, units, keys = sentences(system)
+    lines, used, seen = [], 0, []
+    for i in hits(keys, question):
+        if len(lines) == EXCERPT_SENTENCES:
+            break
         unit = units[i]
+        words = set(re.findall(r"\w+", unit.text.lower()))
+        if any(len(words & earlier) > NEAR_COPY * len(words) for earlier in seen):
+            continue  # a page header repeated on every page, or a list window overlapping a better one
+        seen.append(words)
         name = layout.docs[unit.doc].source.rsplit("/", 1)[-1]
         line = f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {unit.text}\n"
         need = count(line)
