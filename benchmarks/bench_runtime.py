@@ -12,9 +12,13 @@ peak RSS over the whole run (the longest prefill dominates).
     python benchmarks/bench_runtime.py --engines scoutdoc,transformers --rounds 3   # alternate, median round
     python benchmarks/bench_runtime.py --paired 6 --lengths 7000    # scoutdoc vs transformers, in turn
     python benchmarks/bench_runtime.py --engines scoutdoc,scoutdoc:auto,scoutdoc:int8,llama_cpp  # --quantize
+    git worktree add /tmp/old 6c655fa
+    python benchmarks/bench_runtime.py --engines baseline,scoutdoc:auto --baseline /tmp/old/src --rounds 3
 
 An engine `scoutdoc:Q` loads the model with `--quantize Q` (auto keeps the file's 4-bit matrices;
-int8/int4 re-quantize); plain `scoutdoc` is the dense path (`--quantize none`).
+int8/int4 re-quantize); plain `scoutdoc` is the dense path (`--quantize none`). `baseline` (and
+`baseline:Q`) is scoutdoc from the source tree `--baseline` names, for instance an older commit's:
+the old code against the new in one run, on the same machine and the same tokens.
 
 `--paired N` keeps scoutdoc and transformers loaded, each in its own process, and has them prefill the
 same prompt in turn, N times each (who goes first alternates; the idle one waits on a pipe). Each pair
@@ -69,7 +73,8 @@ def _scoutdoc(gguf: Path, threads: int, dtype: str, quantize: str = "none"):
     torch.set_num_threads(threads)
     from scoutdoc.runtime import load_model
 
-    m = load_model(gguf, dtype=dtype, device="cpu", quantize=quantize)
+    # `none` is load_model's default: left out, a `baseline` from before --quantize existed loads too
+    m = load_model(gguf, dtype=dtype, device="cpu", **({"quantize": quantize} if quantize != "none" else {}))
 
     def prefill(ids):
         m.prefill(ids)
@@ -140,7 +145,7 @@ def _llama_cpp(gguf: Path, threads: int, dtype: str):
     return prefill, decode
 
 
-_FACTORIES = {"scoutdoc": _scoutdoc, "transformers": _transformers, "llama_cpp": _llama_cpp}
+_FACTORIES = {"scoutdoc": _scoutdoc, "baseline": _scoutdoc, "transformers": _transformers, "llama_cpp": _llama_cpp}
 
 
 def _factory(engine: str):
@@ -253,6 +258,7 @@ def main() -> None:
                          "shared machine's changing load falls on every engine alike")
     ap.add_argument("--paired", type=int, default=0, metavar="N",
                     help="instead: scoutdoc and transformers (each in its own process) prefill in turn, N times each")
+    ap.add_argument("--baseline", type=Path, help="the `src` directory engine `baseline` imports scoutdoc from")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
@@ -291,7 +297,10 @@ def main() -> None:
                        "--lengths", args.lengths, "--decode", str(args.decode), "--decode-after", str(args.decode_after),
                        "--threads", str(args.threads),
                        "--dtype", args.dtype, "--repeats", str(args.repeats)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if engine.startswith("baseline") and not args.baseline:
+                    raise SystemExit("engine baseline needs --baseline SRC_DIR")
+                run_env = {**env, "PYTHONPATH": str(args.baseline.resolve())} if engine.startswith("baseline") else env
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if proc.returncode or line is None:
                     print(f"{engine}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
