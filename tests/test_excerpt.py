@@ -29,16 +29,18 @@ def test_excerpt_repeats_the_best_matching_sentences_best_last():
 def test_sentences_cut_at_sentence_ends_and_narrow_line_ranges():
     code = "def read(path):\n    return open(path).read()\n\n\ndef write(path, text):\n    open(path, 'w').write(text)\n"
     doc = Document("io.py", "code", "0" * 64, "io", [Segment(code, "L1-6")])
-    units = excerpts.sentences(system_for(doc))[1]
+    units = excerpts.sentences(system_for(doc)).keys
     assert [(u.text, u.where) for u in units] == [
         ("def read(path): return open(path).read()", ["L1-2"]),
         ("def write(path, text): open(path, 'w').write(text)", ["L5-6"])]
+    one_line = '<document source="a.py" kind="code">\n[L1-1]\n"""Orders."""\n</document>\n'
+    assert [(u.text, u.where) for u in excerpts.sentences(one_line).keys] == [('"""Orders."""', ["L1-1"])]
     long = Document("a.txt", "text", "0" * 64, "a", [Segment("word " * 300, "L1-1")])
-    assert all(len(u.text) <= excerpts.SENTENCE_CHARS for u in excerpts.sentences(system_for(long))[1])
+    assert all(len(u.text) <= excerpts.SENTENCE_CHARS for u in excerpts.sentences(system_for(long)).keys)
 
 
 def _texts(doc: Document) -> list[str]:
-    return [u.text for u in excerpts.sentences(system_for(doc))[1]]
+    return [u.text for u in excerpts.sentences(system_for(doc)).keys]
 
 
 def test_abbreviations_and_initials_do_not_end_a_sentence():

@@ -11,10 +11,12 @@ locators, so each line can say where it comes from.
 
 from __future__ import annotations
 
+import bisect
 import re
+from dataclasses import dataclass
 from typing import Callable
 
-from .fit import Layout, Passage, _narrow, _segments, _split, hits, parse
+from .fit import _LINES, Layout, Passage, _segments, _split, hits, parse
 
 EXCERPT_SENTENCES = 3  # sentences repeated next to the question
 EXCERPT_TOKENS = 400
@@ -36,29 +38,49 @@ _ABBREVIATION = re.compile(
     re.IGNORECASE)
 
 
-def sentences(system: str) -> tuple[Layout, list[Passage], list[Passage]]:
+@dataclass
+class Units:
+    """The documents' units in document order: `keys[i]` is what BM25 ranks, `text(i)` what the
+    excerpt shows (the same, except for a list item: its line, shown with the lines after it)."""
+
+    layout: Layout
+    keys: list[Passage]
+    items: dict[int, tuple[str, int, int]]  # list item index -> its segment's text and the span shown
+
+    def text(self, i: int) -> str:
+        """Built only for the few units an excerpt shows: a long list has hundreds of thousands."""
+        if i not in self.items:
+            return self.keys[i].text
+        segment, start, end = self.items[i]
+        return " ".join(segment[start:end].split())
+
+
+def sentences(system: str) -> Units:
     """The documents in `system` (taken apart whole, so no segment is cut mid-sentence) and their
     text as units, in document order, each with the locator of its segment (a line range narrowed to
     the unit's lines) and its whitespace collapsed: a PDF breaks lines mid-sentence, and one sentence
-    per line is what a small model reads best. Returns the layout, the units as shown, and the text
-    each is ranked by (the same, except for a list item: its first line; see `_units`)."""
+    per line is what a small model reads best."""
     layout = parse(system, len(system) + 1)
-    shown: list[Passage] = []
-    keys: list[Passage] = []
+    units = Units(layout, [], {})
     for doc in range(len(layout.docs)):
         body = "".join(p.text for p in layout.passages if p.doc == doc)
         for where, text in _segments(body):
+            lines = _LINES.match(where)
+            starts = [0, *(m.end() for m in re.finditer("\n", text))] if lines else []
             for start, end, show_end in _units(text):
-                local = [_narrow(where, text[:start], text[start:show_end])]
+                local = [where]
+                if lines:  # the line range narrowed to the unit's lines
+                    first = int(lines.group(1)) + bisect.bisect_right(starts, start) - 1
+                    last = first + text[start:show_end].rstrip().count("\n")
+                    local = [f"L{first}-{last}"]
                 if show_end > end:
-                    shown.append(Passage(doc, " ".join(text[start:show_end].split()), local))
-                    keys.append(Passage(doc, " ".join(text[start:end].split()), local))
+                    units.items[len(units.keys)] = (text, start, show_end)
+                    units.keys.append(Passage(doc, " ".join(text[start:end].split()), local))
                     continue
-                for piece in _split(" ".join(text[start:end].split()), SENTENCE_CHARS, (" ",)):
-                    if piece.strip():
-                        shown.append(Passage(doc, piece, local))
-                        keys.append(shown[-1])
-    return layout, shown, keys
+                units.keys.extend(Passage(doc, piece, local)
+                                  for piece in _split(" ".join(text[start:end].split()), SENTENCE_CHARS, (" ",))
+                                  if piece.strip())
+    return units
 
 
 def _units(text: str) -> list[tuple[int, int, int]]:
@@ -80,15 +102,14 @@ def _short_line_runs(text: str) -> list[list[tuple[int, int]]]:
     characters each, as (start, end) of each line."""
     runs: list[list[tuple[int, int]]] = []
     run: list[tuple[int, int]] = []
-    for line in re.finditer(r"[^\n]+", text):
-        if not 0 < len(line.group(0).strip()) <= SHORT_LINE:
+    start = 0
+    for line in text.split("\n"):
+        if 0 < len(line.strip()) <= SHORT_LINE:
+            run.append((start, start + len(line)))
+        elif run:  # a long line or a blank one ends the run
             runs.append(run)
             run = []
-            continue
-        if run and text.count("\n", run[-1][1], line.start()) > 1:  # a blank line between them
-            runs.append(run)
-            run = []
-        run.append(line.span())
+        start += len(line) + 1
     runs.append(run)
     return [run for run in runs if len(run) >= LIST_MIN_LINES and not _wrapped_prose(text, run)]
 
@@ -131,18 +152,18 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
     what `prompt.question_text` puts right before the question. A small model copies the answer
     from a sentence next to the question far more reliably than from a passage cut mid-sentence
     or from the middle of a long document (measured with benchmarks/bench_answers.py)."""
-    layout, units, keys = sentences(system)
+    units = sentences(system)
     lines, used, seen = [], 0, []
-    for i in hits(keys, question):
+    for i in hits(units.keys, question):
         if len(lines) == EXCERPT_SENTENCES:
             break
-        unit = units[i]
-        words = set(re.findall(r"\w+", unit.text.lower()))
+        text, unit = units.text(i), units.keys[i]
+        words = set(re.findall(r"\w+", text.lower()))
         if any(len(words & earlier) > NEAR_COPY * len(words) for earlier in seen):
             continue  # a page header repeated on every page, or a list window overlapping a better one
         seen.append(words)
-        name = layout.docs[unit.doc].source.rsplit("/", 1)[-1]
-        line = f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {unit.text}\n"
+        name = units.layout.docs[unit.doc].source.rsplit("/", 1)[-1]
+        line = f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {text}\n"
         need = count(line)
         if used + need <= room:
             lines.append(line)
