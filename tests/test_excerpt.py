@@ -48,12 +48,19 @@ def test_abbreviations_and_initials_do_not_end_a_sentence():
         "Agreement No. 010099 binds Acme Co. and Dr. J. R. Smith of Bern, Switzerland. It ends in 2030.", "page 1")])
     assert _texts(doc) == ["Agreement No. 010099 binds Acme Co. and Dr. J. R. Smith of Bern, Switzerland.",
                            "It ends in 2030."]
+    plain = Document("b.txt", "text", "0" * 64, "b", [Segment("Is it renewed? The answer is no. See Fig. 3.", "L1-1")])
+    assert _texts(plain) == ["Is it renewed? The answer is no.", "See Fig. 3."]
 
 
 def test_a_table_row_stays_whole_and_a_question_keeps_its_answer():
     row = Document("c.docx", "docx", "0" * 64, "c", [Segment("| Party | Signatory |", "table 1 row 1"),
                                                        Segment("| Bluebell Bakery Co. | Tom Reilly |", "table 1 row 2")])
     assert _texts(row) == ["| Party | Signatory |", "| Bluebell Bakery Co. | Tom Reilly |"]
+    table = Document("t.md", "text", "0" * 64, "t", [Segment("| Party | Signatory |\n| --- | --- |\n"
+                                                              "| Bluebell Bakery Co. | Tom Reilly |\n", "L1-3")])
+    assert [(u.text, u.where) for u in excerpts.sentences(system_for(table)).keys] == [
+        ("| Party | Signatory |", ["L1-1"]), ("| --- | --- |", ["L2-2"]),
+        ("| Bluebell Bakery Co. | Tom Reilly |", ["L3-3"])]
     assert "Tom Reilly" in excerpts.excerpt(system_for(row), "Who signed for Bluebell Bakery Co.?", count)
     talk = Document("t.vtt", "subtitles", "0" * 64, "t", [Segment(
         "[00:04:02] ¿Sabes lo que les pasa a los acusados? [00:04:05] El garrote vil. [00:04:07] Ya.", "00:04:02")])

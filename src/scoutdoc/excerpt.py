@@ -27,14 +27,17 @@ PROSE_LOWER = 0.3  # more of a run's lines than this starting in lower case: wra
 LIST_WINDOW = 4  # lines per unit in a list
 SENTENCE_CHARS = 400  # a "sentence" without an end (a list, a table, code) is cut at about this length
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n[ \t]*\n")
-_PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
-# A period after these ends a word, not a sentence: "Agreement No. 010099", "Bluebell Bakery Co. | Tom
-# Reilly", "S.A.", "Dr. Watson". Written out here rather than taken from a sentence splitter library
+_ROW_END = re.compile(r"[ \t]*\n\s*")
+# A period after these ends a word, not a sentence: "Bluebell Bakery Co. | Tom Reilly", "S.A.",
+# "Dr. J. Smith"; after the second kind only before a number: "Agreement No. 010099", "Fig. 3", but
+# "The answer is no. Then...". Written out here rather than taken from a sentence splitter library
 # (pysbd, punkt) because this runs over every sentence of the sources on every question, which for a
 # long source is millions of characters, and those libraries are orders of magnitude slower.
 _ABBREVIATION = re.compile(
-    r"(?:^|[\s(|])(?:no|nos|co|corp|inc|ltd|bros|mr|mrs|ms|dr|prof|st|jr|sr|vs|fig|figs|vol|pp|art|sec|ch|approx|"
-    r"dept|bldg|ave|blvd|rd|tel|ref|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|(?:[a-z]\.)*[a-z])\.$",
+    r"(?:^|[\s(|])(?:co|corp|inc|ltd|bros|mr|mrs|ms|dr|prof|st|jr|sr|vs|dept|bldg|ave|blvd|rd|approx|"
+    r"(?:[a-z]\.)*[a-z])\.$", re.IGNORECASE)
+_BEFORE_NUMBER = re.compile(
+    r"(?:^|[\s(|])(?:no|nos|art|sec|ch|fig|figs|vol|pp|p|tel|ref|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.$",
     re.IGNORECASE)
 
 
@@ -104,9 +107,9 @@ def _short_line_runs(text: str) -> list[list[tuple[int, int]]]:
     run: list[tuple[int, int]] = []
     start = 0
     for line in text.split("\n"):
-        if 0 < len(line.strip()) <= SHORT_LINE:
+        if 0 < len(line.strip()) <= SHORT_LINE and not line.lstrip().startswith("|"):
             run.append((start, start + len(line)))
-        elif run:  # a long line or a blank one ends the run
+        elif run:  # a long line, a blank one or a table row ends the run
             runs.append(run)
             run = []
         start += len(line) + 1
@@ -133,16 +136,19 @@ def _sentences_between(text: str, start: int, end: int) -> list[tuple[int, int]]
 
 
 def _sentence_ends(text: str) -> list[tuple[int, int]]:
-    """(end, start of the next) for each sentence of `text`. A table row stays whole (its cells only
-    mean something together); a period after an abbreviation or an initial does not end a sentence;
-    a question stays with the sentence after it, which in a dialogue or a FAQ is its answer."""
-    table_row = text.lstrip().startswith("|")
+    """(end, start of the next) for each sentence of `text`. A table's rows are its sentences (a
+    row's cells only mean something together); a period after an abbreviation or an initial does
+    not end a sentence; a question stays with the sentence after it, which in a dialogue or a FAQ
+    is its answer."""
+    if text.lstrip().startswith("|"):
+        return [m.span() for m in _ROW_END.finditer(text.rstrip())] + [(len(text), len(text))]
     ends = []
-    for m in (_PARAGRAPH_END if table_row else _SENTENCE_END).finditer(text):
-        sentence = text[ends[-1][1] if ends else 0: m.start()]
-        if m.group(0).count("\n") < 2 and (_ABBREVIATION.search(sentence[-12:]) or sentence.endswith("?")):
-            continue
-        ends.append(m.span())
+    for m in _SENTENCE_END.finditer(text):
+        sentence = text[ends[-1][1] if ends else 0: m.start()][-12:]
+        joined = (_ABBREVIATION.search(sentence) or sentence.endswith("?")
+                  or (_BEFORE_NUMBER.search(sentence) and text[m.end(): m.end() + 1].isdigit()))
+        if not joined or m.group(0).count("\n") > 1:  # a blank line always ends one
+            ends.append(m.span())
     return ends + [(len(text), len(text))]
 
 
