@@ -13,10 +13,15 @@ known answer, and keywords: an answer counts as right when it contains any of th
   exceed the model's window it cannot answer; such questions are counted wrong and reported
   separately ("long"), and both engines' scores are also given over the questions that fit.
 
+`--summaries` runs `benchmarks/qa/summaries.jsonl` instead: no question, each source summarized
+(scoutdoc as `scoutdoc summarize` does, map-reduce when it exceeds the window; llama.cpp with the
+same instruction as the user message), scored by the share of the listed facts a summary mentions
+(each fact a set of keywords split by "|", any one of them will do).
+
 Usage (from the repository root, the `bench` or `test` extra installed):
 
     python benchmarks/bench_answers.py [--limit N | --quick] [--engines scoutdoc,llama.cpp]
-                                       [--max-tokens N] [--json OUT.json] [--show]
+                                       [--max-tokens N] [--json OUT.json] [--show] [--summaries]
 
 `--quick` runs the first two questions with 48-token answers (what CI's test does).
 """
@@ -36,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # llama_compat beside this file
 QUESTIONS = ROOT / "benchmarks" / "qa" / "questions.jsonl"
+SUMMARIES = ROOT / "benchmarks" / "qa" / "summaries.jsonl"  # no question: `scoutdoc summarize`'s own instruction
 ENGINES = ("scoutdoc", "llama.cpp")
 
 
@@ -43,8 +49,8 @@ ENGINES = ("scoutdoc", "llama.cpp")
 class Item:
     id: str
     sources: list[str]
-    question: str
-    keywords: list[str]
+    keywords: list[str]  # a summary's: each a fact it should mention, alternatives split by "|"
+    question: str = ""  # none: a summary, asked with `scoutdoc summarize`'s instruction for these sources
 
     def paths(self) -> list[str]:
         return [str((ROOT / s).resolve()) if not Path(s).is_absolute() else s for s in self.sources]
@@ -75,6 +81,21 @@ def right(answer: str, keywords: list[str]) -> bool:
     return any(k.lower() in low for k in keywords)
 
 
+def coverage(summary: str, facts: list[str]) -> float:
+    """The share of `facts` a summary mentions (a fact: keywords split by "|", any one will do)."""
+    return sum(right(summary, fact.split("|")) for fact in facts) / len(facts)
+
+
+def ask_text(item: Item) -> str:
+    """The user message: the question, or for a summary the instruction `scoutdoc summarize` gives."""
+    from scoutdoc.ingest import IngestOptions, load_sources, require_documents
+    from scoutdoc.prompt import summary_instruction
+
+    if item.question:
+        return item.question
+    return summary_instruction(d.kind for d in require_documents(load_sources(item.paths(), IngestOptions())).documents)
+
+
 def documents_text(item: Item) -> str:
     """The packed documents both engines get: what `scoutdoc ask` puts in the system message."""
     from scoutdoc.ingest import IngestOptions, load_sources, pack, require_documents
@@ -103,8 +124,8 @@ def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None, dtype
                 started = time.perf_counter()
                 try:
                     result = start_session(store, engine, paths=item.paths(), options=IngestOptions(),
-                                           question=item.question, params=params, on_text=lambda piece: None,
-                                           notice=lambda message: None)
+                                           question=ask_text(item), params=params, on_text=lambda piece: None,
+                                           notice=lambda message: None, summary=not item.question)
                 except ScoutdocError as exc:
                     out.append(Answer("", time.perf_counter() - started, f"{type(exc).__name__}: {exc}"))
                     progress("scoutdoc", item, out[-1])
@@ -134,7 +155,7 @@ def llama_answers(items: list[Item], gguf: str, max_tokens: int | None, threads:
     out = []
     for item in items:
         started = time.perf_counter()
-        messages = [{"role": "system", "content": documents_text(item)}, {"role": "user", "content": item.question}]
+        messages = [{"role": "system", "content": documents_text(item)}, {"role": "user", "content": ask_text(item)}]
         try:
             reply = llm.create_chat_completion(messages=messages, max_tokens=budget, seed=seed)
             out.append(Answer(reply["choices"][0]["message"]["content"] or "", time.perf_counter() - started))
@@ -151,19 +172,33 @@ def fits_window(item: Item, tokenizer, window: int) -> bool:
     from scoutdoc.engines.chat import render
     from scoutdoc.prompt import Message, Prompt
 
-    prompt = Prompt([Message("system", documents_text(item))], [Message("user", item.question)])
+    prompt = Prompt([Message("system", documents_text(item))], [Message("user", ask_text(item))])
     return len(render(tokenizer, prompt).ids) + GenerationParams().max_tokens <= window
 
 
+def verdict(item: Item, answer: Answer) -> str:
+    if item.question:
+        return "right" if right(answer.text, item.keywords) else ("error" if answer.error else "wrong")
+    return "error" if answer.error else f"{100 * coverage(answer.text, item.keywords):.0f} %"
+
+
 def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool]) -> dict:
+    """Per engine: questions right, or for summaries the mean share of the facts mentioned."""
     summary = {}
     for engine, got in answers.items():
+        seconds = round(sum(a.seconds for a in got), 1)
+        if not items[0].question:
+            cover = [coverage(a.text, it.keywords) for it, a in zip(items, got)]
+            fit_cover = [c for c, f in zip(cover, fits) if f]
+            summary[engine] = {"coverage": round(100 * sum(cover) / len(cover), 1), "total": len(cover),
+                               "coverage_fitting": round(100 * sum(fit_cover) / max(1, len(fit_cover)), 1),
+                               "fitting": len(fit_cover), "seconds": seconds}
+            continue
         ok = [right(a.text, it.keywords) for it, a in zip(items, got)]
         fit_ok = [o for o, f in zip(ok, fits) if f]
         summary[engine] = {
             "right": sum(ok), "total": len(ok), "percent": round(100 * sum(ok) / max(1, len(ok)), 1),
-            "right_fitting": sum(fit_ok), "fitting": len(fit_ok),
-            "seconds": round(sum(a.seconds for a in got), 1),
+            "right_fitting": sum(fit_ok), "fitting": len(fit_ok), "seconds": seconds,
         }
     return summary
 
@@ -173,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--quick", action="store_true", help="two questions, 48-token answers (CI)")
     parser.add_argument("--only", default="", help="comma-separated question ids")
+    parser.add_argument("--summaries", action="store_true",
+                        help="the summary set instead: `scoutdoc summarize` on each source, scored by the facts it mentions")
     parser.add_argument("--sample", type=int, default=None, help="N questions spread evenly over the set")
     parser.add_argument("--dtype", default=None, help="scoutdoc's --dtype (default: scoutdoc's default)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both engines (default: all usable)")
@@ -188,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
 
-    items = [it for it in load_items() if it.available()]
+    items = [it for it in load_items(SUMMARIES if args.summaries else QUESTIONS) if it.available()]
     if args.only:
         wanted = set(args.only.split(","))
         items = [it for it in items if it.id in wanted]
@@ -224,18 +261,22 @@ def main(argv: list[str] | None = None) -> dict:
     header = "| id | fits | " + " | ".join(answers) + " |"
     print(header + "\n|" + " --- |" * (2 + len(answers)))
     for n, item in enumerate(items):
-        cells = ["right" if right(answers[e][n].text, item.keywords) else ("error" if answers[e][n].error else "wrong")
-                 for e in answers]
+        cells = [verdict(item, answers[e][n]) for e in answers]
         print(f"| {item.id} | {'yes' if fits[n] else 'no'} | " + " | ".join(cells) + " |")
         if args.show:
             for e in answers:
                 a = answers[e][n]
                 print(f"    {e}: {(a.text or a.error)[:300]!r}")
     for e, s in summary.items():
+        if args.summaries:
+            print(f"{e}: {s['coverage']} % of the facts mentioned over {s['total']} summaries, {s['coverage_fitting']} % "
+                  f"over the {s['fitting']} that fit, {s['seconds']} s")
+            continue
         print(f"{e}: {s['right']}/{s['total']} right ({s['percent']} %), {s['right_fitting']}/{s['fitting']} "
               f"of those that fit, {s['seconds']} s")
     result = {"summary": summary, "items": [
-        {"id": it.id, "fits": f, **{e: {"answer": answers[e][n].text, "right": right(answers[e][n].text, it.keywords),
+        {"id": it.id, "fits": f, **{e: {"answer": answers[e][n].text, "verdict": verdict(it, answers[e][n]),
+                                          "right": bool(it.question) and right(answers[e][n].text, it.keywords),
                                           "error": answers[e][n].error, "seconds": round(answers[e][n].seconds, 2),
                                           "fit": answers[e][n].fit} for e in answers}}
         for n, (it, f) in enumerate(zip(items, fits))]}

@@ -54,3 +54,22 @@ def test_a_quick_run_scores_both_engines(tmp_path, smollm2_gguf, monkeypatch):
         [item] = result["items"]
         assert item[engine]["answer"] and not item[engine]["error"]
     assert result["items"][0]["scoutdoc"]["fit"]["strategy"] == "full"
+
+
+def test_the_summary_set_lists_facts_over_existing_sources():
+    bench = load_bench()
+    items = bench.load_items(bench.SUMMARIES)
+    assert len(items) >= 8 and len({it.id for it in items}) == len(items)
+    for item in items:
+        assert not item.question and item.keywords and all(k.strip("|").strip() for k in item.keywords)
+        assert all((ROOT / s).exists() for s in item.sources if not s.startswith("../shared/"))
+    assert bench.coverage("Northwind bills EUR 2400 a month.", ["Northwind", "2,400|2400", "Ireland"]) == 2 / 3
+
+
+@pytest.mark.slow
+def test_a_quick_summary_run_scores_coverage(smollm2_gguf, monkeypatch):
+    monkeypatch.setenv("SCOUTDOC_MODELS", str(smollm2_gguf.parent))
+    result = load_bench().main(["--summaries", "--quick", "--limit", "1", "--engines", "scoutdoc"])
+    [item] = result["items"]
+    assert item["scoutdoc"]["answer"] and item["scoutdoc"]["verdict"].endswith("%")
+    assert 0 <= result["summary"]["scoutdoc"]["coverage"] <= 100 and result["summary"]["scoutdoc"]["total"] == 1
