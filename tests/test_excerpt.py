@@ -1,6 +1,8 @@
 """The sentences repeated before the question: best matches, one per line, with their locations."""
 
 import random
+import subprocess
+import sys
 
 from scoutdoc import excerpt as excerpts
 from scoutdoc.ingest.document import Document, Segment
@@ -100,3 +102,13 @@ def test_a_sentence_repeated_on_every_page_is_repeated_once():
         Segment(header.format(n) + "\n\n" + filler(random.Random(n), 30), f"page {n}") for n in range(1, 4)])
     lines = excerpts.excerpt(system_for(doc), "What is the agreement number?", count).splitlines()
     assert len(lines) == 1 and "010099-061" in lines[0]
+
+
+def test_hostile_text_is_cut_in_linear_time():
+    """Two shapes that took quadratic time (minutes at these sizes): a table row with a long run of
+    spaces, and one endless "sentence" of abbreviations. Run in a child process (a regular expression
+    holds the GIL, so only a process can be stopped), with a hang budget 100x what it needs."""
+    code = ("from scoutdoc import excerpt as e; "
+            "print([len(e._units(t)) for t in ('|' + ' ' * 400_000 + 'x |', 'Mr. ' * 400_000)])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert run.stdout.strip() == "[1, 1]", run.stderr

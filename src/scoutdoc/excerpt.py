@@ -27,7 +27,7 @@ PROSE_LOWER = 0.3  # more of a run's lines than this starting in lower case: wra
 LIST_WINDOW = 4  # lines per unit in a list
 SENTENCE_CHARS = 400  # a "sentence" without an end (a list, a table, code) is cut at about this length
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n[ \t]*\n")
-_ROW_END = re.compile(r"[ \t]*\n\s*")
+_ROW_END = re.compile(r"\n\s*")  # no leading [ \t]*: quadratic on a long run of spaces
 # A period after these ends a word, not a sentence: "Bluebell Bakery Co. | Tom Reilly", "S.A.",
 # "Dr. J. Smith"; after the second kind only before a number: "Agreement No. 010099", "Fig. 3", but
 # "The answer is no. Then...". Written out here rather than taken from a sentence splitter library
@@ -144,7 +144,7 @@ def _sentence_ends(text: str) -> list[tuple[int, int]]:
         return [m.span() for m in _ROW_END.finditer(text.rstrip())] + [(len(text), len(text))]
     ends = []
     for m in _SENTENCE_END.finditer(text):
-        sentence = text[ends[-1][1] if ends else 0: m.start()][-12:]
+        sentence = text[max(ends[-1][1] if ends else 0, m.start() - 12): m.start()]  # its end is enough
         joined = (_ABBREVIATION.search(sentence) or sentence.endswith("?")
                   or (_BEFORE_NUMBER.search(sentence) and text[m.end(): m.end() + 1].isdigit()))
         if not joined or m.group(0).count("\n") > 1:  # a blank line always ends one
