@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .fit import _LINES, Layout, Passage, _segments, _split, hits, parse
+from .fit import _LINES, Layout, Passage, _narrow, _segments, _split, hits, parse
 
 EXCERPT_SENTENCES = 3  # sentences repeated next to the question
 EXCERPT_TOKENS = 400
@@ -68,14 +68,10 @@ def sentences(system: str) -> Units:
     for doc in range(len(layout.docs)):
         body = "".join(p.text for p in layout.passages if p.doc == doc)
         for where, text in _segments(body):
-            lines = _LINES.match(where)
-            starts = [0, *(m.end() for m in re.finditer("\n", text))] if lines else []
+            starts = [0, *(m.end() for m in re.finditer("\n", text))] if _LINES.match(where) else []
             for start, end, show_end in _units(text):
-                local = [where]
-                if lines:  # the line range narrowed to the unit's lines
-                    first = int(lines.group(1)) + bisect.bisect_right(starts, start) - 1
-                    last = first + text[start:show_end].rstrip().count("\n")
-                    local = [f"L{first}-{last}"]
+                lines_before = bisect.bisect_right(starts, start) - 1
+                local = [_narrow(where, lines_before, text[start:show_end]) if starts else where]
                 if show_end > end:
                     units.items[len(units.keys)] = (text, start, show_end)
                     units.keys.append(Passage(doc, " ".join(text[start:end].split()), local))

@@ -208,13 +208,14 @@ def _split(text: str, limit: int, seps: tuple[str, ...] = ("\n\n", "\n", ". ", "
     return [text[i: i + limit] for i in range(0, len(text), limit)]
 
 
-def _narrow(where: str, before: str, piece: str) -> str:
-    """The locator of a piece of a segment: a line range narrowed to the piece's lines, else the same."""
+def _narrow(where: str, lines_before: int, piece: str) -> str:
+    """The locator of a piece of a segment that starts `lines_before` lines into it: a line range
+    narrowed to the piece's lines (trailing blank ones left out), else the same."""
     match = _LINES.match(where)
     if not match:
         return where
-    first = int(match.group(1)) + before.count("\n")
-    return f"L{first}-{first + piece.rstrip(chr(10)).count(chr(10))}"
+    first = int(match.group(1)) + lines_before
+    return f"L{first}-{first + piece.rstrip().count(chr(10))}"
 
 
 def _passages(body: str, limit: int = PASSAGE_CHARS) -> list[tuple[str, list[str]]]:
@@ -233,10 +234,10 @@ def _passages(body: str, limit: int = PASSAGE_CHARS) -> list[tuple[str, list[str
         if run_text:
             out.append((run_text, run_where))
             run_text, run_where = "", []
-        done = ""
+        done = 0  # lines before the piece: counted as they go, since counting them anew each time is quadratic
         for piece in _split(text, limit - len(marker) - 1):
             local = _narrow(where, done, piece)
-            done += piece
+            done += piece.count("\n")
             out.append(((f"[{local}]\n" if local else "") + piece + ("" if piece.endswith("\n") else "\n"), [local]))
     if run_text:
         out.append((run_text, run_where))
