@@ -112,3 +112,14 @@ def test_hostile_text_is_cut_in_linear_time():
             "print([len(e._units(t)) for t in ('|' + ' ' * 400_000 + 'x |', 'Mr. ' * 400_000)])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert run.stdout.strip() == "[1, 1]", run.stderr
+
+
+def test_code_without_sentence_ends_is_cut_at_line_ends_with_narrowed_ranges():
+    code = "".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(60))
+    doc = Document("m.py", "code", "0" * 64, "m", [Segment(code, "L1-120")])
+    units = excerpts.sentences(system_for(doc)).keys
+    assert len(units) > 1 and all(len(u.text) <= excerpts.SENTENCE_CHARS for u in units)
+    assert all(u.text.startswith("def f") and u.text.split()[-1].isdigit() for u in units)  # whole lines
+    assert units[0].where[0].startswith("L1-") and units[-1].where[0].endswith("-120")
+    best = excerpts.excerpt(system_for(doc), "What does f42 return?", count).splitlines()[-1]
+    assert "def f42(x): return x * 42" in best and "L1-120" not in best

@@ -25,7 +25,7 @@ SHORT_LINE = 40  # a line this short, with others like it, is a list item, not p
 LIST_MIN_LINES = 3
 PROSE_LOWER = 0.3  # more of a run's lines than this starting in lower case: wrapped prose, not a list
 LIST_WINDOW = 4  # lines per unit in a list
-SENTENCE_CHARS = 400  # a "sentence" without an end (a list, a table, code) is cut at about this length
+SENTENCE_CHARS = 400  # a "sentence" without an end (code, a long line) is cut at a line end or a space before this
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n[ \t]*\n")
 _ROW_END = re.compile(r"\n\s*")  # no leading [ \t]*: quadratic on a long run of spaces
 # A period after these ends a word, not a sentence: "Bluebell Bakery Co. | Tom Reilly", "S.A.",
@@ -69,16 +69,19 @@ def sentences(system: str) -> Units:
         body = "".join(p.text for p in layout.passages if p.doc == doc)
         for where, text in _segments(body):
             starts = [0, *(m.end() for m in re.finditer("\n", text))] if _LINES.match(where) else []
+
+            def locate(start: int, end: int) -> list[str]:
+                return [_narrow(where, bisect.bisect_right(starts, start) - 1, text[start:end]) if starts else where]
+
             for start, end, show_end in _units(text):
-                lines_before = bisect.bisect_right(starts, start) - 1
-                local = [_narrow(where, lines_before, text[start:show_end]) if starts else where]
                 if show_end > end:
                     units.items[len(units.keys)] = (text, start, show_end)
-                    units.keys.append(Passage(doc, " ".join(text[start:end].split()), local))
+                    units.keys.append(Passage(doc, " ".join(text[start:end].split()), locate(start, show_end)))
                     continue
-                units.keys.extend(Passage(doc, piece, local)
-                                  for piece in _split(" ".join(text[start:end].split()), SENTENCE_CHARS, (" ",))
-                                  if piece.strip())
+                for piece in _split(text[start:end], SENTENCE_CHARS, ("\n", " ")):  # whole lines where it can
+                    if piece.strip():
+                        units.keys.append(Passage(doc, " ".join(piece.split()), locate(start, start + len(piece))))
+                    start += len(piece)
     return units
 
 
