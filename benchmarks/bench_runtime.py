@@ -264,6 +264,8 @@ def main() -> None:
     ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
+    if "baseline" in {e.partition(":")[0] for e in args.engines.split(",")} and not args.baseline:
+        ap.error("engine baseline needs --baseline SRC_DIR")
 
     if args.worker == "tokenize":
         args.ids.write_text(json.dumps(corpus_ids(Path(args.model), max(*lengths, args.decode_after))))
@@ -297,8 +299,6 @@ def main() -> None:
                        "--lengths", args.lengths, "--decode", str(args.decode), "--decode-after", str(args.decode_after),
                        "--threads", str(args.threads),
                        "--dtype", args.dtype, "--repeats", str(args.repeats)]
-                if engine.startswith("baseline") and not args.baseline:
-                    raise SystemExit("engine baseline needs --baseline SRC_DIR")
                 run_env = {**env, "PYTHONPATH": str(args.baseline.resolve())} if engine.startswith("baseline") else env
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -1,7 +1,7 @@
 """The sentences repeated right before the question: the documents' best matches for it, one per line.
 
 A unit is a sentence (a question together with the one after it, its answer in a dialogue), a table
-row, or an item of a list (an address block, a form) shown with the lines after it (see `_units`).
+row, or an item of a list (an address block, a form) shown with the lines after it (see `_spans`).
 
 The document part of the prompt stays byte-identical whatever the question (so follow-ups reuse its
 KV snapshot); what a small model needs next to the question goes into the turn instead
@@ -73,7 +73,7 @@ def sentences(system: str) -> Units:
             def locate(start: int, end: int) -> list[str]:
                 return [_narrow(where, bisect.bisect_right(starts, start) - 1, text[start:end]) if starts else where]
 
-            for start, end, show_end in _units(text):
+            for start, end, show_end in _spans(text):
                 if show_end > end:
                     units.items[len(units.keys)] = (text, start, show_end)
                     units.keys.append(Passage(doc, " ".join(text[start:end].split()), locate(start, show_end)))
@@ -85,7 +85,7 @@ def sentences(system: str) -> Units:
     return units
 
 
-def _units(text: str) -> list[tuple[int, int, int]]:
+def _spans(text: str) -> list[tuple[int, int, int]]:
     """(start, end, end shown) of each unit of a segment: its sentences (shown as ranked), and in a
     run of short lines (an address block, a form, a list, where no sentence ends) each line, ranked
     alone but shown with the lines after it, up to LIST_WINDOW lines: a name and what follows it
