@@ -53,3 +53,12 @@ def test_bench_runtime_scoutdoc_engine_prefills_and_decodes(smollm2_gguf):
     prefill, decode = bench._scoutdoc(smollm2_gguf, 1, "float32", "auto")
     prefill(list(range(100, 132)))
     assert decode(list(range(100, 132)), 2).wall > 0
+
+
+def test_bench_runtime_baseline_needs_a_source_tree():
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_runtime.py"), "--engines", "scoutdoc,baseline"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "needs --baseline" in run.stderr
+    assert load("bench_runtime")._factory("baseline:auto") is not None
