@@ -37,7 +37,7 @@ _ABBREVIATION = re.compile(
     r"(?:^|[\s(|])(?:co|corp|inc|ltd|bros|mr|mrs|ms|dr|prof|st|jr|sr|vs|dept|bldg|ave|blvd|rd|approx|"
     r"(?:[a-z]\.)*[a-z])\.$", re.IGNORECASE)
 _BEFORE_NUMBER = re.compile(
-    r"(?:^|[\s(|])(?:no|nos|art|sec|ch|fig|figs|vol|pp|p|tel|ref|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.$",
+    r"(?:^|[\s(|])(?:no|nos|art|sec|ch|fig|figs|vol|pp|tel|ref|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.$",
     re.IGNORECASE)
 
 
