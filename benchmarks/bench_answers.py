@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,22 +87,30 @@ def coverage(summary: str, facts: list[str]) -> float:
     return sum(right(summary, fact.split("|")) for fact in facts) / len(facts)
 
 
+@lru_cache(maxsize=None)
+def _ingested(paths: tuple[str, ...]):
+    """The sources read once per run: the window check, the llama.cpp prompt and a summary's
+    instruction all need them (scoutdoc's own answers read them again, as `scoutdoc ask` does)."""
+    from scoutdoc.ingest import IngestOptions, load_sources, require_documents
+
+    return require_documents(load_sources(list(paths), IngestOptions()))
+
+
 def ask_text(item: Item) -> str:
     """The user message: the question, or for a summary the instruction `scoutdoc summarize` gives."""
-    from scoutdoc.ingest import IngestOptions, load_sources, require_documents
     from scoutdoc.prompt import summary_instruction
 
     if item.question:
         return item.question
-    return summary_instruction(d.kind for d in require_documents(load_sources(item.paths(), IngestOptions())).documents)
+    return summary_instruction(d.kind for d in _ingested(tuple(item.paths())).documents)
 
 
 def documents_text(item: Item) -> str:
     """The packed documents both engines get: what `scoutdoc ask` puts in the system message."""
-    from scoutdoc.ingest import IngestOptions, load_sources, pack, require_documents
+    from scoutdoc.ingest import pack
     from scoutdoc.prompt import system_text
 
-    return system_text(pack(require_documents(load_sources(item.paths(), IngestOptions()))))
+    return system_text(pack(_ingested(tuple(item.paths()))))
 
 
 def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None, dtype: str | None = None) -> list[Answer]:
