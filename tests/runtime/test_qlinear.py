@@ -58,6 +58,33 @@ def test_kernel_matches_dequantize_then_linear(kind, out_features, in_features, 
         assert (got.float() - want).abs().max() <= tol, layout
 
 
+def _pack_cpu_blocks(values: torch.Tensor, block: int) -> torch.Tensor:
+    """uint8 values [rows, in] in the int4cpu{block} layout as `QuantLinear._int4_values` reads it:
+    blocks of `block` rows, k-major, byte = row d | row d + block/2 << 4."""
+    rows, width = values.shape
+    v = values.view(rows // block, 2, block // 2, width)
+    return (v[:, 0] | v[:, 1] << 4).transpose(1, 2).reshape(rows, width // 2).contiguous()
+
+
+@pytest.mark.parametrize("block", [64, 32, 16])
+@pytest.mark.parametrize("out_features, in_features", SHAPES + [(200, 96)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_cpu_layouts_dequantize_bit_for_bit_like_the_plain_layout(block, out_features, in_features, dtype):
+    """Prompts multiply by the int4cpu layouts' dequantized weight, unpacked with word operations
+    straight from the packed blocks: every value must be the one the plain nibbles give. Each block
+    size is packed by hand here (PyTorch's packer makes the one its CPU runs, which `kernel_for`
+    checks against the plain values)."""
+    torch.manual_seed(5)
+    q = quantize(torch.randn(out_features, in_features) * 3 + 1, "int4", 32)
+    plain = QuantLinear(q, CPU, dtype, layout="plain")
+    layer = QuantLinear(q, CPU, dtype, layout="plain")
+    layer.layout, layer.packed = f"int4cpu{block}", _pack_cpu_blocks(plain._int4_values(), block)
+    assert torch.equal(layer._int4_values(), plain._int4_values())
+    got = layer.dequantize(dtype)
+    assert got.shape == (out_features, in_features) and got.dtype == dtype
+    assert torch.equal(got, plain.dequantize(dtype))
+
+
 @pytest.mark.parametrize("out_features, in_features", SHAPES)
 def test_int8_rows_of_equals_those_rows_of_forward(out_features, in_features):
     """The decode head takes a shortlist's logits from `rows_of`: they must be the very values the
