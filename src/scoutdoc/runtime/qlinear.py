@@ -17,9 +17,9 @@ slower than a dense product, torch 2.13), so an fp32 model hands them bfloat16 r
 16-bit activations); and they beat dequantize-then-matmul only for a few rows, so prompts
 dequantize one matrix at a time and run the dense product: prefill keeps oneDNN's speed, decode
 reads 4-8x fewer bytes. Where the two cross depends on the CPU: about 16 rows on a Zen 4 VM (2.3x
-at one row), about 120 on an AMX Xeon VM (3x at 32 rows, the default model's layers). KERNEL_ROWS
-keeps the lower figure: a prompt piece sent to the slower side costs more than one kept off the
-faster side.
+at one row), about 64 on an AMX Xeon VM (1.9x at 32 rows, the default model's layers; about 120
+before prompts dequantized with word operations). KERNEL_ROWS keeps the lower figure: a prompt
+piece sent to the slower side costs more than one kept off the faster side.
 """
 
 from functools import lru_cache
