@@ -1,13 +1,15 @@
-"""Decode speed on a busy machine: each engine idle, then with a background process keeping one core busy.
+"""Prompt and decode speed on a busy machine: each engine idle, then with a background process keeping one core busy.
 
-The question (issue 12): on a laptop that is doing something else, does decode collapse? Each engine
-runs in its own subprocess on the default model (same GGUF), prefills the same ~500-token prompt and
-decodes greedy tokens; the decode tokens/s is measured twice, once on the machine as it is and once
-while a separate process spins on one core. Engines and threads:
+The question (issue 12): on a laptop that is doing something else, do the prompt and decode
+collapse? Each engine runs in its own subprocess on the default model (same GGUF), prefills the same
+prompt (`--prompt-tokens`, 2,000 by default) and decodes greedy tokens; prompt and decode tokens/s
+are measured twice, once on the machine as it is and once while a separate process spins on one
+core. Engines and threads:
 
-- scoutdoc: what `scoutdoc ask` does (its default dtype and `--quantize`; the prompt on the usable
-  cores, decode steps on the cores other processes leave free, `runtime.threads.LoadWatch`);
-  `--scoutdoc-threads N` fixes the count instead (SCOUTDOC_THREADS);
+- scoutdoc: what `scoutdoc ask` does (its default dtype and `--quantize`; each prompt piece and
+  every few decode steps on the cores other processes leave free, `runtime.threads.LoadWatch`,
+  watching from before the model loads); `--scoutdoc-threads N` fixes the count instead
+  (SCOUTDOC_THREADS);
 - llama.cpp (llama-cpp-python): all usable cores, as its users typically pass (`n_threads`);
 - transformers: PyTorch's default threads (one per core).
 
@@ -16,7 +18,7 @@ median. The ratio busy/idle per engine is the figure to watch (the goal: scoutdo
 half its idle speed and stays ahead of transformers). On a machine shared with other jobs the
 "idle" condition is whatever load those jobs make: print the load average with the numbers.
 
-    python benchmarks/bench_busy.py [--engines scoutdoc,llama_cpp,transformers] [--tokens 64] [--rounds 3]
+    python benchmarks/bench_busy.py [--engines scoutdoc,llama_cpp,transformers] [--tokens 64] [--prompt-tokens 2000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -32,41 +34,46 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ENGINES = ("scoutdoc", "llama_cpp", "transformers")
-PROMPT_TOKENS = 500
+PROMPT_TOKENS = 2000
 
 _BURN = "while True:\n    pass\n"
 
 
-def _prompt_ids(gguf: str) -> list[int]:
-    """~500 tokens of real text (this repository's README), tokenized by the model's own tokenizer."""
+def _prompt_ids(gguf: str, tokens: int) -> list[int]:
+    """`tokens` tokens of real text (this repository's README and docs), tokenized by the model's own tokenizer."""
     from scoutdoc.runtime.tokenizer import Tokenizer
 
-    text = (HERE.parent / "README.md").read_text(encoding="utf-8")
-    return Tokenizer.from_gguf(gguf).encode(text, special=False)[:PROMPT_TOKENS]
+    text = "\n\n".join(p.read_text(encoding="utf-8") for p in [HERE.parent / "README.md", *sorted((HERE.parent / "docs").glob("*.md"))])
+    ids = Tokenizer.from_gguf(gguf).encode(text, special=False)[:tokens]
+    if len(ids) < tokens:
+        raise SystemExit(f"only {len(ids)} tokens of text for a {tokens}-token prompt")
+    return ids
 
 
 def worker(engine: str, gguf: str, ids: list[int], tokens: int, threads: int | None) -> dict:
-    """Runs in the subprocess: load, prefill, then time `tokens` greedy decode steps."""
+    """Runs in the subprocess: load, time the prompt, then time `tokens` greedy decode steps."""
     if engine == "scoutdoc":
         import torch
 
         from scoutdoc.engines import RuntimeOptions
         from scoutdoc.runtime import load_model
-        from scoutdoc.runtime.threads import LoadWatch, choose
+        from scoutdoc.runtime.threads import LoadWatch
 
         if threads:
             os.environ["SCOUTDOC_THREADS"] = str(threads)
+        ceiling = torch.get_num_threads()
+        watch = LoadWatch()  # as the embedded engine: watching from before the model loads
         options = RuntimeOptions()  # what `scoutdoc ask` runs: its dtype and --quantize defaults
         model = load_model(gguf, dtype=options.dtype, device="cpu", quantize=options.quantize)
-        ceiling = torch.get_num_threads()
-        torch.set_num_threads(choose(ceiling))
-        watch = LoadWatch()  # as the embedded engine: the prompt's run is the first look at the load
         session = model.new_session()
         session.cache.reserve(len(ids) + tokens + 1)
-        model.prefill(ids[:-1], session)
+        prompt_started = time.perf_counter()
+        model.prefill(ids[:-1], session, threads=lambda: watch.threads(ceiling))
+        prompt_s = time.perf_counter() - prompt_started
+        prompt_threads = torch.get_num_threads()
         started = time.perf_counter()
         out = list(model.generate(ids, max_new_tokens=tokens + 1, session=session, stop_ids=[],
-                                  decode_threads=lambda: watch.decode_threads(ceiling)))
+                                  threads=lambda: watch.threads(ceiling)))
         assert len(out) == tokens + 1
         used = torch.get_num_threads()
     elif engine == "llama_cpp":
@@ -75,9 +82,11 @@ def worker(engine: str, gguf: str, ids: list[int], tokens: int, threads: int | N
 
         from llama_compat import open_llama
 
-        used = threads or len(os.sched_getaffinity(0))
-        llm, _ = open_llama(gguf, n_ctx=2048, n_threads=used, n_threads_batch=used, verbose=False)
+        used = prompt_threads = threads or len(os.sched_getaffinity(0))
+        llm, _ = open_llama(gguf, n_ctx=len(ids) + tokens + 16, n_threads=used, n_threads_batch=used, verbose=False)
+        prompt_started = time.perf_counter()
         llm.eval(ids[:-1])
+        prompt_s = time.perf_counter() - prompt_started
         token = ids[-1]
         started = time.perf_counter()
         for _ in range(tokens + 1):
@@ -88,20 +97,23 @@ def worker(engine: str, gguf: str, ids: list[int], tokens: int, threads: int | N
         import torch
         from transformers import AutoModelForCausalLM, DynamicCache
 
-        used = threads or torch.get_num_threads()
+        used = prompt_threads = threads or torch.get_num_threads()
         torch.set_num_threads(used)
         model = AutoModelForCausalLM.from_pretrained(Path(gguf).parent, gguf_file=Path(gguf).name,
                                                      dtype=torch.float32).eval()
         with torch.inference_mode():
             cache = DynamicCache()
+            prompt_started = time.perf_counter()
             model(torch.tensor([ids[:-1]]), past_key_values=cache, logits_to_keep=1)
+            prompt_s = time.perf_counter() - prompt_started
             token = ids[-1]
             started = time.perf_counter()
             for _ in range(tokens + 1):
                 out = model(torch.tensor([[token]]), past_key_values=cache)
                 token = int(out.logits[0, -1].argmax())
     seconds = time.perf_counter() - started
-    return {"engine": engine, "threads": used, "tokens_per_s": (tokens + 1) / seconds}
+    return {"engine": engine, "threads": used, "tokens_per_s": (tokens + 1) / seconds,
+            "prompt_threads": prompt_threads, "prompt_tokens_per_s": (len(ids) - 1) / prompt_s}
 
 
 def run_engine(engine: str, gguf: str, ids_file: Path, tokens: int, threads: int | None) -> dict:
@@ -118,6 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scoutdoc-threads", type=int, default=None, help="fix scoutdoc's threads (default: its own choice)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -136,7 +149,7 @@ def main() -> None:
     gguf = os.fspath(models.resolve(DEFAULT_MODEL))
     engines = [e for e in args.engines.split(",") if e]
     ids_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_busy_ids_{os.getpid()}.json"
-    ids_file.write_text(json.dumps(_prompt_ids(gguf)))
+    ids_file.write_text(json.dumps(_prompt_ids(gguf, args.prompt_tokens)))
     results: dict[str, dict[str, list[dict]]] = {"idle": {e: [] for e in engines}, "busy": {e: [] for e in engines}}
     try:
         for condition in ("idle", "busy"):
@@ -153,15 +166,20 @@ def main() -> None:
     finally:
         ids_file.unlink(missing_ok=True)
 
-    print(f"decode tokens/s after a {PROMPT_TOKENS}-token prompt, {args.tokens} greedy tokens, median of "
-          f"{args.rounds}; {len(os.sched_getaffinity(0))} usable cores, load average {os.getloadavg()[0]:.1f}")
-    print("| engine | threads idle / busy | idle tok/s | one core busy tok/s | busy / idle |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"a {args.prompt_tokens}-token prompt, then {args.tokens} greedy tokens, median of {args.rounds}; "
+          f"{len(os.sched_getaffinity(0))} usable cores, load average {os.getloadavg()[0]:.1f}")
+    print("| engine | threads idle / busy (prompt; decode) | prompt tok/s idle | one core busy | busy / idle "
+          "| decode tok/s idle | one core busy | busy / idle |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for engine in engines:
-        idle = statistics.median(r["tokens_per_s"] for r in results["idle"][engine])
-        busy = statistics.median(r["tokens_per_s"] for r in results["busy"][engine])
-        threads = f"{results['idle'][engine][0]['threads']} / {results['busy'][engine][0]['threads']}"
-        print(f"| {engine} | {threads} | {idle:.1f} | {busy:.1f} | {busy / idle:.2f} |")
+        idle, busy = results["idle"][engine], results["busy"][engine]
+        threads = (f"{idle[0]['prompt_threads']} / {busy[0]['prompt_threads']}; "
+                   f"{idle[0]['threads']} / {busy[0]['threads']}")
+        cells = []
+        for key in ("prompt_tokens_per_s", "tokens_per_s"):
+            a, b = (statistics.median(r[key] for r in runs) for runs in (idle, busy))
+            cells.append(f"{a:.1f} | {b:.1f} | {b / a:.2f}")
+        print(f"| {engine} | {threads} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def load(name: str):
 
 
 @pytest.mark.slow
-def test_bench_busy_scoutdoc_worker_decodes_with_its_own_thread_choice(smollm2_gguf, monkeypatch):
+def test_bench_busy_scoutdoc_worker_reads_and_decodes_with_its_own_thread_choice(smollm2_gguf, monkeypatch):
     import torch
 
     monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
@@ -33,8 +33,9 @@ def test_bench_busy_scoutdoc_worker_decodes_with_its_own_thread_choice(smollm2_g
         result = bench.worker("scoutdoc", str(smollm2_gguf), list(range(100, 140)), 3, None)
     finally:
         torch.set_num_threads(before)  # the worker sets the process's threads, as its subprocess would
-    assert result["engine"] == "scoutdoc" and result["tokens_per_s"] > 0
+    assert result["engine"] == "scoutdoc" and result["tokens_per_s"] > 0 and result["prompt_tokens_per_s"] > 0
     assert 1 <= result["threads"] <= len(os.sched_getaffinity(0))
+    assert 1 <= result["prompt_threads"] <= len(os.sched_getaffinity(0))
 
 
 @pytest.mark.slow

@@ -158,3 +158,23 @@ def test_kv_options_spill_to_disk_and_snapshots_load_with_them(smollm2_gguf, eng
     tiered.save(state, tmp_path / "s.kv")
     loaded = tiered.load(tmp_path / "s.kv")
     assert loaded.session.cache.options.disk_dir == spill and loaded.session.cache.options.device_budget is not None
+
+
+@pytest.mark.slow
+def test_prompt_and_answer_ask_the_engine_load_watch_for_their_threads(engine, monkeypatch):
+    """Each prompt piece and the decode steps run on the cores the engine's `LoadWatch` finds free
+    (a busy core shared by two threads makes every operation wait for a time slice)."""
+    asked = []
+    monkeypatch.setattr(engine.load_watch, "threads", lambda ceiling: asked.append(ceiling) or 1)
+    monkeypatch.setattr(engine, "prefill_chunk", 16)
+    prompt = build_prompt(DOCS, [], "How much does the Client pay?")
+    pieces = -(-engine.prompt_tokens(prompt) // 16)
+    before = torch.get_num_threads()
+    try:
+        state = engine.prefill(prompt)
+        assert len(asked) == pieces and torch.get_num_threads() == 1
+        "".join(engine.generate(state, PARAMS))
+    finally:
+        torch.set_num_threads(before)
+    # the first decode step, then the piece that closes the turn (its end-of-turn tokens)
+    assert len(asked) == pieces + 2 and set(asked) == {engine.thread_ceiling}

@@ -1,4 +1,4 @@
-"""Thread choice: prompts on the usable cores (never the momentary load), decode steps on the free ones."""
+"""Thread choice: prompt pieces and decode steps on the cores other processes leave free."""
 
 import os
 
@@ -8,29 +8,38 @@ import torch
 from scoutdoc.runtime import load_model, threads
 
 
-def test_choose_stays_within_the_ceiling_and_the_usable_cores(monkeypatch):
+def test_the_count_stays_within_the_ceiling_and_the_usable_cores(monkeypatch):
     monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
-    assert threads.choose(1) == 1
-    assert threads.choose(64) == threads.usable_cores() == len(os.sched_getaffinity(0))
+    assert threads.LoadWatch().threads(1) == 1
+    monkeypatch.setattr(threads, "_busy_seconds", lambda cpus: None)  # no measurement: every usable core
+    assert threads.LoadWatch().threads(64) == threads.usable_cores() == len(os.sched_getaffinity(0))
 
 
 def test_affinity_narrows_the_count(monkeypatch):
     monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
-    assert threads.choose(8) == 3
+    monkeypatch.setattr(threads, "_busy_seconds", lambda cpus: None)
+    assert threads.LoadWatch().threads(8) == 3
 
 
 def test_scoutdoc_threads_overrides(monkeypatch):
     monkeypatch.setenv("SCOUTDOC_THREADS", "3")
-    assert threads.choose(1) == 3
+    assert threads.LoadWatch().threads(1) == 3
 
 
-def test_the_prompt_count_does_not_follow_the_load(monkeypatch):
-    """Two processes asking the same question at different loads must prefill with the same threads."""
-    monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
-    before = threads.choose(64)
-    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
-    assert threads.choose(64) == before
+def test_every_prompt_piece_runs_on_the_count_asked_for_before_it(tiny, tmp_path):
+    """A prompt read on a busy machine moves to the free cores between pieces (`generate.prefill`)."""
+    model = load_model(tiny.save(tiny.llama(), tmp_path / "llama"), device="cpu")
+    asked, used = [], []
+    handle = model.module.register_forward_pre_hook(lambda module, args: used.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        counts = iter([2, 1, 1, 2])
+        model.prefill(list(range(3, 13)), chunk=3, threads=lambda: asked.append(1) or next(counts))
+    finally:
+        handle.remove()
+        torch.set_num_threads(before)
+    assert len(asked) == 4 and used == [2, 1, 1, 2]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,7 @@ def test_decode_steps_do_not_depend_on_the_thread_count(wide_checkpoints, arch, 
         torch.set_num_threads(before)
 
 
-def test_load_watch_gives_decode_the_cores_others_leave_free(monkeypatch):
+def test_load_watch_gives_the_cores_others_leave_free(monkeypatch):
     monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     clock, busy, own = [100.0], [50.0], [5.0]
@@ -80,22 +89,22 @@ def test_load_watch_gives_decode_the_cores_others_leave_free(monkeypatch):
     monkeypatch.setattr(threads, "_busy_seconds", lambda cpus: busy[0])
     monkeypatch.setattr(threads, "_own_seconds", lambda: own[0])
     watch = threads.LoadWatch()
-    assert watch.decode_threads(8) == 4  # nothing measured yet: every usable core
+    assert watch.threads(8) == 4  # nothing measured yet: every usable core
     clock[0] += 1.0; busy[0] += 2.0; own[0] += 1.0  # this process used one core, others one more
-    assert watch.decode_threads(8) == 3 and watch.decode_threads(2) == 2
+    assert watch.threads(8) == 3 and watch.threads(2) == 2
     clock[0] += 0.01; busy[0] += 0.04  # too short a look to judge: the last answer stands
-    assert watch.decode_threads(8) == 3
+    assert watch.threads(8) == 3
     clock[0] += 1.0; busy[0] += 3.96; own[0] += 0.5  # others kept about three and a half cores busy
-    assert watch.decode_threads(8) == 1
+    assert watch.threads(8) == 1
     clock[0] += 1.0; busy[0] += 1.5; own[0] += 1.0  # half a core taken by others is a core lost
-    assert watch.decode_threads(8) == 3
+    assert watch.threads(8) == 3
     clock[0] += 1.0; busy[0] += 1.2; own[0] += 1.0  # background noise is not
-    assert watch.decode_threads(8) == 4
+    assert watch.threads(8) == 4
     monkeypatch.setenv("SCOUTDOC_THREADS", "2")
-    assert watch.decode_threads(8) == 2
+    assert watch.threads(8) == 2
 
 
 def test_load_watch_without_proc_stat_keeps_every_usable_core(monkeypatch):
     monkeypatch.delenv("SCOUTDOC_THREADS", raising=False)
     monkeypatch.setattr(threads, "_busy_seconds", lambda cpus: None)
-    assert threads.LoadWatch().decode_threads(64) == threads.usable_cores()
+    assert threads.LoadWatch().threads(64) == threads.usable_cores()

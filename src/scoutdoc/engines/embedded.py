@@ -35,7 +35,6 @@ class EmbeddedState:
     prefill_started: float = 0.0
     prefill_s: float = 0.0
     logits: object = None  # the last prompt position's logits: the first answer token needs no extra forward
-    load_watch: object = None  # runtime.threads.LoadWatch started with the prompt: threads for decoding
 
     @property
     def tokens(self) -> int:
@@ -113,7 +112,10 @@ class EmbeddedEngine:
         self.kv_dtype_name = None if kv_dtype in (None, "model") else kv_dtype  # the planner's name for it
         import torch
 
-        self.thread_ceiling = torch.get_num_threads()  # what torch (or the caller) set; prefill may use fewer
+        from ..runtime.threads import LoadWatch
+
+        self.thread_ceiling = torch.get_num_threads()  # what torch (or the caller) set; prompts and decode may use fewer
+        self.load_watch = LoadWatch()  # from before loading: the first prompt piece already sees others' load
         path, self.model_name = locate(model)
         self.model = load_model(path, dtype=dtype, device=device, quantize=quantize)
         self.tokenizer = self.model.tokenizer
@@ -139,9 +141,14 @@ class EmbeddedEngine:
     def prefix_tokens(self, prompt: Prompt) -> int:
         return len(self._render(prompt).prefix_ids)
 
+    def _threads(self) -> int:
+        """Threads for the next prompt piece or decode steps: the cores other processes leave free."""
+        return self.load_watch.threads(self.thread_ceiling)
+
     def _prefill(self, session, ids: list[int], progress: Progress | None):
         """Run the tokens of `ids` the session does not hold yet; the last position's logits."""
-        return self.model.prefill(ids, session=session, chunk=self.prefill_chunk, progress=progress)[1]
+        return self.model.prefill(ids, session=session, chunk=self.prefill_chunk, progress=progress,
+                                  threads=self._threads)[1]
 
     def _rewind(self, state: EmbeddedState | None, ids: list[int]) -> tuple[object, int]:
         """A session holding the longest usable prefix of `ids`, and how many tokens it holds."""
@@ -191,18 +198,11 @@ class EmbeddedEngine:
         return {"model": self.model.fingerprint, "tokenizer": str(getattr(self.tokenizer, "fingerprint", ""))}
 
     def prefill(self, prompt: Prompt, snapshot: EmbeddedState | None = None, progress: Progress | None = None) -> EmbeddedState:
-        import torch
-
-        from ..runtime.threads import LoadWatch, choose
-
         ids = self._render(prompt).ids
-        torch.set_num_threads(choose(self.thread_ceiling))  # the usable cores, or SCOUTDOC_THREADS
-        watch = LoadWatch()  # the prompt's run is its first look at others' load
         started = time.perf_counter()
         session, cached = self._rewind(snapshot, ids)  # always leaves at least one token to run
         logits = self._prefill(session, ids, progress)
-        state = EmbeddedState(session=session, prompt=prompt, ids=ids, prefill_started=started, logits=logits,
-                              load_watch=watch)
+        state = EmbeddedState(session=session, prompt=prompt, ids=ids, prefill_started=started, logits=logits)
         state.prefill_s = time.perf_counter() - started
         state.stats = Stats(prompt_tokens=len(ids), cached_tokens=cached, prefilled_tokens=len(ids) - cached)
         return state
@@ -212,12 +212,9 @@ class EmbeddedEngine:
 
         sampling = Sampling(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed,
                             repetition_penalty=params.repetition_penalty, loop_window=params.loop_window)
-        from ..runtime.threads import LoadWatch
-
-        watch, ceiling = state.load_watch or LoadWatch(), self.thread_ceiling
         text_gen = self.model.generate_text(
             state.ids, max_new_tokens=params.max_tokens, sampling=sampling, stop=params.stop, session=state.session,
-            logits=state.logits, decode_threads=lambda: watch.decode_threads(ceiling),
+            logits=state.logits, threads=self._threads,
         )
         state.logits = None  # consumed: the session moves on as tokens are generated
         stats = state.stats

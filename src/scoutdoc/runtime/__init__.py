@@ -86,12 +86,14 @@ class LoadedModel:
     def prefill(
         self, ids: list[int], session: Session | None = None, chunk: int | None = None,
         progress: Progress | None = None,
+        threads: Callable[[], int] | None = None,
     ) -> tuple[Session, torch.Tensor]:
         """Process ids (extending `session` if given); returns the session and the last position's logits.
 
-        `chunk` None: pieces of `generate.default_prefill_chunk` (aligned to the attention chunk)."""
+        `chunk` None: pieces of `generate.default_prefill_chunk` (aligned to the attention chunk);
+        `threads`: see `generate.prefill`."""
         session = session if session is not None else self.new_session()
-        return session, prefill(self.module, session, list(ids), chunk, progress)
+        return session, prefill(self.module, session, list(ids), chunk, progress, threads)
 
     def generate(
         self,
@@ -103,16 +105,16 @@ class LoadedModel:
         prefill_chunk: int | None = None,
         progress: Progress | None = None,
         logits: torch.Tensor | None = None,
-        decode_threads: Callable[[], int] | None = None,
+        threads: Callable[[], int] | None = None,
     ) -> Iterator[int]:
         """Yield new token ids; stops on the model's end tokens (not yielded) or after max_new_tokens.
 
-        Pass `logits` from `prefill` when `session` already holds all of `ids`; `decode_threads`:
-        see `generate.generate_ids`."""
+        Pass `logits` from `prefill` when `session` already holds all of `ids`; `threads`: see
+        `generate.generate_ids`."""
         session = session if session is not None else self.new_session()
         return generate_ids(
             self.module, session, list(ids), max_new_tokens, sampling or Sampling(),
-            self.stop_ids if stop_ids is None else stop_ids, prefill_chunk, progress, logits, decode_threads,
+            self.stop_ids if stop_ids is None else stop_ids, prefill_chunk, progress, logits, threads,
         )
 
     def generate_text(
@@ -125,12 +127,12 @@ class LoadedModel:
         prefill_chunk: int | None = None,
         progress: Progress | None = None,
         logits: torch.Tensor | None = None,
-        decode_threads: Callable[[], int] | None = None,
+        threads: Callable[[], int] | None = None,
     ) -> TextGeneration:
         """Stream text pieces (never a split UTF-8 character), stopping at any of `stop` (not included)."""
         return TextGeneration(
             token_source=lambda: self.generate(
-                ids, max_new_tokens, sampling, session, None, prefill_chunk, progress, logits, decode_threads
+                ids, max_new_tokens, sampling, session, None, prefill_chunk, progress, logits, threads
             ),
             tokenizer=self.tokenizer,
             stop=list(stop or []),

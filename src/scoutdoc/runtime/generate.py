@@ -76,12 +76,14 @@ def prefill(
     ids: list[int],
     chunk: int | None = None,
     progress: Progress | None = None,
+    threads: Callable[[], int] | None = None,
 ) -> torch.Tensor:
     """Extend the session with ids (which must start with session.ids); fp32 logits of the last position.
 
     At least the final token is always run through the model so there are logits to sample from.
     `chunk` None means `default_prefill_chunk` of the model's config. `progress` gets the tokens
     done and the total after every piece (the caller derives tokens/s from its own clock).
+    `threads`: asked before every piece how many threads to run it with (`threads.LoadWatch`).
     """
     if ids[: len(session.ids)] != session.ids:
         raise ValueError("prefill ids must extend the session's ids; start a new session to rewind")
@@ -95,6 +97,7 @@ def prefill(
     logits = None
     with torch.inference_mode():
         while done < total:
+            _set_threads(threads)
             piece = todo[done : done + chunk]
             logits = model(torch.tensor(piece, dtype=torch.long, device=device), session.cache, last_only=True)
             session.ids.extend(piece)
@@ -104,6 +107,13 @@ def prefill(
             if progress is not None:
                 progress(done, total, "tokens")
     return logits[-1].float()
+
+
+def _set_threads(threads: Callable[[], int] | None) -> None:
+    if threads is not None:
+        count = threads()
+        if count != torch.get_num_threads():
+            torch.set_num_threads(count)
 
 
 def _device_of(model: Model) -> torch.device:
@@ -159,15 +169,16 @@ def generate_ids(
     prefill_chunk: int | None = None,
     progress: Progress | None = None,
     logits: torch.Tensor | None = None,
-    decode_threads: Callable[[], int] | None = None,
+    threads: Callable[[], int] | None = None,
 ) -> Iterator[int]:
     """Yield new token ids until a stop id (not yielded), or max_new_tokens.
 
     The session's cache holds every yielded token except the last one (it is fed to the model only
     when the next token is needed), so `session.ids` always names exactly what the cache contains.
     `logits`: the last position's logits from a caller that already prefilled all of `ids` (so the
-    first answer token costs no extra forward pass). `decode_threads`: asked before the first
-    decode step and every RETHREAD_EVERY steps how many threads to decode with (`threads.LoadWatch`).
+    first answer token costs no extra forward pass). `threads`: asked before every prompt piece,
+    the first decode step and every RETHREAD_EVERY steps how many threads to run with
+    (`threads.LoadWatch`).
     """
     sampling = sampling or Sampling()
     stop = set(stop_ids)
@@ -175,7 +186,7 @@ def generate_ids(
     generator = make_generator(sampling, device)
     session.cache.reserve(len(ids) + max_new_tokens - 1)  # the last answer token is never fed back
     if logits is None:
-        logits = prefill(model, session, ids, prefill_chunk, progress)
+        logits = prefill(model, session, ids, prefill_chunk, progress, threads)
     elif session.ids != ids:
         raise ValueError("logits were given but the session does not hold exactly these ids")
     answer: list[int] = []
@@ -188,10 +199,8 @@ def generate_ids(
         yield token
         if n + 1 == max_new_tokens:
             return
-        if decode_threads is not None and n % RETHREAD_EVERY == 0:
-            threads = decode_threads()
-            if threads != torch.get_num_threads():
-                torch.set_num_threads(threads)
+        if n % RETHREAD_EVERY == 0:
+            _set_threads(threads)
         with torch.inference_mode():
             logits = model(torch.tensor([token], device=device), session.cache, greedy=greedy)[-1].float()
         session.ids.append(token)

@@ -1,23 +1,23 @@
-"""How many CPU threads to compute with: all usable cores for prompts, the free ones for decoding.
+"""How many CPU threads to compute with: the cores other processes leave free, prompts and decode alike.
 
 PyTorch starts one thread per core of the machine, but containers, cgroups and `taskset` often
-give a process fewer (`os.sched_getaffinity`); threads beyond those only queue behind each other,
-and every one of the hundreds of small operations in a decode step waits for its slowest thread.
+give a process fewer (`os.sched_getaffinity`); threads beyond those only queue behind each other.
+On a machine where another process keeps a core busy, a thread sharing that core is descheduled
+for whole time slices while the others wait for it at every operation: with two threads on a
+2-core machine with one core busy, decode fell under 1 token/s and a 7,443-token prompt took 62 s
+instead of 8.7 s with one thread. `LoadWatch` measures what other processes used since its last
+look (the machine's busy time less this process's own, no sleeping) and `threads` gives the cores
+they left free, never more than `ceiling` (the count torch had when the engine started, so a
+caller's `torch.set_num_threads` still holds). The embedded engine asks before every prompt piece
+and every few decode steps.
 
-Prompts run on `choose(ceiling)`: the CPUs in this process's affinity mask, never more than
-`ceiling` (the count torch had when the engine started, so a caller's `torch.set_num_threads`
-still holds). That count ignores the load on purpose: a bfloat16 prompt's matrix products sum in
-an order that depends on the thread count, so a count that moved with the load would move greedy
-answers with it.
-
-Decode steps are different: each output of their products, attention and norms is summed by one
-thread whatever the count (tests/runtime/test_threads.py holds this bit for bit), so the count can
-follow the load without changing an answer. On a machine where another process keeps a core busy,
-a thread sharing that core is descheduled for whole time slices while the others wait for it at
-every operation: a 2-core machine decoded at under 1 token/s with two threads. `LoadWatch` measures
-what other processes used since its last look (the machine's busy time less this process's own,
-no sleeping) and `decode_threads` gives the decode loop the cores they left free.
-`SCOUTDOC_THREADS` fixes both counts.
+The price is reproducibility under load: a bfloat16 prompt's matrix products sum in an order that
+depends on the thread count (oneDNN splits some shapes by thread), so a prompt read on a busy
+machine can give a near-tie token the other way than on an idle one. Answers were not reproducible
+bit for bit across processes anyway (README: MKL's single-row products), and a first answer that
+takes minutes is worse. A decode step's sums are each made by one thread at any count
+(tests/runtime/test_threads.py holds this bit for bit). `SCOUTDOC_THREADS` fixes the count for
+prompts and decode alike.
 """
 
 from __future__ import annotations
@@ -43,11 +43,6 @@ def usable_cores() -> int:
 def _override() -> int | None:
     value = os.environ.get("SCOUTDOC_THREADS", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
-
-
-def choose(ceiling: int) -> int:
-    """Threads for the next prompt: SCOUTDOC_THREADS when set, else the usable cores up to `ceiling`."""
-    return _override() or max(1, min(ceiling, usable_cores()))
 
 
 def _busy_seconds(cpus: set[int]) -> float | None:
@@ -100,6 +95,7 @@ class LoadWatch:
             self._mark = now
         return self.free
 
-    def decode_threads(self, ceiling: int) -> int:
-        """Threads for the next decode steps: SCOUTDOC_THREADS, else the free cores up to `ceiling`."""
+    def threads(self, ceiling: int) -> int:
+        """Threads for the next prompt piece or decode steps: SCOUTDOC_THREADS, else the free cores
+        up to `ceiling`."""
         return _override() or max(1, min(ceiling, self.free_cores()))
