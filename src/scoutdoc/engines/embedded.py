@@ -112,10 +112,11 @@ class EmbeddedEngine:
         self.kv_dtype_name = None if kv_dtype in (None, "model") else kv_dtype  # the planner's name for it
         import torch
 
-        from ..runtime.threads import LoadWatch
+        from ..runtime.threads import PROCESS_WATCH
 
         self.thread_ceiling = torch.get_num_threads()  # what torch (or the caller) set; prompts and decode may use fewer
-        self.load_watch = LoadWatch()  # from before loading: the first prompt piece already sees others' load
+        self.load_watch = PROCESS_WATCH
+        torch.set_num_threads(self._threads())  # loading too: a busy core makes every operation wait
         path, self.model_name = locate(model)
         self.model = load_model(path, dtype=dtype, device=device, quantize=quantize)
         self.tokenizer = self.model.tokenizer

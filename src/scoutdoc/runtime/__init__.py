@@ -5,13 +5,16 @@
     ids = m.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
     for token in m.generate(ids, max_new_tokens=32): ...
 
-Loaded models are cached by fingerprint and device: the only global state in the runtime. The
+Loaded models are cached by fingerprint and device, and `threads.PROCESS_WATCH` looks at the
+machine's load from the moment this package is imported: the only global state in the runtime. The
 runtime knows files, not names: `scoutdoc.models.resolve` turns a catalog name into a path.
 """
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import threads  # noqa: I001  first: its watch starts before importing torch takes a second
 
 import torch
 

@@ -8,8 +8,11 @@ for whole time slices while the others wait for it at every operation: with two 
 instead of 8.7 s with one thread. `LoadWatch` measures what other processes used since its last
 look (the machine's busy time less this process's own, no sleeping) and `threads` gives the cores
 they left free, never more than `ceiling` (the count torch had when the engine started, so a
-caller's `torch.set_num_threads` still holds). The embedded engine asks before every prompt piece
-and every few decode steps.
+caller's `torch.set_num_threads` still holds). The embedded engine asks `PROCESS_WATCH`, started
+when `scoutdoc.runtime` is imported, before loading the model (so that importing torch is its first
+look), before every prompt piece and every few decode steps: with one core busy, loading the
+default model on two threads took 3.4 s instead of 0.5, and the interpreter's own work between
+operations shared the busy core while an idle OpenMP thread spun on the free one.
 
 The price is reproducibility under load: a bfloat16 prompt's matrix products sum in an order that
 depends on the thread count (oneDNN splits some shapes by thread), so a prompt read on a busy
@@ -99,3 +102,6 @@ class LoadWatch:
         """Threads for the next prompt piece or decode steps: SCOUTDOC_THREADS, else the free cores
         up to `ceiling`."""
         return _override() or max(1, min(ceiling, self.free_cores()))
+
+
+PROCESS_WATCH = LoadWatch()  # this process's view of others' load, from the runtime's import on
