@@ -180,6 +180,32 @@ def test_an_existing_output_is_kept_unless_forced(docs, tmp_path):
     assert len(engine.prefills) == 2
 
 
+def test_an_output_that_is_not_a_regular_file_is_refused_and_a_link_is_written_through(docs, tmp_path):
+    """The results file is renamed into place: a pipe, a device or a directory given as --out would
+    be replaced by a plain file (as root, `--out /dev/stdout` once was), and a link by a copy."""
+    import os
+
+    db, engine = tmp_path / "b.db", FakeEngine()
+    pipe = tmp_path / "pipe.jsonl"
+    os.mkfifo(pipe)
+    for out in (pipe, tmp_path, Path("/dev/null")):
+        with pytest.raises(UsageError, match="is (a directory|not a regular file)"):
+            batch([docs / "0-ana.txt"], out, engine, db=db, force=True)
+    assert pipe.is_fifo() and Path("/dev/null").is_char_device()
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    target.write_text("")
+    link.symlink_to(target)
+    batch([docs / "0-ana.txt"], link, engine, db=db)
+    assert link.is_symlink() and [r["source"] for r in lines(target)] == [str(docs / "0-ana.txt")]
+
+
+def test_resume_passes_over_lines_that_are_not_result_objects(docs, tmp_path):
+    db, out = tmp_path / "b.db", tmp_path / "out.jsonl"
+    out.write_text('[1, 2]\n"text"\nnull\n\x00\x01junk\n')
+    tally, _ = batch([docs / "0-ana.txt"], out, FakeEngine(), db=db, resume=True)
+    assert tally.ok == 1 and [r["source"] for r in lines(out)] == [str(docs / "0-ana.txt")]
+
+
 def test_another_model_answers_again(docs, tmp_path):
     db, out = tmp_path / "b.db", tmp_path / "out.jsonl"
     batch([docs / "0-ana.txt"], out, FakeEngine(), db=db)

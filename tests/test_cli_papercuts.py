@@ -151,3 +151,25 @@ def test_the_first_use_of_a_catalog_model_downloads_it_with_a_bar(monkeypatch):
     engine._pull_first("smollm2-135m")
     engine._pull_first("/models/own.gguf")  # not a catalog name: nothing to download
     assert pulled == ["smollm2-135m"]
+
+
+def test_empty_paths_ids_and_text_that_is_not_utf8_are_usage_errors(tmp_path):
+    """An unset "$FILE" read the whole working directory, `sessions delete ""` deleted a session, and
+    a question with bytes that are not UTF-8 (lone surrogates in Python) ended in an internal error."""
+    (tmp_path / "notes.txt").write_text("The fee is 40 euros.\n")
+    for args in (["ask", "", "Who pays?"], ["inspect", ""], ["batch", "", "-q", "Who pays?"]):
+        proc = run(tmp_path, *args)
+        assert proc.returncode == 2 and "empty path" in proc.stderr, args
+    proc = run(tmp_path, "sessions", "delete", "")
+    assert proc.returncode != 0 and "session id is empty" in proc.stderr
+    bad = "bad \udcff question"
+    for args in (["ask", "notes.txt", bad], ["ask", "notes.txt", "ok?", "--system", bad],
+                 ["batch", "notes.txt", "-q", bad], ["summarize", "notes.txt", "--instruction", bad]):
+        proc = subprocess.run([str(SCOUTDOC), *args], env={**os.environ, "SCOUTDOC_HOME": str(tmp_path / "home"),
+                              "NO_COLOR": "1"}, capture_output=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 2 and b"not valid UTF-8" in proc.stderr, args
+    proc = run(tmp_path, "ask", "notes.txt", "ok?", "--seed", "99999999999999999999999", "--temperature", "1")
+    assert proc.returncode == 2 and "--seed" in proc.stderr
+    for device in ("bogus", "xpu"):
+        proc = run(tmp_path, "ask", "notes.txt", "ok?", "--device", device)
+        assert proc.returncode == 2 and "--device" in proc.stderr and "Traceback" not in proc.stderr

@@ -321,6 +321,20 @@ def test_a_deleted_source_counts_as_changed(store, notes):
     assert conv.changed_sources(store, sid) == [str(notes)]
 
 
+@pytest.mark.parametrize("replacement", ["pipe", "endless"])
+def test_a_source_replaced_by_a_pipe_or_an_endless_device_counts_as_changed(store, notes, replacement):
+    """Hashing it would wait for a writer, or read /dev/zero for ever: every follow-up hung."""
+    import os
+
+    sid = ask(store, FakeEngine(), [notes]).session_id
+    notes.unlink()
+    if replacement == "pipe":
+        os.mkfifo(notes)
+    else:
+        notes.symlink_to("/dev/zero")
+    assert conv.changed_sources(store, sid) == [str(notes)]
+
+
 def test_refresh_rereads_a_changed_file_and_drops_the_old_snapshots(store, notes):
     engine = FakeEngine()
     sid = ask(store, engine, [notes]).session_id

@@ -41,6 +41,22 @@ def test_least_recently_used_snapshots_go_first(store):
     assert prune_snapshots(store, budget=1000).removed == []  # already within the budget
 
 
+def test_a_recorded_path_outside_the_snapshot_directory_deletes_nothing_there(store, tmp_path):
+    """A database handed over with `--db`, or edited, may name any file: only names are used."""
+    victims = [tmp_path / "thesis.tex", snapshot_file("x").parent.parent / "victim2.txt"]
+    for victim in victims:
+        victim.write_text("mine\n")
+    now = time.time()
+    _session_with_snapshot(store, "plain", 10, now)
+    with store.db.conn:
+        store.db.conn.execute("UPDATE snapshots SET path = ? WHERE path = 'plain.kv'", (str(victims[0]),))
+    _session_with_snapshot(store, "other", 10, now - 10)
+    with store.db.conn:
+        store.db.conn.execute("UPDATE snapshots SET path = '../victim2.txt' WHERE path = 'other.kv'")
+    assert len(prune_snapshots(store, budget=0).removed) == 2
+    assert all(v.read_text() == "mine\n" for v in victims)
+
+
 def test_the_snapshot_just_written_is_protected_unless_over_the_budget_alone(store):
     now = time.time()
     _session_with_snapshot(store, "recent", 600, now)

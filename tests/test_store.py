@@ -101,16 +101,16 @@ def test_delete_removes_rows_and_snapshot_files(tmp_path, monkeypatch):
     store = Store(tmp_path / "s.db")
     sid = _session(store)
     relative = snapshot_file("rel.kv")  # recorded by name, inside the data directory
-    absolute = tmp_path / "abs.kv"
-    for path in (relative, absolute):
+    moved = snapshot_file("abs.kv")  # recorded with the path of a data directory since moved here
+    outside = tmp_path / "outside.kv"  # a record pointing out of the directory deletes nothing there
+    for path in (relative, moved, outside):
         path.write_bytes(b"kv")
-    store.add_exchange(sid, TurnRecord("user", "q"), TurnRecord("assistant", "a"),
-                       snapshot=dict(path="rel.kv", tokens=3, fingerprint="fp", bytes=2))
-    store.add_exchange(sid, TurnRecord("user", "q"), TurnRecord("assistant", "a"),
-                       snapshot=dict(path=str(absolute), tokens=3, fingerprint="fp", bytes=2))
+    for recorded in ("rel.kv", str(tmp_path / "old-home" / "snapshots" / "abs.kv"), str(outside)):
+        store.add_exchange(sid, TurnRecord("user", "q"), TurnRecord("assistant", "a"),
+                           snapshot=dict(path=recorded, tokens=3, fingerprint="fp", bytes=2))
     assert relative == tmp_path / "home" / "snapshots" / "rel.kv"
     store.delete_session(sid)
-    assert not relative.exists() and not absolute.exists()
+    assert not relative.exists() and not moved.exists() and outside.exists()
     for table in ("sessions", "sources", "turns", "snapshots"):
         assert store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
     assert store.search("q") == []

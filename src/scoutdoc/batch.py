@@ -48,6 +48,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     A pattern that matches nothing on disk is kept as it is when an archive is among the inputs:
     it then selects that archive's members (`scoutdoc batch inbox.zip 'contracts/*.pdf'`).
     """
+    if any(not item for item in inputs):  # "" is the working directory, read whole: an unset "$FILE" in a script
+        raise UsageError('an empty path was given (an unset variable in a script?); name the files, or "." for '
+                         "the current directory")
     has_archive = any(archive_suffix(item) and Path(item).is_file() for item in inputs)
     out: list[str] = []
     for item in inputs:
@@ -68,8 +71,17 @@ def split_member_patterns(inputs: list[str]) -> tuple[list[str], tuple[str, ...]
 
 
 def check_out(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite an existing results file unless --resume (continue it) or --force (replace it)."""
-    if not resume and not force and out.exists() and out.stat().st_size > 0:
+    """Refuse a results path that is not a regular file, and an existing results file unless
+    --resume (continue it) or --force (replace it).
+
+    The file is written next to itself and renamed over the old one (`ResultsFile`), which would
+    replace a device, a pipe or a directory with a plain file: `--out /dev/stdout` run as root once
+    turned /dev/stdout into one. A link is followed: its target is the file written."""
+    target = out.resolve()
+    if target.exists() and not target.is_file():
+        kind = "a directory" if target.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise UsageError(f"--out {out} is {kind}; give the path of a results file (.jsonl)")
+    if not resume and not force and target.exists() and target.stat().st_size > 0:
         raise UsageError(f"the results file {out} already exists; pass --resume to continue it, --force to overwrite it, "
                          "or choose another --out")
 
@@ -122,6 +134,8 @@ class ResultsFile:
                     row = json.loads(raw)
                 except ValueError:
                     continue  # the line a crash cut short
+                if not isinstance(row, dict):
+                    continue  # not a line this command writes
                 key = _row_key(row)
                 if key is None or key in self.keys:
                     continue  # failures are retried
@@ -223,7 +237,7 @@ def run_batch(
                          "check it (member paths start at the archive's top folder)")
     if not ingested.documents and not ingested.skipped:
         raise UsageError("the inputs hold no files to read; check the paths and selection options")
-    results = ResultsFile(out, resume)
+    results = ResultsFile(out.resolve(), resume)
     tally = Tally()
     started = time.perf_counter()
     question_key = question or SUMMARY_KEY

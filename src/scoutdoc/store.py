@@ -68,9 +68,12 @@ class SourceRecord:
 
 def snapshot_file(recorded: str) -> Path:
     """Where a recorded snapshot lives: names are stored relative to the snapshots directory, so a
-    data directory can be moved or copied (SCOUTDOC_HOME) without its records pointing elsewhere."""
-    path = Path(recorded)
-    return path if path.is_absolute() else snapshots_dir() / path
+    data directory can be moved or copied (SCOUTDOC_HOME) without its records pointing elsewhere.
+
+    Only the file name of a record is used: snapshots are deleted by record, and a database handed
+    over (`--db`) or edited with "/home/me/thesis.tex" or "../../x" as a path must not reach outside
+    the directory (`sessions delete` removed such files)."""
+    return snapshots_dir() / Path(recorded).name
 
 
 def new_session_id() -> str:
@@ -266,6 +269,8 @@ class Store:
         return turn_id
 
     def session(self, session_id: str) -> dict[str, Any]:
+        if not session_id.strip():  # as a prefix "" names every session, and `sessions delete ""` deleted one
+            raise SessionError("the session id is empty; see `scoutdoc sessions list`")
         rows = list(self.db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
         if not rows:
             rows = list(self.db.query("SELECT * FROM sessions WHERE id LIKE ? || '%' ESCAPE '\\'", [escape_like(session_id)]))

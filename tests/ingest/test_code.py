@@ -174,6 +174,28 @@ def test_links_loops_and_permissions(tmp_path):
         assert "permission denied" in load_sources([locked]).skipped[0].reason
 
 
+def test_an_unreadable_subdirectory_is_one_skip_and_the_rest_is_read(tmp_path, monkeypatch):
+    """Looking for a locked directory's .gitignore raises EACCES (as does /proc/1/fdinfo for root):
+    the walk must go on. Root reads through chmod 000, so the refusal is simulated."""
+    from pathlib import Path
+
+    root = tmp_path / "d"
+    (root / "locked").mkdir(parents=True)
+    (root / "locked" / "inner.txt").write_text("hidden\n")
+    (root / "ok.txt").write_text("hi\n")
+    real_is_file = Path.is_file
+
+    def is_file(self, *args, **kwargs):
+        if self.parent.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_file(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    result = load_sources([root])
+    assert [d.source for d in result.documents] == ["ok.txt"]
+    assert [s.source for s in result.skipped] == ["locked"] and "permission denied" in result.skipped[0].reason
+
+
 def test_an_ignored_directory_named_explicitly_is_read(tmp_path, git):
     root = make_repo(tmp_path / "repo", git)
     result = load_sources([root / "build", root / "secret_dir"])

@@ -443,3 +443,20 @@ def test_stale_snapshot_temps_are_removed(tmp_path, config):
     ids = _prefill(config, q, k, v, 10, cache)
     save_snapshot(cache, ids, FP, tmp_path / "new.kv")
     assert not stale.exists() and live.exists()
+
+
+@pytest.mark.parametrize("kv_dtype", [torch.float8_e4m3fn, torch.float16])
+def test_a_bfloat16_model_decodes_over_a_kv_cache_of_another_dtype(config, kv_dtype):
+    """`--kv-dtype float8` (which the memory planner suggests) and float16 with the bfloat16 default:
+    the one-row decode path handed SDPA keys of another dtype than the query (an internal error)."""
+    q, k, v = (t.to(torch.bfloat16) for t in qkv(config, 12, seed=6))
+    cache = HybridCache(config, torch.bfloat16, "cpu", CacheOptions(kv_dtype=kv_dtype))
+    got = []
+    for n in [9, 1, 1, 1]:
+        s = cache.length
+        got.append(torch.stack([cache.attend(i, q[i, s : s + n], k[i, s : s + n], v[i, s : s + n]) for i in range(4)]))
+        cache.advance(n)
+    out = torch.cat(got, dim=1).float()
+    assert out.dtype == torch.float32 and cache.local_k[0].dtype == kv_dtype
+    want = torch.stack(reference(config, *(t.float() for t in (q, k, v)), 0, 12))
+    assert (out - want).abs().max() <= 2e-1

@@ -459,3 +459,23 @@ def test_llama4_style_tokenizer_json(tmp_path: Path, smol: Tokenizer, texts: lis
         expected = ref.encode(text, add_special_tokens=False).ids
         assert ours.encode(text) == expected, text[:80]
         assert direct.encode(text, allowed_special="all") == expected, text[:80]
+
+
+@pytest.mark.parametrize("body", ["huge_string", "deep_arrays", "huge_array"])
+def test_a_gguf_header_with_impossible_lengths_is_a_model_error(tmp_path, body):
+    """A 1 TiB string length was a MemoryError and 100,000 nested arrays a RecursionError."""
+    import struct
+
+    from scoutdoc.errors import ModelError
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 3) + b"key"
+    if body == "huge_string":
+        data = head + struct.pack("<I", 8) + struct.pack("<Q", 2**40) + b"abc"
+    elif body == "deep_arrays":
+        data = head + struct.pack("<I", 9) + (struct.pack("<IQ", 9, 1)) * 100_000
+    else:
+        data = head + struct.pack("<I", 9) + struct.pack("<IQ", 8, 2**62)
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(data)
+    with pytest.raises(ModelError, match="truncated or damaged"):
+        read_gguf_metadata(path)

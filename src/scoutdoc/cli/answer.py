@@ -14,9 +14,11 @@ import typer
 from ..errors import UsageError
 from ..ingest import IngestOptions, require_documents
 from ..wording import plural
-from .common import err, mid_line, notice, open_store, read_sources
+from .common import err, mid_line, notice, open_store, read_sources, source_paths
 from .engine import open_engine_for
-from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, JsonOpt, NoSnapshotOpt, expand_options
+from .options import (
+    ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, JsonOpt, NoSnapshotOpt, expand_options, utf8_text,
+)
 
 
 class _PrefillBar:
@@ -104,7 +106,7 @@ def _answer(
             )
     else:
         paths, question = question_for(args)
-        result_docs = read_sources([Path(p) for p in paths], options)
+        result_docs = read_sources(source_paths(paths), options)
         require_documents(result_docs)
         with open_store(db) as store:  # a database that cannot be written fails before the model loads
             eng = open_engine_for(choice)
@@ -122,7 +124,7 @@ def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
         raise UsageError('give one or more paths and then the question, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
     if not args[-1].strip():
         raise UsageError('the question is empty; put it last, in quotes, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
-    return args[:-1], args[-1]
+    return args[:-1], utf8_text(args[-1], "the question")
 
 
 @expand_options
@@ -161,7 +163,8 @@ def summarize(
     """Summarize the sources; a codebase gets an architecture overview (modules, entry points, data flow)."""
     from ..prompt import summary_instruction
 
-    question = instruction or (lambda documents: summary_instruction(d.kind for d in documents))
+    question = utf8_text(instruction, "--instruction") if instruction else (
+        lambda documents: summary_instruction(d.kind for d in documents))
     _answer(
         paths, command="summarize", question_for=lambda a: (a, question), continue_=False, session=None,
         refresh=False, choice=choice, gen=gen, as_json=as_json, db=db, options=options, no_snapshot=no_snapshot,
@@ -187,7 +190,7 @@ def chat(
     interactive = sys.stdin.isatty()
     result_docs = None
     if not session:
-        result_docs = require_documents(read_sources([Path(p) for p in paths or []], options))
+        result_docs = require_documents(read_sources(source_paths(paths or []), options))
     with open_store(db) as store:
         record = store.session(session) if session else None
         sid = record["id"] if record else None

@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..ingest import IngestOptions
 from .common import err, notice, open_store
 from .engine import open_engine_for
-from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, expand_options
+from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, expand_options, utf8_text
 
 
 @expand_options
@@ -35,6 +35,7 @@ def batch(
         raise UsageError("--question is empty; give the question to ask about each document")
     if bool(question) == summarize_:
         raise UsageError("give exactly one of --question Q or --summarize")
+    question = utf8_text(question, "--question") if question else None
     check_out(out, resume, force)  # before the model loads
     inputs = expand_inputs(inputs)
     eng = open_engine_for(choice)

@@ -11,6 +11,7 @@ from typing import Optional
 
 from rich.console import Console
 
+from ..errors import UsageError
 from ..ingest import IngestOptions, IngestResult, load_sources
 from ..ingest.names import display_name
 
@@ -56,6 +57,15 @@ def open_store(db: Optional[Path]):
     from ..store import Store
 
     return Store(db or db_path())
+
+
+def source_paths(args: list[str]) -> list[Path]:
+    """The sources named on the command line. An empty one (an unset "$FILE" in a script) would be
+    the working directory, read whole."""
+    if any(not arg for arg in args):
+        raise UsageError('an empty path was given (an unset variable in a script?); name the files, or "." for '
+                         "the current directory")
+    return [Path(arg) for arg in args]
 
 
 def read_sources(paths: list[Path], options: IngestOptions, show_skips: bool = True, load: Callable[..., IngestResult] = load_sources) -> IngestResult:

@@ -3,14 +3,13 @@
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..ingest import IngestOptions, require_documents
 from ..wording import plural
-from .common import err, json_written, read_sources, safe
+from .common import err, json_written, read_sources, safe, source_paths
 from .options import INGEST, expand_options
 
 
@@ -33,7 +32,7 @@ def token_counter(model: Optional[str]) -> Optional[Callable[[str], int]]:
 
 @expand_options
 def inspect(
-    paths: Annotated[list[Path], typer.Argument(help="Files, directories (codebases) or archives to read.", show_default=False)],
+    args: Annotated[list[str], typer.Argument(metavar="PATHS...", help="Files, directories (codebases) or archives to read.", show_default=False)],
     *,
     options: Annotated[IngestOptions, INGEST],
     tree: Annotated[bool, typer.Option("--tree", help="Add a per-directory breakdown.")] = False,
@@ -44,6 +43,7 @@ def inspect(
     """Show what would go into the prompt: sources, sizes, skipped files and why. Nothing is sent to a model."""
     from ..ingest.report import summarize
 
+    paths = source_paths(args)
     if dump:  # documents are parked in a temporary file while reading, not all held in memory
         from ..ingest.dump import SpilledPack
 

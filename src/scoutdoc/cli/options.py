@@ -233,15 +233,26 @@ def _check_fit(value: str) -> str:
     return value
 
 
+def utf8_text(text: str, what: str) -> str:
+    """A question or instruction from the command line, which must be text: bytes that are not UTF-8
+    reach Python as lone surrogates, and the tokenizer and the database cannot take those."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8 text; check the terminal's or the script's encoding") from None
+    return text
+
+
 def generation(
     system: Annotated[Optional[str], typer.Option("--system", help="Replace the default system instructions (citation rules and documents are always added).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Longest answer, in tokens.")] = GenerationParams.max_tokens,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy (deterministic).")] = GenerationParams.temperature,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling cut (with --temperature > 0).")] = GenerationParams.top_p,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1, help="Random seed for sampling.")] = None,
     fit: Annotated[str, typer.Option("--fit", callback=_check_fit, help="When the documents exceed the model's window: auto (the whole prompt when it fits, else retrieve for questions, map-reduce for summaries), full (refuse, exit 4), retrieve (answer from the best-matching passages) or map-reduce (every part, then combine).")] = "auto",
 ) -> Generation:
     """The answer options of ask, summarize, chat and batch."""
+    system = utf8_text(system, "--system") if system is not None else None
     return Generation(system, GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed), fit)
 
 

@@ -223,10 +223,10 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
     skipped: list[Skip] = []
 
     def visit(current: Path, rel_dir: str, rules: _Rules) -> None:
-        if options.gitignore and rel_dir and (current / ".gitignore").is_file():
-            rules = rules.with_file(_join(prefix, rel_dir), current / ".gitignore")
-        try:
+        try:  # an unreadable directory (or its .gitignore) is one skip, not the end of the walk
             entries = sorted(os.scandir(current), key=lambda e: e.name)
+            if options.gitignore and rel_dir and (current / ".gitignore").is_file():
+                rules = rules.with_file(_join(prefix, rel_dir), current / ".gitignore")
         except OSError as exc:
             skipped.append(Skip(display_name(rel_dir or str(directory)), *_os_reason(exc, "directory")))
             return

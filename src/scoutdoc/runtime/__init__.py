@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import threads  # noqa: I001  first: its watch starts before importing torch takes a second
+from .threads import PROCESS_WATCH as _PROCESS_WATCH  # noqa: F401  first: it starts watching before torch loads
 
 import torch
 

@@ -242,7 +242,7 @@ def attention_plain(
         )
         return out[0].transpose(0, 1)
     half = q.dtype in (torch.float16, torch.bfloat16)
-    if backend == "sdpa" and q.shape[0] == 1 and half and k.shape[0] <= 2048 and q.device.type == "cpu":
+    if backend == "sdpa" and q.shape[0] == 1 and half and k.dtype == q.dtype and k.shape[0] <= 2048 and q.device.type == "cpu":
         out = F.scaled_dot_product_attention(
             q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], enable_gqa=True
         )

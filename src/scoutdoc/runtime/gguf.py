@@ -8,6 +8,7 @@ metadata array element, which takes seconds and ~200 MB of Python objects for a 
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,19 @@ def read_gguf_metadata(path: Path | str, *, tensors: bool = False) -> dict[str, 
         raise ModelError(f"cannot read GGUF file {path} ({exc}); it is truncated or damaged, download it again") from exc
 
 
+MAX_ARRAY_DEPTH = 8  # arrays of arrays; the format's own keys nest at most one level
+
+
 def _parse_gguf_header(buf, tensors: bool) -> dict[str, Any]:
+    """Lengths and counts are checked against the bytes left in the file before anything is
+    allocated, and nesting is bounded: a header claiming a 1 TiB string or 100,000 nested arrays is
+    damage, not a MemoryError or a RecursionError."""
+    size = os.fstat(buf.fileno()).st_size
+
+    def take(n: int) -> bytes:
+        if n > size - buf.tell():
+            raise ValueError("a length in the header runs past the end of the file")
+        return buf.read(n)
 
     def read(fmt: str):
         size = struct.calcsize(fmt)
@@ -58,24 +71,28 @@ def _parse_gguf_header(buf, tensors: bool) -> dict[str, Any]:
 
     def read_str() -> str:
         n = read("<Q")
-        data = buf.read(n)
+        data = take(n)
         if len(data) != n:
             raise ValueError("unexpected end of file")
         return data.decode("utf-8", errors="surrogateescape")
 
-    def read_value(vtype: int):
+    def read_value(vtype: int, depth: int = 0):
         if vtype == _GGUF_STRING:
             return read_str()
         if vtype == _GGUF_ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise ValueError(f"arrays nested more than {MAX_ARRAY_DEPTH} deep")
             etype, count = read("<I"), read("<Q")
             if etype in _GGUF_SCALARS and etype != 7:
                 fmt = _GGUF_SCALARS[etype]
-                size = struct.calcsize(fmt)
-                data = buf.read(size * count)
-                if len(data) != size * count:
+                width = struct.calcsize(fmt)
+                data = take(width * count)
+                if len(data) != width * count:
                     raise ValueError("unexpected end of file")
                 return np.frombuffer(data, dtype=np.dtype(fmt)).tolist()
-            return [read_value(etype) for _ in range(count)]
+            if count > size - buf.tell():  # every element takes at least one byte
+                raise ValueError("an array in the header runs past the end of the file")
+            return [read_value(etype, depth + 1) for _ in range(count)]
         if vtype not in _GGUF_SCALARS:
             raise ValueError(f"unknown metadata type {vtype}")
         return read(_GGUF_SCALARS[vtype])

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 from .config import ModelConfig
 from .dtypes import DTYPES, WEIGHT_DTYPES, auto_dtype
 from .gguf import gguf_config, read_gguf_metadata
@@ -64,7 +64,12 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") 
 def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:  # PyTorch lists its 20-odd device types in a paragraph
+        raise UsageError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError("--device cuda was requested but PyTorch sees no CUDA GPU; use --device cpu or auto")
     return dev
