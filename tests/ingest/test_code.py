@@ -132,6 +132,27 @@ def test_private_key_content_is_excluded(tmp_path):
     assert "private key" in result.skipped[0].reason
 
 
+def test_keys_in_documents_urls_and_env_files_found_in_a_directory_are_excluded(tmp_path):
+    """The content scan covered plain text only: a key pasted into a Word file went into the prompt,
+    and so did `.envrc` and a database URL with its password."""
+    import docx
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    word = docx.Document()
+    word.add_paragraph("Deployment notes. aws_secret_access_key = wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY")
+    word.save(root / "keys.docx")
+    (root / ".envrc").write_text("export DB_PASSWORD=hunter2hunter2\n")
+    (root / "db.py").write_text("URL = 'postgresql://admin:Sup3rS3cret@db.example.com/app'\n")
+    (root / "docs.md").write_text("Connect with postgresql://user:password@localhost/app (your own values).\n")
+    result = load_sources([root])
+    assert [d.source for d in result.documents] == ["docs.md"]
+    reasons = {s.source: s.reason for s in result.skipped}
+    assert "AWS key" in reasons["keys.docx"] and "password in a URL" in reasons["db.py"]
+    assert "--include-secrets" in reasons[".envrc"]
+    assert len(load_sources([root / "keys.docx"]).documents) == 1  # named on purpose: read as asked
+
+
 def test_size_cap_and_tree_header(tmp_path):
     root = tmp_path / "proj"
     (root / "src" / "pkg").mkdir(parents=True)

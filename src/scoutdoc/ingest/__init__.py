@@ -172,6 +172,8 @@ def _ingest_bytes(
             document = read_docx(source, data)
         else:
             document = _read_text_kinds(source, data, kind, detail, options, explicit, verbatim)
+        if kind in ("pdf", "docx") and not explicit and not options.include_secrets:
+            refuse_secrets(document.text)  # a key pasted into a Word file or a PDF is a key too
         out.documents.append(check_garbled(document, options.strict))
     except Unreadable as exc:
         out.skipped.append(Skip(source, str(exc), exc.code))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .document import Unreadable
 
 SECRET_FILE_GLOBS = (
-    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa", "id_dsa",
+    ".env*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa", "id_dsa",
     "id_ecdsa", "id_ed25519", ".netrc", ".pgpass", ".htpasswd", "credentials", "credentials.*",
     "*credentials*.json", "secrets.yml", "secrets.yaml", "secrets.json", "*.secret", "*.secrets",
     # package registries, git, containers and cloud CLIs
@@ -70,6 +70,9 @@ _RULES = (
     _Rule("a Docker registry auth", ('"auth"',), re.compile(r'"auth"\s*:\s*"[A-Za-z0-9+/]{12,}={0,2}"')),
     _Rule("an Authorization header", ("authorization",),
           re.compile(r"(?i)\bauthorization\b[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+[A-Za-z0-9._~+/-]{16,}"), fold=True),
+    _Rule("a password in a URL", ("://",),
+          re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@'\"]*:(?!(?:password|passwd|pass|secret|pw|changeme|guest|x+|\*+)@)"
+                     r"[^\s/@<>{}$'\"]{4,}@[\w.-]+", re.IGNORECASE)),
     _Rule("a token or password assignment", ("token", "secret", "passw", "api_key", "apikey", "api-key"),
           re.compile(r"(?i)\b[\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|apikey)[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9._~+/-]{20,}=*)"),
           fold=True, mixed=True),
