@@ -7,12 +7,52 @@ a parser still raises becomes that one source's skip (`failure_reason`), never t
 """
 
 import io
+import re
 import zipfile
 
 from .document import Unreadable
 from .options import ArchiveLimits
 
 _XML_SUFFIXES = (".xml", ".rels", ".vml")
+_CONTENT_TYPES = "[Content_Types].xml"
+_TYPES_CAP = 1 << 20  # a real [Content_Types].xml is a few KB
+_TAG = re.compile(rb"<(Default|Override)\b([^>]*)>")
+_ATTR = re.compile(rb"""(\w+)\s*=\s*["']([^"']*)["']""")
+
+
+def _xml_parts(package: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+    """The parts python-docx parses as XML: by suffix, and by the content type the package gives a
+    part (an Override) or its extension (a Default). python-docx finds the main document through
+    its relationship whatever its name, so "word/document.dat" declared XML is XML: by suffix
+    alone, 123 MB of paragraphs under that name went past every cap."""
+    by_name: dict[str, bytes] = {}
+    by_extension: dict[str, bytes] = {}
+    types = next((i for i in infos if i.filename == _CONTENT_TYPES), None)
+    if types is not None:
+        if types.file_size > _TYPES_CAP:
+            raise Unreadable(f".docx declares {types.file_size:,} bytes of content types; refused", "limit")
+        try:
+            declared = package.read(types)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError, OSError):
+            declared = b""
+        for tag, body in _TAG.findall(declared):
+            attrs = {k.lower(): v for k, v in _ATTR.findall(body)}
+            kind = attrs.get(b"contenttype", b"").lower()
+            if tag == b"Override":
+                by_name[attrs.get(b"partname", b"").decode("utf-8", "replace").lstrip("/").lower()] = kind
+            else:
+                by_extension[attrs.get(b"extension", b"").decode("utf-8", "replace").lower()] = kind
+
+    def is_xml(name: str) -> bool:
+        name = name.lower()
+        if name.endswith(_XML_SUFFIXES):
+            return True
+        kind = by_name.get(name)
+        if kind is None:
+            kind = by_extension.get(name.rsplit(".", 1)[-1] if "." in name.rsplit("/", 1)[-1] else "", b"")
+        return b"xml" in kind
+
+    return [i for i in infos if is_xml(i.filename)]
 
 
 def check_docx_package(data: bytes, limits: ArchiveLimits) -> None:
@@ -29,7 +69,9 @@ def check_docx_package(data: bytes, limits: ArchiveLimits) -> None:
         return
     if len(infos) > limits.max_members:
         raise Unreadable(f".docx package has {len(infos)} parts, over the cap of {limits.max_members}; refused", "limit")
-    xml_bytes = sum(i.file_size for i in infos if i.filename.lower().endswith(_XML_SUFFIXES))
+    with zipfile.ZipFile(io.BytesIO(data)) as package:
+        xml_parts = _xml_parts(package, infos)
+    xml_bytes = sum(i.file_size for i in xml_parts)
     if xml_bytes > limits.max_xml_bytes:
         raise Unreadable(
             f".docx holds {xml_bytes / 1e6:.1f} MB of XML, over the {limits.max_xml_bytes / 1e6:.0f} MB cap "
@@ -38,7 +80,7 @@ def check_docx_package(data: bytes, limits: ArchiveLimits) -> None:
     total = sum(i.file_size for i in infos)
     if total > limits.ratio_floor and total / max(len(data), 1) > limits.max_ratio:
         raise Unreadable(f".docx expands {total / max(len(data), 1):.0f}:1, which looks like a zip bomb; refused", "unsafe")
-    elements, paragraphs = _count_tags(data, [i for i in infos if i.filename.lower().endswith(_XML_SUFFIXES)], limits)
+    elements, paragraphs = _count_tags(data, xml_parts, limits)
     if elements > limits.max_xml_elements:
         raise Unreadable(
             f".docx holds over {limits.max_xml_elements:,} XML elements (a long book has a few hundred thousand), "
