@@ -243,3 +243,28 @@ def test_matcher_pre_check_agrees_with_pathspec():
     unanchored = Matcher(["*.log", "/build", "docs/"])  # mixes any-depth and rooted patterns
     for name in ["x.log", "a/x.log", "build", "a/build", "docs/", "a/docs/", "docs", "x.logs"]:
         assert unanchored.check(name) == pathspec.GitIgnoreSpec.from_lines(["*.log", "/build", "docs/"]).check_file(name).include, name
+
+
+def test_the_text_of_one_run_is_capped_and_an_oversized_text_file_is_not_read(tmp_path, monkeypatch):
+    """152 MB of text took 4.5 GB (about 25 bytes per character): past the cap the remaining sources
+    are skips with the reason, and a text file surely over it is refused from its size alone."""
+    from scoutdoc.ingest import IngestOptions
+
+    root = tmp_path / "logs"
+    root.mkdir()
+    for i in range(4):
+        (root / f"{i}.log").write_text(f"line {i}\n" * 300)  # 2,100 characters each
+    result = load_sources([root], IngestOptions(max_total_chars=5000))
+    assert [d.source for d in result.documents] == ["0.log", "1.log"]
+    assert [s.source for s in result.skipped] == ["2.log", "3.log"]
+    assert all(s.code == "limit" and "--include/--exclude" in s.reason for s in result.skipped)
+    import scoutdoc.ingest as ingest
+
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as handle:
+        handle.truncate(1 << 30)  # sparse: 1 GiB on paper
+    parsed = []
+    real = ingest._ingest_bytes
+    monkeypatch.setattr(ingest, "_ingest_bytes", lambda source, *a, **k: parsed.append(source) or real(source, *a, **k))
+    result = load_sources([big], IngestOptions(max_total_chars=1000))
+    assert not result.documents and result.skipped[0].code == "limit" and parsed == []

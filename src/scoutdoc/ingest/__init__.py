@@ -23,9 +23,9 @@ from .garbled import check_garbled
 from .limits import check_docx_package, failure_reason
 from .names import display_name
 from .secrets import is_secret_path, refuse_secrets
-from .options import ArchiveLimits, IngestOptions
+from .options import ArchiveLimits, IngestOptions, MiB
 from .pack import pack
-from .sniff import classify
+from .sniff import ARCHIVE_SUFFIXES, classify
 from .text import decode_or_skip, read_text
 from .transcript import parse_timed_text, transcript_document
 
@@ -88,15 +88,22 @@ def load_sources(
         else:
             out.skipped.append(Skip(display_name(str(raw)), "not a regular file or directory (device, socket or pipe); pass a file", "not_regular"))
     per_group: dict[int, list[str]] = {}
+    chars = 0
     for done, item in enumerate(work, start=1):
         before = len(out.documents)
         try:
             with open(item.path, "rb") as handle:
+                if _surely_over(handle, item.source, options.max_total_chars - chars):
+                    raise _OverTotal
                 data = handle.read()
+        except _OverTotal:
+            out.skipped.append(Skip(item.source, _over_total_reason(options.max_total_chars), "limit"))
         except OSError as exc:
             out.skipped.append(Skip(item.source, *_os_reason(exc)))
         else:
             _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out, verbatim=item.group >= 0)
+            del data
+            chars = _within_total(out, before, chars, options.max_total_chars)
             if on_document:
                 out.documents[before:] = map(on_document, out.documents[before:])
         if item.group >= 0 and len(out.documents) > before:
@@ -105,6 +112,50 @@ def load_sources(
             progress(done, len(work), "files")
     trees = [render_tree(groups[g], per_group[g]) for g in sorted(per_group)]
     return IngestResult(documents=out.documents, skipped=out.skipped, tree="\n\n".join(trees))
+
+
+class _OverTotal(Exception):
+    pass
+
+
+_SAMPLE = 1 << 20
+
+
+def _surely_over(handle, source: str, room: int) -> bool:
+    """Whether a text file is too large for the room left, from its size and the characters per
+    byte of its first MiB: a 10 GB log would otherwise be read and cut into segments before any cap
+    applied. PDFs, Word files and archives hold far less text than their size, so they are read and
+    counted instead."""
+    if source.lower().endswith((".pdf", ".docx", *ARCHIVE_SUFFIXES)):
+        return False
+    size = os.fstat(handle.fileno()).st_size
+    if size <= room:  # a character takes at least a byte
+        return False
+    sample = handle.read(_SAMPLE)
+    handle.seek(0)
+    per_byte = len(sample.decode("utf-8", errors="replace")) / max(len(sample), 1)
+    return size * per_byte > room
+
+
+def _over_total_reason(cap: int) -> str:
+    return (f"with it the sources would hold over {cap // MiB}M characters of text, the cap for one run (about a "
+            "quarter as many tokens, more than any model's window, and about 25 bytes of memory per character); "
+            "select fewer or smaller files (--include/--exclude) or split the run")
+
+
+def _within_total(out: _Collected, before: int, chars: int, cap: int) -> int:
+    """Keep the documents just read while the text of the run stays within `cap` characters; the
+    rest become skips. Memory grows about 25-fold over the text (segments, the packed prompt, token
+    ids, the search index): 152 MB of text took 4.5 GB before this cap."""
+    kept: list[Document] = []
+    for document in out.documents[before:]:
+        if chars + document.chars > cap:
+            out.skipped.append(Skip(document.source, _over_total_reason(cap), "limit"))
+            continue
+        chars += document.chars
+        kept.append(document)
+    out.documents[before:] = kept
+    return chars
 
 
 def require_documents(result: IngestResult) -> IngestResult:

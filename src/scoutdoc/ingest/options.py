@@ -40,6 +40,7 @@ class IngestOptions:
     exclude: tuple[str, ...] = ()
     gitignore: bool = True  # honour .gitignore files and .git/info/exclude
     max_file_size: int = 4 * MiB
+    max_total_chars: int = 64 * MiB  # text read in one run, all sources together (see `load_sources`)
     include_secrets: bool = False
     passwords: tuple[str, ...] = ()  # tried in order on encrypted PDFs (after the empty password)
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
