@@ -48,9 +48,6 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     A pattern that matches nothing on disk is kept as it is when an archive is among the inputs:
     it then selects that archive's members (`scoutdoc batch inbox.zip 'contracts/*.pdf'`).
     """
-    if any(not item for item in inputs):  # "" is the working directory, read whole: an unset "$FILE" in a script
-        raise UsageError('an empty path was given (an unset variable in a script?); name the files, or "." for '
-                         "the current directory")
     has_archive = any(archive_suffix(item) and Path(item).is_file() for item in inputs)
     out: list[str] = []
     for item in inputs:

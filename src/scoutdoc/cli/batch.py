@@ -7,7 +7,7 @@ import typer
 
 from ..errors import UsageError
 from ..ingest import IngestOptions
-from .common import err, notice, open_store
+from .common import check_paths, err, notice, open_store
 from .engine import open_engine_for
 from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, expand_options, utf8_text
 
@@ -37,7 +37,7 @@ def batch(
         raise UsageError("give exactly one of --question Q or --summarize")
     question = utf8_text(question, "--question") if question else None
     check_out(out, resume, force)  # before the model loads
-    inputs = expand_inputs(inputs)
+    inputs = expand_inputs(check_paths(inputs))
     eng = open_engine_for(choice)
     workers = concurrency or eng.concurrency
     if eng.concurrency == 1 and workers > 1:

@@ -59,13 +59,17 @@ def open_store(db: Optional[Path]):
     return Store(db or db_path())
 
 
-def source_paths(args: list[str]) -> list[Path]:
-    """The sources named on the command line. An empty one (an unset "$FILE" in a script) would be
-    the working directory, read whole."""
+def check_paths(args: list[str]) -> list[str]:
+    """The sources named on the command line, refusing an empty one: an unset "$FILE" in a script
+    would be the working directory, read whole."""
     if any(not arg for arg in args):
         raise UsageError('an empty path was given (an unset variable in a script?); name the files, or "." for '
                          "the current directory")
-    return [Path(arg) for arg in args]
+    return args
+
+
+def source_paths(args: list[str]) -> list[Path]:
+    return [Path(arg) for arg in check_paths(args)]
 
 
 def read_sources(paths: list[Path], options: IngestOptions, show_skips: bool = True, load: Callable[..., IngestResult] = load_sources) -> IngestResult:

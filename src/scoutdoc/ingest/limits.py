@@ -65,12 +65,11 @@ def check_docx_package(data: bytes, limits: ArchiveLimits) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as package:
             infos = package.infolist()
+            if len(infos) > limits.max_members:
+                raise Unreadable(f".docx package has {len(infos)} parts, over the cap of {limits.max_members}; refused", "limit")
+            xml_parts = _xml_parts(package, infos)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError):
         return
-    if len(infos) > limits.max_members:
-        raise Unreadable(f".docx package has {len(infos)} parts, over the cap of {limits.max_members}; refused", "limit")
-    with zipfile.ZipFile(io.BytesIO(data)) as package:
-        xml_parts = _xml_parts(package, infos)
     xml_bytes = sum(i.file_size for i in xml_parts)
     if xml_bytes > limits.max_xml_bytes:
         raise Unreadable(
