@@ -3,16 +3,15 @@
 PyTorch starts one thread per core of the machine, but containers, cgroups and `taskset` often
 give a process fewer (`os.sched_getaffinity`); threads beyond those only queue behind each other.
 On a machine where another process keeps a core busy, a thread sharing that core is descheduled
-for whole time slices while the others wait for it at every operation: with two threads on a
-2-core machine with one core busy, decode fell under 1 token/s and a 7,443-token prompt took 62 s
-instead of 8.7 s with one thread. `LoadWatch` measures what other processes used since its last
+for whole time slices while the others wait for it at every operation: on a 2-core machine with
+one core spun by another process, two threads decoded under 3 tokens/s, and a 7,443-token prompt
+took 31 s to its first token where one thread took 9.6 (docs/benchmarks.md). `LoadWatch` measures what other processes used since its last
 look (the machine's busy time less this process's own, no sleeping) and `threads` gives the cores
 they left free, never more than `ceiling` (the count torch had when the engine started, so a
 caller's `torch.set_num_threads` still holds). The embedded engine asks `PROCESS_WATCH`, started
 when `scoutdoc.runtime` is imported, before loading the model (so that importing torch is its first
-look), before every prompt piece and every few decode steps: with one core busy, loading the
-default model on two threads took 3.4 s instead of 0.5, and the interpreter's own work between
-operations shared the busy core while an idle OpenMP thread spun on the free one.
+look), before every prompt piece and every few decode steps (loading on the free cores too took
+that `ask` from 17.8 to 14.3 s).
 
 The price is reproducibility under load: a bfloat16 prompt's matrix products sum in an order that
 depends on the thread count (oneDNN splits some shapes by thread), so a prompt read on a busy
