@@ -271,6 +271,19 @@ def test_a_snapshot_that_cannot_be_saved_is_noticed_and_the_turn_still_recorded(
     assert later.notices == ["no KV snapshot for this session; recomputing the documents"]
 
 
+def test_an_old_snapshot_that_cannot_be_removed_does_not_end_the_turn(store, notes):
+    """Its path turned into a directory: the follow-up recomputes, answers and is recorded, and the
+    cleanup after it gives up on that path quietly (it ended in an internal error after the answer)."""
+    sid = ask(store, FakeEngine(), [notes]).session_id
+    [old] = store.snapshots(sid)
+    path = snapshot_file(old["path"])
+    path.unlink()
+    path.mkdir()
+    result = follow(store, FakeEngine())
+    assert result.session_id == sid and len(store.turns(sid)) == 4 and path.is_dir()
+    assert [r["path"] for r in store.snapshots(sid)] == [result.snapshot]
+
+
 def test_an_engine_without_snapshots_saves_and_loads_none(store, notes):
     engine = FakeEngine()
     engine.keeps_snapshots = False  # like a server, which keeps its own prefix cache

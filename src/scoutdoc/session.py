@@ -35,7 +35,7 @@ from .progress import Progress
 from .prompt import Message, Prompt, build_prompt, check_fits, question_text
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
-from .store import SourceRecord, Store, TurnRecord, new_session_id, snapshot_file
+from .store import SourceRecord, Store, TurnRecord, new_session_id, remove_snapshot_file, snapshot_file
 from .units import format_bytes
 from .wording import plural
 
@@ -255,7 +255,7 @@ def _record(
         return ""
     keep = store.latest_snapshot(session_id)
     for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
-        snapshot_file(old).unlink(missing_ok=True)
+        remove_snapshot_file(old)
     return _within_budget(store, snap, notice)
 
 
@@ -365,7 +365,7 @@ def _refresh(
         notice("re-read the sources: their text is unchanged")
         return prefix
     for old in store.drop_snapshots(sid):
-        snapshot_file(old).unlink(missing_ok=True)
+        remove_snapshot_file(old)
     what = [(changed, "changed"), (sorted(after - before), "added"), (sorted(before - after), "removed")]
     notice("re-read the sources: " + ("; ".join(f"{label} {', '.join(names)}" for names, label in what if names)
                                       or "their text changed"))

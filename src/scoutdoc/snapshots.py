@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from .settings import SNAPSHOT_BUDGET_ENV, snapshot_budget_text, snapshots_dir
-from .store import Store, snapshot_file
+from .store import Store, remove_snapshot_file, snapshot_file
 from .units import parse_size
 
 ORPHAN_AGE_S = 600  # an unrecorded file younger than this may be a snapshot another process is saving
@@ -63,7 +63,7 @@ def prune_snapshots(store: Store, budget: int, protect: str | None = None, orpha
     result.kept_bytes = total
     result.removed = store.delete_snapshot_records(doomed)
     for path in result.removed:
-        snapshot_file(path).unlink(missing_ok=True)
+        remove_snapshot_file(path)
     if orphans:
         _remove_orphans(store, result)
     return result

@@ -76,6 +76,16 @@ def snapshot_file(recorded: str) -> Path:
     return snapshots_dir() / Path(recorded).name
 
 
+def remove_snapshot_file(recorded: str) -> None:
+    """Delete a recorded snapshot's file, as far as the file system lets: cleanup after a record is
+    gone must not end a turn whose answer was already given (a snapshot path turned into a
+    directory did)."""
+    try:
+        snapshot_file(recorded).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -364,7 +374,7 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE session_id = ?", [sid])
             self.db.execute("DELETE FROM sessions WHERE id = ?", [sid])
         for p in paths:
-            snapshot_file(p).unlink(missing_ok=True)
+            remove_snapshot_file(p)
         return paths
 
     def search(self, text: str, limit: int = 50) -> list[dict[str, Any]]:
