@@ -284,6 +284,16 @@ def test_an_old_snapshot_that_cannot_be_removed_does_not_end_the_turn(store, not
     assert [r["path"] for r in store.snapshots(sid)] == [result.snapshot]
 
 
+@pytest.mark.parametrize("damage", ["prefix = NULL", "inputs = '{bad'", "options = '[1]'"])
+def test_a_session_record_damaged_by_hand_is_a_session_error_and_can_be_deleted(store, notes, damage):
+    sid = ask(store, FakeEngine(), [notes]).session_id
+    store.db.execute(f"UPDATE sessions SET {damage} WHERE id = ?", [sid])
+    with pytest.raises(SessionError, match="damaged.*sessions delete"):
+        follow(store, FakeEngine(), refresh=True)
+    store.delete_session(sid)
+    assert store.sessions() == []
+
+
 def test_an_engine_without_snapshots_saves_and_loads_none(store, notes):
     engine = FakeEngine()
     engine.keeps_snapshots = False  # like a server, which keeps its own prefix cache

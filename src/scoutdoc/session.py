@@ -35,7 +35,7 @@ from .progress import Progress
 from .prompt import Message, Prompt, build_prompt, check_fits, question_text
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
-from .store import SourceRecord, Store, TurnRecord, new_session_id, remove_snapshot_file, snapshot_file
+from .store import SourceRecord, Store, TurnRecord, new_session_id, remove_snapshot_file, snapshot_file, usable_session
 from .units import format_bytes
 from .wording import plural
 
@@ -390,7 +390,7 @@ def continue_session(
     """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can (and,
     unless `keep_snapshot` is False, saving a new one after the answer); when the documents do not
     fit (any more, with the conversation so far) the passages are retrieved anew for this question."""
-    session = store.session(session_id) if session_id else store.latest_session()
+    session = usable_session(store.session(session_id) if session_id else store.latest_session())
     sid = session["id"]
     prefix = session["prefix"]
     changed = changed_sources(store, sid)

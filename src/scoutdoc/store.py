@@ -76,6 +76,21 @@ def snapshot_file(recorded: str) -> Path:
     return snapshots_dir() / Path(recorded).name
 
 
+def usable_session(row: dict[str, Any]) -> dict[str, Any]:
+    """A session row a follow-up can use: its documents are text and its inputs and options JSON of
+    the right shape. A database edited by hand (or by another program) gave a TypeError or a
+    JSONDecodeError deep in the follow-up."""
+    try:
+        ok = isinstance(row["prefix"], str) and isinstance(json.loads(row["inputs"] or "[]"), list)
+        ok = ok and isinstance(json.loads(row["options"] or "{}"), dict)
+    except (ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise SessionError(f"session {row.get('id', '?')}'s record in the database is damaged; start a new session "
+                           f"(`scoutdoc sessions delete {row.get('id', '?')}` removes it)")
+    return row
+
+
 def remove_snapshot_file(recorded: str) -> None:
     """Delete a recorded snapshot's file, as far as the file system lets: cleanup after a record is
     gone must not end a turn whose answer was already given (a snapshot path turned into a

@@ -13,6 +13,7 @@ import typer
 
 from ..errors import UsageError
 from ..ingest import IngestOptions, require_documents
+from ..store import usable_session
 from ..wording import plural
 from .common import err, mid_line, notice, open_store, read_sources, source_paths
 from .engine import open_engine_for
@@ -97,7 +98,7 @@ def _answer(
         if not question:
             raise UsageError("give the follow-up question, e.g. scoutdoc ask -c \"And the notice period?\"")
         with open_store(db) as store:
-            record = store.session(session) if session else store.latest_session()
+            record = usable_session(store.session(session) if session else store.latest_session())  # before the model loads
             eng = open_engine_for(choice.for_session(record))
             result = conv.continue_session(
                 store, eng, session_id=record["id"], question=question, params=gen.params, on_text=sink,
@@ -192,7 +193,7 @@ def chat(
     if not session:
         result_docs = require_documents(read_sources(source_paths(paths or []), options))
     with open_store(db) as store:
-        record = store.session(session) if session else None
+        record = usable_session(store.session(session)) if session else None
         sid = record["id"] if record else None
         eng = open_engine_for(choice.for_session(record) if record else choice)
         err.print("[dim]ask a question; Ctrl-D to leave[/dim]", markup=True)
