@@ -65,6 +65,7 @@ def make_repo(root: Path, git) -> Path:
     for rel, data in BINARIES.items():
         (root / rel).write_bytes(data)
     git(root, "add", "a.py", "sub/README.md")  # some tracked, the rest untracked
+    git(root, "add", "-f", "x.log", "secret_dir/s.txt")  # tracked although ignored: git lists them
     return root
 
 
@@ -88,6 +89,7 @@ def test_selection_equals_git_minus_documented_ignores(tmp_path, git):
     # the fixture is meaningful: negations, anchoring and ** all decide something
     assert {"sub/x.log", "keep.log", "日本語.txt", "assets/keep.txt", "other/old.bak", "src/main.c"} <= expected
     assert not expected & {"assets/drop.txt", "src/tmpdir/t.txt", "src/a/b/old.bak", "src/old.bak", "build/keep.txt"}
+    assert {"x.log", "secret_dir/s.txt"} <= expected  # force-added: ignored, yet in the index
     selected, skipped = walk_directory(root, IngestOptions())
     assert {s.rel for s in selected} == expected
     assert {s.source for s in skipped} == {".env", "config/.env.production", "certs/server.pem", "id_rsa"}

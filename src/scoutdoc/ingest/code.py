@@ -4,8 +4,10 @@ The selection equals `git ls-files --cached --others --exclude-standard` (for a 
 files are not ignored) minus DEFAULT_IGNORE_DIRS/FILES and secret files: nested `.gitignore` files
 with negations, `.git/info/exclude`, and the `.gitignore` files of enclosing directories up to the
 repository root. Ignored directories are never entered, which is also how git makes a negation
-inside an ignored directory ineffective. Files force-added to the index despite a matching ignore
-rule are not selected (the index is not read).
+inside an ignored directory ineffective. Files in git's index are selected whatever the ignore rules
+say, as `git ls-files` lists them (a file force-added despite a matching rule, `git add -f`): the
+index is read with `git ls-files` itself when git is installed (`_tracked`), since its format is
+git's own; without git such files are left out.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import errno
 import fnmatch
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from .document import Skip
@@ -203,6 +207,31 @@ def _initial_rules(directory: Path, use_gitignore: bool) -> tuple[_Rules, str]:
     return rules, prefix
 
 
+GIT_TIMEOUT_S = 30
+
+
+def _tracked(directory: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(files, directories holding them) of git's index under `directory`, relative to it; empty
+    outside a repository, without git, or when git refuses the repository (another owner). The
+    repository is the user's, but not necessarily trusted: hooks and fsmonitor are switched off."""
+    top = _repo_top(directory)
+    git = shutil.which("git")
+    if top is None or git is None:
+        return frozenset(), frozenset()
+    try:
+        listed = subprocess.run(
+            [git, "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-C", str(top), "ls-files", "-z",
+             "--cached", "--", str(directory.relative_to(top)) if directory != top else "."],
+            capture_output=True, timeout=GIT_TIMEOUT_S, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset(), frozenset()
+    under = "" if directory == top else directory.relative_to(top).as_posix() + "/"
+    files = {os.fsdecode(p)[len(under):] for p in listed.split(b"\0") if p and os.fsdecode(p).startswith(under)}
+    dirs = {str(PurePosixPath(f).parents[i]) for f in files for i in range(len(PurePosixPath(f).parts) - 1)}
+    return frozenset(files), frozenset(dirs)
+
+
 @dataclass
 class Selected:
     path: str | Path  # on disk (symlinks to files inside the directory resolved)
@@ -217,6 +246,7 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
     """
     directory = directory.resolve()
     rules, prefix = _initial_rules(directory, options.gitignore)
+    tracked, tracked_dirs = _tracked(directory) if options.gitignore else (frozenset(), frozenset())
     include = Matcher(options.include) if options.include else None
     exclude = Matcher(options.exclude) if options.exclude else None
     selected: list[Selected] = []
@@ -242,13 +272,15 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
             if is_dir:
                 if is_default_ignored_dir(entry.name, entry.path):
                     continue
-                if rules.ignored(_join(prefix, rel), True) or (exclude and exclude.match_file(rel + "/")):
+                if rules.ignored(_join(prefix, rel), True) and rel not in tracked_dirs:
+                    continue
+                if exclude and exclude.match_file(rel + "/"):
                     continue
                 visit(Path(entry.path), rel, rules)
                 continue
             if entry.name in DEFAULT_IGNORE_FILES:
                 continue
-            if rules.ignored(_join(prefix, rel), False):
+            if rules.ignored(_join(prefix, rel), False) and rel not in tracked:
                 continue
             if exclude and exclude.match_file(rel):
                 continue
