@@ -270,3 +270,16 @@ def test_the_text_of_one_run_is_capped_and_an_oversized_text_file_is_not_read(tm
     monkeypatch.setattr(ingest, "_ingest_bytes", lambda source, *a, **k: parsed.append(source) or real(source, *a, **k))
     result = load_sources([big], IngestOptions(max_total_chars=1000))
     assert not result.documents and result.skipped[0].code == "limit" and parsed == []
+
+
+def test_force_added_files_are_selected_under_a_directory_whose_name_is_a_glob(tmp_path, git):
+    """The index is listed whole and cut to the directory: as a git pathspec "data[1]" is a glob."""
+    root = tmp_path / "r"
+    (root / "data[1]").mkdir(parents=True)
+    git(root, "init", "-q")
+    (root / ".gitignore").write_text("*.txt\n")
+    (root / "data[1]" / "a.txt").write_text("tracked although ignored\n")
+    (root / "data[1]" / "b.txt").write_text("ignored\n")
+    git(root, "add", "-f", "data[1]/a.txt")
+    assert [s.rel for s in walk_directory(root / "data[1]", IngestOptions())[0]] == ["a.txt"]
+    assert [s.rel for s in walk_directory(root, IngestOptions())[0]] == [".gitignore", "data[1]/a.txt"]

@@ -220,8 +220,9 @@ def _tracked(directory: Path) -> tuple[frozenset[str], frozenset[str]]:
         return frozenset(), frozenset()
     try:
         listed = subprocess.run(
+            # the whole index, cut to `directory` below: a directory named "data[1]" would be a glob as a pathspec
             [git, "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-C", str(top), "ls-files", "-z",
-             "--cached", "--", str(directory.relative_to(top)) if directory != top else "."],
+             "--cached"],
             capture_output=True, timeout=GIT_TIMEOUT_S, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
