@@ -53,3 +53,15 @@ def test_summarize_codebase_uses_architecture_instruction(smollm2_gguf, tmp_path
     conn = sqlite3.connect(tmp_path / "scoutdoc.db")
     [question] = conn.execute("SELECT text FROM turns WHERE role = 'user'").fetchone()
     assert "architecture overview" in question and "entry points" in question
+
+
+def test_a_chat_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(smollm2_gguf, tmp_path):
+    proc = subprocess.run(
+        [str(SCOUTDOC), "chat", "examples/meeting.vtt", "--max-tokens", "4"],
+        input=b"\xff\xfe bad\nWhich database was chosen?\n", env=_env(tmp_path, smollm2_gguf),
+        capture_output=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr and b"internal error" not in proc.stderr
+    assert b"that line is not valid UTF-8" in proc.stderr and proc.stdout.strip()
+    conn = sqlite3.connect(tmp_path / "scoutdoc.db")
+    assert [r[0] for r in conn.execute("SELECT text FROM turns WHERE role = 'user'")] == ["Which database was chosen?"]

@@ -206,6 +206,11 @@ def chat(
             question = line.strip()
             if not question:
                 continue
+            try:
+                utf8_text(question, "that line")
+            except UsageError as exc:  # one bad line (a pasted binary, a wrong terminal encoding) is not the end
+                err.print(f"error: {exc}", markup=False, highlight=False)
+                continue
             if sid is None:
                 result = conv.start_session(
                     store, eng, paths=list(paths or []), options=options, question=question, params=gen.params,
