@@ -228,8 +228,8 @@ def _tracked(directory: Path) -> tuple[frozenset[str], frozenset[str]]:
     except (OSError, subprocess.SubprocessError):
         return frozenset(), frozenset()
     under = "" if directory == top else directory.relative_to(top).as_posix() + "/"
-    files = {os.fsdecode(p)[len(under):] for p in listed.split(b"\0") if p and os.fsdecode(p).startswith(under)}
-    dirs = {str(PurePosixPath(f).parents[i]) for f in files for i in range(len(PurePosixPath(f).parts) - 1)}
+    files = {name[len(under):] for name in map(os.fsdecode, listed.split(b"\0")) if name.startswith(under) and name != under}
+    dirs = {str(parent) for f in files for parent in PurePosixPath(f).parents if str(parent) != "."}
     return frozenset(files), frozenset(dirs)
 
 
