@@ -17,14 +17,14 @@ def test_excerpt_repeats_the_best_matching_sentences_best_last():
                 "within fourteen days. Notice is given in writing." + pad, "page 2"),
         Segment("The courts of Dublin have jurisdiction." + pad, "page 3")])
     question = "What is the termination notice period?"
-    text = excerpts.excerpt(system_for(doc), question, count)
+    text = excerpts.excerpt(system_for(doc), question, count).lines
     lines = text.splitlines()
     # one sentence per line, its lines joined, after its source and location; the best match last
     assert lines[-1] == "[c.pdf, page 2] Either party may terminate with sixty days' written notice."
     assert lines[:-1] == ["[c.pdf, page 2] Notice is given in writing."]  # the breach sentence matches no term
-    assert excerpts.excerpt(system_for(doc), "Hello?", count) == ""
-    assert excerpts.excerpt(system_for(doc), question, count, room=count(lines[-1] + "\n")) == lines[-1] + "\n"
-    many = excerpts.excerpt(system_for(doc), "Which fee, notice, courts and river?", count)
+    assert excerpts.excerpt(system_for(doc), "Hello?", count).lines == ""
+    assert excerpts.excerpt(system_for(doc), question, count, room=count(lines[-1] + "\n")).lines == lines[-1] + "\n"
+    many = excerpts.excerpt(system_for(doc), "Which fee, notice, courts and river?", count).lines
     assert len(many.splitlines()) == excerpts.EXCERPT_SENTENCES
 
 
@@ -63,7 +63,7 @@ def test_a_table_row_stays_whole_and_a_question_keeps_its_answer():
     assert [(u.text, u.where) for u in excerpts.sentences(system_for(table)).keys] == [
         ("| Party | Signatory |", ["L1-1"]), ("| --- | --- |", ["L2-2"]),
         ("| Bluebell Bakery Co. | Tom Reilly |", ["L3-3"])]
-    assert "Tom Reilly" in excerpts.excerpt(system_for(row), "Who signed for Bluebell Bakery Co.?", count)
+    assert "Tom Reilly" in excerpts.excerpt(system_for(row), "Who signed for Bluebell Bakery Co.?", count).lines
     talk = Document("t.vtt", "subtitles", "0" * 64, "t", [Segment(
         "[00:04:02] ¿Sabes lo que les pasa a los acusados? [00:04:05] El garrote vil. [00:04:07] Ya.", "00:04:02")])
     assert _texts(talk) == ["[00:04:02] ¿Sabes lo que les pasa a los acusados? [00:04:05] El garrote vil.",
@@ -78,10 +78,10 @@ ADDRESSES = ("Appendix A - Members\nKawasaki Kisen Kaisha, Ltd.\nHibiya Central 
 def test_a_list_item_is_found_by_its_line_and_shown_with_the_lines_after_it():
     doc = Document("members.pdf", "pdf", "0" * 64, "m", [Segment(ADDRESSES, "page 3")])
     best = excerpts.excerpt(system_for(doc), "In which city is MSC Mediterranean Shipping Company located?",
-                            count).splitlines()[-1]
+                            count).lines.splitlines()[-1]
     assert best == ("[members.pdf, page 3] MSC Mediterranean Shipping Company S.A. 40, avenue Eugene-Pittard "
                     "1206 Geneva Switzerland")
-    best = excerpts.excerpt(system_for(doc), "Where is Maersk Line?", count).splitlines()[-1]
+    best = excerpts.excerpt(system_for(doc), "Where is Maersk Line?", count).lines.splitlines()[-1]
     assert best == "[members.pdf, page 3] Maersk Line A/S 50, Esplanaden DK-1098 Copenhagen Denmark"
 
 
@@ -100,7 +100,7 @@ def test_a_sentence_repeated_on_every_page_is_repeated_once():
     header = "International Council of Containership Operators Agreement No. 010099-061 Revised Page No. {}"
     doc = Document("members.pdf", "pdf", "0" * 64, "m", [
         Segment(header.format(n) + "\n\n" + filler(random.Random(n), 30), f"page {n}") for n in range(1, 4)])
-    lines = excerpts.excerpt(system_for(doc), "What is the agreement number?", count).splitlines()
+    lines = excerpts.excerpt(system_for(doc), "What is the agreement number?", count).lines.splitlines()
     assert len(lines) == 1 and "010099-061" in lines[0]
 
 
@@ -121,5 +121,20 @@ def test_code_without_sentence_ends_is_cut_at_line_ends_with_narrowed_ranges():
     assert len(units) > 1 and all(len(u.text) <= excerpts.SENTENCE_CHARS for u in units)
     assert all(u.text.startswith("def f") and u.text.split()[-1].isdigit() for u in units)  # whole lines
     assert units[0].where[0].startswith("L1-") and units[-1].where[0].endswith("-120")
-    best = excerpts.excerpt(system_for(doc), "What does f42 return?", count).splitlines()[-1]
+    best = excerpts.excerpt(system_for(doc), "What does f42 return?", count).lines.splitlines()[-1]
     assert "def f42(x): return x * 42" in best and "L1-120" not in best
+
+
+def test_only_a_clear_winner_is_named_again_after_the_question():
+    pad = "\n" + filler(random.Random(2), 24)
+    doc = Document("c.pdf", "pdf", "0" * 64, "c", [
+        Segment("Either party may terminate with sixty days' written notice." + pad, "page 1"),
+        Segment("Notice of a breach is given in writing." + pad, "page 2")])
+    clear = excerpts.excerpt(system_for(doc), "What is the termination notice period?", count)
+    assert clear.lead == "Either party may terminate with sixty days' written notice."
+    assert clear.lines.splitlines()[-1] == "[c.pdf, page 1] " + clear.lead
+    close = excerpts.excerpt(system_for(doc), "Which notice applies?", count)  # both match "notice" alone
+    assert close.lines and close.lead == ""
+    lone = excerpts.excerpt(system_for(doc), "Who may terminate?", count)  # one match: no runner-up to beat
+    assert lone.lines.count("\n") == 1 and lone.lead == ""
+    assert excerpts.excerpt(system_for(doc), "What is the termination notice period?", count, room=5) == excerpts.Excerpt()

@@ -5,12 +5,14 @@ import pytest
 from scoutdoc.engines.chat import cut_after_last_special, render
 from scoutdoc.errors import ContextTooLongError
 from scoutdoc.prompt import (
+    ANSWER_LENGTH,
     CITATION_RULES,
     CODEBASE_SUMMARY_INSTRUCTION,
     SUMMARY_INSTRUCTION,
     Message,
     build_prompt,
     check_fits,
+    question_text,
     summary_instruction,
 )
 
@@ -107,3 +109,13 @@ def test_cut_after_last_special_matches_a_full_scan():
     assert cut_after_last_special(edge, specials) == full_scan(edge, specials) == 4093 + 16
     assert cut_after_last_special("plain text", specials) == -1
     assert cut_after_last_special("", []) == -1
+
+
+def test_the_question_comes_after_its_passages_and_before_the_clear_winner():
+    passages = "[c.pdf, page 2] Notice is given in writing.\n[c.pdf, page 1] Sixty days' notice ends it.\n"
+    assert question_text("Notice?") == f"Notice?\n{ANSWER_LENGTH}"
+    assert question_text("Notice?", passages) == (
+        f"Passages that may hold the answer:\n{passages}\nQuestion: Notice?\n{ANSWER_LENGTH}")
+    assert question_text("Notice?", passages, "Sixty days' notice ends it.") == (
+        f"Passages that may hold the answer:\n{passages}\nQuestion: Notice?\n"
+        f"Most relevant passage: Sixty days' notice ends it.\n{ANSWER_LENGTH}")

@@ -317,8 +317,8 @@ def test_follow_up_picks_the_session_and_rejects_unknown_ones(store, notes, tmp_
         follow(store, engine, session_id="nope")
     history = [m.content for m in conv.history(store, first)]
     assert store.turns(first)[0]["text"] == "When is the meeting?" and len(history) == 4
-    assert history[0] == store.turns(first)[0]["asked"] == question_text("When is the meeting?", excerpt(
-        store.session(first)["prefix"], "When is the meeting?", FakeEngine().count_tokens))  # what the model was asked
+    found = excerpt(store.session(first)["prefix"], "When is the meeting?", FakeEngine().count_tokens)
+    assert history[0] == store.turns(first)[0]["asked"] == question_text("When is the meeting?", found.lines, found.lead)
 
 
 # --- changed sources and --refresh ------------------------------------------------------------------

@@ -16,10 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .fit import _LINES, Layout, Passage, _narrow, _segments, _split, hits, parse
+from .fit import _LINES, Layout, Passage, _narrow, _segments, _split, parse, scored_hits
 
 EXCERPT_SENTENCES = 3  # sentences repeated next to the question
 EXCERPT_TOKENS = 400
+LEAD_MARGIN = 2.0  # the best sentence is repeated after the question when its BM25 score is this many times the runner-up's
 NEAR_COPY = 0.6  # a sentence sharing more of its words with one already repeated adds nothing
 SHORT_LINE = 40  # a line this short, with others like it, is a list item, not part of a wrapped sentence
 LIST_MIN_LINES = 3
@@ -151,15 +152,31 @@ def _sentence_ends(text: str) -> list[tuple[int, int]]:
     return ends + [(len(text), len(text))]
 
 
-def excerpt(system: str, question: str, count: Callable[[str], int], room: int = EXCERPT_TOKENS) -> str:
-    """The sentences of the documents that match the question best (BM25; none when nothing
-    matches), at most `room` tokens, one per line after its `[source, location]`, the best last:
-    what `prompt.question_text` puts right before the question. A small model copies the answer
-    from a sentence next to the question far more reliably than from a passage cut mid-sentence
-    or from the middle of a long document (measured with benchmarks/bench_answers.py)."""
+@dataclass
+class Excerpt:
+    """What `prompt.question_text` puts around the question: `lines` before it, one sentence per line
+    after its `[source, location]`, the best last ("" when nothing matches); `lead`, the best sentence
+    alone, when BM25 ranks it at least LEAD_MARGIN times above the runner-up ("" otherwise, and for a
+    lone match, which shares a word or two with the question and nothing more to go by)."""
+
+    lines: str = ""
+    lead: str = ""
+
+
+def excerpt(system: str, question: str, count: Callable[[str], int], room: int = EXCERPT_TOKENS) -> Excerpt:
+    """The sentences of the documents that match the question best (BM25), at most `room` tokens.
+
+    A small model copies the answer from a sentence next to the question far more reliably than
+    from a passage cut mid-sentence or from the middle of a long document, and more reliably still
+    when the one clearly best sentence is named again after the question. Only a clear winner is:
+    where the runner-up scores close to it, BM25's first pick is often the wrong sentence, and the
+    model then repeats that sentence instead of answering (measured with benchmarks/bench_answers.py).
+    """
     units = sentences(system)
-    lines, used, seen = [], 0, []
-    for i in hits(units.keys, question):
+    ranked = scored_hits(units.keys, question)
+    clear = len(ranked) > 1 and ranked[0][1] > 0 and ranked[0][1] >= LEAD_MARGIN * ranked[1][1]
+    lines, used, seen, lead = [], 0, [], ""
+    for i, _ in ranked:
         if len(lines) == EXCERPT_SENTENCES:
             break
         text, unit = units.text(i), units.keys[i]
@@ -173,4 +190,5 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
         if used + need <= room:
             lines.append(line)
             used += need
-    return "".join(reversed(lines))
+            lead = text if clear and i == ranked[0][0] else lead
+    return Excerpt("".join(reversed(lines)), lead)

@@ -256,6 +256,11 @@ def terms(question: str) -> list[str]:
 def hits(passages: list[Passage], question: str) -> list[int]:
     """Indexes of the passages matching any of the question's terms, best first: BM25 from SQLite FTS5
     (porter stemming, so "terminate" finds "termination")."""
+    return [i for i, _ in scored_hits(passages, question)]
+
+
+def scored_hits(passages: list[Passage], question: str) -> list[tuple[int, float]]:
+    """`hits` with each one's BM25 score, higher is better (FTS5's `bm25()` negated)."""
     words = terms(question)
     if not words or not passages:
         return []
@@ -265,7 +270,8 @@ def hits(passages: list[Passage], question: str) -> list[int]:
         db.execute("CREATE VIRTUAL TABLE p USING fts5(body, tokenize='porter unicode61 remove_diacritics 2', content='')")
         db.executemany("INSERT INTO p(rowid, body) VALUES (?, ?)", ((i, p.body) for i, p in enumerate(passages)))
         query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-        return [row[0] for row in db.execute("SELECT rowid FROM p WHERE p MATCH ? ORDER BY bm25(p), rowid", (query,))]
+        rows = db.execute("SELECT rowid, bm25(p) FROM p WHERE p MATCH ? ORDER BY bm25(p), rowid", (query,))
+        return [(i, -score) for i, score in rows]
     finally:
         db.close()
 

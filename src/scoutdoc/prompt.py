@@ -75,15 +75,17 @@ def system_text(documents: str, system: str | None = None) -> str:
 ANSWER_LENGTH = "Answer in one or two sentences."
 
 
-def question_text(question: str, passages: str = "") -> str:
+def question_text(question: str, passages: str = "", lead: str = "") -> str:
     """The user message for a question: the sentences most likely to hold the answer (see
-    `excerpt.excerpt`), then the question, then how long the answer should be. Repeating them here,
-    next to the question, helps small models most: they read the end of the prompt more closely
-    than the middle of a long document, and without a length they ramble (measured with
-    benchmarks/bench_answers.py, docs/benchmarks.md)."""
+    `excerpt.excerpt`), then the question, then the clearly best of those sentences once more when
+    there is one, then how long the answer should be. Repeating them here, next to the question,
+    helps small models most: they read the end of the prompt more closely than the middle of a long
+    document, and without a length they ramble (measured with benchmarks/bench_answers.py,
+    docs/benchmarks.md)."""
     if not passages:
         return f"{question}\n{ANSWER_LENGTH}"
-    return f"Passages that may hold the answer:\n{passages}\nQuestion: {question}\n{ANSWER_LENGTH}"
+    best = f"Most relevant passage: {lead}\n" if lead else ""
+    return f"Passages that may hold the answer:\n{passages}\nQuestion: {question}\n{best}{ANSWER_LENGTH}"
 
 
 def build_prompt(documents: str, history: Sequence[Message], question: str, system: str | None = None) -> Prompt:

@@ -177,7 +177,8 @@ def _with_passages(engine: Engine, system: str, question: str, summary: bool = F
     Only the question itself is stored as the turn's text."""
     if summary:
         return question
-    return question_text(question, excerpts.excerpt(system, question, engine.count_tokens))
+    found = excerpts.excerpt(system, question, engine.count_tokens)
+    return question_text(question, found.lines, found.lead)
 
 
 def run_fitted(
