@@ -102,6 +102,14 @@ def test_a_sentence_repeated_on_every_page_is_repeated_once():
         Segment(header.format(n) + "\n\n" + filler(random.Random(n), 30), f"page {n}") for n in range(1, 4)])
     lines = excerpts.excerpt(system_for(doc), "What is the agreement number?", count).lines.splitlines()
     assert len(lines) == 1 and "010099-061" in lines[0]
+    # a running header at the top of a list leads a different window of lines on each page
+    pages = [Segment("Appendix A - Members 2012-2\n" + block, f"page {n}")
+             for n, block in enumerate(ADDRESSES.split("Appendix A - Members\n")[1].split("Maersk"), 1)]
+    pages.append(Segment("Appendix A - Members 2012-2\nZim Integrated Shipping Services Ltd.\nP.O.B. 1723\n"
+                         "Haifa 31016\nIsrael\n", "page 3"))
+    doc = Document("members.pdf", "pdf", "0" * 64, "m", pages)
+    lines = excerpts.excerpt(system_for(doc), "Which member company in the appendix is in Israel?", count).lines
+    assert lines.count("Appendix A - Members") == 1 and "] Israel\n" in lines
 
 
 def test_hostile_text_is_cut_in_linear_time():
@@ -138,3 +146,12 @@ def test_only_a_clear_winner_is_named_again_after_the_question():
     lone = excerpts.excerpt(system_for(doc), "Who may terminate?", count)  # one match: no runner-up to beat
     assert lone.lines.count("\n") == 1 and lone.lead == ""
     assert excerpts.excerpt(system_for(doc), "What is the termination notice period?", count, room=5) == excerpts.Excerpt()
+
+
+def test_a_word_hyphenated_across_a_line_break_is_found_and_shown_whole():
+    diary = ("JUNE 17TH.—I was detailed to the charge of a squad of men to guard\nprisoners in the corral at "
+             "Logan's head-\nquarters. The Smith-\nJones farm lies east.\n")
+    doc = Document("diary.pdf", "pdf", "0" * 64, "d", [Segment(diary + filler(random.Random(3), 20), "page 6")])
+    best = excerpts.excerpt(system_for(doc), "Whose headquarters had the corral?", count).lines.splitlines()[-1]
+    assert best.endswith("guard prisoners in the corral at Logan's headquarters.")
+    assert "The Smith- Jones farm lies east." in _texts(doc)  # a capital after the break: a name, left as it was

@@ -28,6 +28,7 @@ PROSE_LOWER = 0.3  # more of a run's lines than this starting in lower case: wra
 LIST_WINDOW = 4  # lines per unit in a list
 SENTENCE_CHARS = 400  # a "sentence" without an end (code, a long line) is cut at a line end or a space before this
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n[ \t]*\n")
+_LINE_HYPHEN = re.compile(r"(?<=[^\W\d_])-[ \t]*\n[ \t]*(?=[^\W\d_])")  # "wav-\ning": a letter either side of one line break
 _ROW_END = re.compile(r"\n\s*")  # no leading [ \t]*: quadratic on a long run of spaces
 # A period after these ends a word, not a sentence: "Bluebell Bakery Co. | Tom Reilly", "S.A.",
 # "Dr. J. Smith"; after the second kind only before a number: "Agreement No. 010099", "Fig. 3", but
@@ -56,7 +57,7 @@ class Units:
         if i not in self.items:
             return self.keys[i].text
         segment, start, end = self.items[i]
-        return " ".join(segment[start:end].split())
+        return _flat(segment[start:end])
 
 
 def sentences(system: str) -> Units:
@@ -77,13 +78,22 @@ def sentences(system: str) -> Units:
             for start, end, show_end in _spans(text):
                 if show_end > end:
                     units.items[len(units.keys)] = (text, start, show_end)
-                    units.keys.append(Passage(doc, " ".join(text[start:end].split()), locate(start, show_end)))
+                    units.keys.append(Passage(doc, _flat(text[start:end]), locate(start, show_end)))
                     continue
                 for piece in _split(text[start:end], SENTENCE_CHARS, ("\n", " ")):  # whole lines where it can
                     if piece.strip():
-                        units.keys.append(Passage(doc, " ".join(piece.split()), locate(start, start + len(piece))))
+                        units.keys.append(Passage(doc, _flat(piece), locate(start, start + len(piece))))
                     start += len(piece)
     return units
+
+
+def _flat(text: str) -> str:
+    """A unit's text on one line: whitespace collapsed, and a word hyphenated across a line break
+    joined ("head-\nquarters", a printed page's or an OCR'd scan's), so that BM25 finds it by the
+    word and the model reads the word. A compound split at its own hyphen ("cast-\niron") loses
+    the hyphen too; the two cannot be told apart without a dictionary."""
+    joined = _LINE_HYPHEN.sub(lambda m: "" if m.string[m.end()].islower() else m.group(0), text)
+    return " ".join(joined.split())
 
 
 def _spans(text: str) -> list[tuple[int, int, int]]:
@@ -175,15 +185,17 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
     units = sentences(system)
     ranked = scored_hits(units.keys, question)
     clear = len(ranked) > 1 and ranked[0][1] > 0 and ranked[0][1] >= LEAD_MARGIN * ranked[1][1]
-    lines, used, seen, lead = [], 0, [], ""
+    lines, used, seen, keys, lead = [], 0, [], set(), ""
     for i, _ in ranked:
         if len(lines) == EXCERPT_SENTENCES:
             break
         text, unit = units.text(i), units.keys[i]
         words = set(re.findall(r"\w+", text.lower()))
-        if any(len(words & earlier) > NEAR_COPY * len(words) for earlier in seen):
+        if any(len(words & earlier) > NEAR_COPY * len(words) for earlier in seen) or unit.text.lower() in keys:
             continue  # a page header repeated on every page, or a list window overlapping a better one
         seen.append(words)
+        if i in units.items:  # a list item's own line: a running header leads a different window on each page
+            keys.add(unit.text.lower())
         name = units.layout.docs[unit.doc].source.rsplit("/", 1)[-1]
         line = f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {text}\n"
         need = count(line)
