@@ -69,7 +69,7 @@ def sentences(system: str) -> Units:
     units = Units(layout, [], {})
     for doc in range(len(layout.docs)):
         body = "".join(p.text for p in layout.passages if p.doc == doc)
-        for where, text in _segments(body):
+        for where, text in _segments(body, layout.docs[doc].kind):
             starts = [0, *(m.end() for m in re.finditer("\n", text))] if _LINES.match(where) else []
 
             def locate(start: int, end: int) -> list[str]:

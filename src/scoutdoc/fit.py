@@ -65,6 +65,7 @@ class Passage:
 class Doc:
     header: str  # the `<document source=...>` line with its newline
     source: str
+    kind: str = ""
 
 
 @dataclass
@@ -169,15 +170,23 @@ def parse(system: str, passage_chars: int = PASSAGE_CHARS) -> Layout:
         body = span[:close] if close >= 0 else span
         if n + 1 == len(headers):
             trailer = span[close + len("</document>"):] if close >= 0 else ""
-        source = re.search(r'source="([^"]*)"', header.group(0))
-        docs.append(Doc(header.group(0), source.group(1) if source else ""))
-        passages.extend(Passage(n, text, where) for text, where in _passages(body, passage_chars))
+        source, kind = (re.search(rf' {name}="([^"]*)"', header.group(0)) for name in ("source", "kind"))
+        docs.append(Doc(header.group(0), source.group(1) if source else "", kind.group(1) if kind else ""))
+        passages.extend(Passage(n, text, where) for text, where in _passages(body, passage_chars, docs[-1].kind))
     return Layout(preamble, tree, docs, passages, trailer)
 
 
-def _segments(body: str) -> list[tuple[str, str]]:
-    """(locator, text after the marker line) for each marked segment; text before any marker gets ""."""
-    marks = list(_MARKER.finditer(body))
+# The locators `ingest` writes for each kind of document. A line of a document's own text that reads
+# like a marker ("[project]" in a TOML file, "[page 9]" typed in a note) is text, not a marker,
+# where the kind says which markers there are; a docx's locators are too varied to list.
+_KIND_MARKERS = {"pdf": re.compile(r"page \d+$"), "code": _LINES, "text": _LINES, "transcript": _TIMES}
+
+
+def _segments(body: str, kind: str = "") -> list[tuple[str, str]]:
+    """(locator, text after the marker line) for each marked segment of a document of this `kind`;
+    text before any marker gets ""."""
+    valid = _KIND_MARKERS.get(kind)
+    marks = [m for m in _MARKER.finditer(body) if valid is None or valid.match(m.group(1))]
     out = []
     if not marks or marks[0].start() > 0:
         out.append(("", body[: marks[0].start() if marks else len(body)]))
@@ -218,11 +227,11 @@ def _narrow(where: str, lines_before: int, piece: str) -> str:
     return f"L{first}-{first + piece.rstrip().count(chr(10))}"
 
 
-def _passages(body: str, limit: int = PASSAGE_CHARS) -> list[tuple[str, list[str]]]:
+def _passages(body: str, limit: int = PASSAGE_CHARS, kind: str = "") -> list[tuple[str, list[str]]]:
     """A document's text as passages: short segments merged with their neighbours, long ones cut."""
     out: list[tuple[str, list[str]]] = []
     run_text, run_where = "", []
-    for where, text in _segments(body):
+    for where, text in _segments(body, kind):
         marker = f"[{where}]\n" if where else ""
         if len(marker) + len(text) <= limit:
             if run_text and len(run_text) + len(marker) + len(text) > limit:

@@ -16,7 +16,7 @@ from ..progress import Progress
 from . import load_sources
 from .document import Document, IngestResult
 from .options import IngestOptions
-from .pack import pack_document, write_pack
+from .pack import pack_document, tree_block, write_pack
 
 _COPY_CHUNK = 1 << 20
 
@@ -63,7 +63,7 @@ class SpilledPack:
         parked = self.spill.tell()
         self.stream.flush()
         if result.tree:
-            self.buffer.write(f"<directory_tree>\n{result.tree}\n</directory_tree>{chr(10) * 2 if parked else ''}".encode(self.encoding, self.errors))
+            self.buffer.write(f"{tree_block(result.tree)}{chr(10) * 2 if parked else ''}".encode(self.encoding, self.errors))
         if result.tree or parked:
             self.spill.seek(0)
             shutil.copyfileobj(self.spill, self.buffer, _COPY_CHUNK)

@@ -4,14 +4,29 @@ Every document is wrapped in a `<document ...>` header naming its source, kind a
 every segment is preceded by its locator in square brackets (`[page 3]`, `[L10-42]`,
 `[00:01:02.500-00:01:05.000]`, `[table 1 row 2]`) so answers can cite it. The output depends only on
 the IngestResult, byte for byte: it becomes a cached token prefix, so nothing here may vary between
-runs (no timestamps, no dict-order surprises, no absolute paths).
+runs (no timestamps, no dict-order surprises, no absolute paths). A document's own text cannot
+open or close a document: "<document" and "</document" in it are written "&lt;document" and
+"&lt;/document", as the header's attributes escape their quotes, so a file cannot pass itself off as
+another source to the model or to `fit.parse`.
 """
 
 import os
+import re
 from collections.abc import Iterator
 from typing import TextIO
 
 from .document import Document, IngestResult
+
+
+_TAG = re.compile(r"<(/?document)", re.IGNORECASE)
+
+
+def _inert(text: str) -> str:
+    return _TAG.sub(r"&lt;\1", text)
+
+
+def tree_block(tree: str) -> str:
+    return f"<directory_tree>\n{_inert(tree)}\n</directory_tree>"
 
 
 def _attr(value: str) -> str:
@@ -31,7 +46,7 @@ def _document_parts(document: Document) -> list[str]:
     for segment in document.segments:
         if segment.where:
             parts.append(f"[{segment.where}]\n")
-        parts.append(segment.text)
+        parts.append(_inert(segment.text))
         parts.append("\n")
     parts.append("</document>")
     return parts
@@ -45,7 +60,7 @@ def iter_pack(result: IngestResult) -> Iterator[str]:
     """The pieces of `pack(result)` in order, for writing a large prompt out without building it."""
     started = False
     if result.tree:
-        yield f"<directory_tree>\n{result.tree}\n</directory_tree>"
+        yield tree_block(result.tree)
         started = True
     for document in result.documents:
         if started:
@@ -70,7 +85,7 @@ def write_pack(result: IngestResult, stream: TextIO) -> None:
     encoding, errors = stream.encoding or "utf-8", stream.errors or "strict"
     started = False
     if result.tree:
-        buffer.write(f"<directory_tree>\n{result.tree}\n</directory_tree>".encode(encoding, errors))
+        buffer.write(tree_block(result.tree).encode(encoding, errors))
         started = True
     for document in result.documents:
         text = pack_document(document)
