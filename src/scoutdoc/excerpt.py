@@ -92,8 +92,9 @@ def _flat(text: str) -> str:
     joined ("head-\nquarters", a printed page's or an OCR'd scan's), so that BM25 finds it by the
     word and the model reads the word. A compound split at its own hyphen ("cast-\niron") loses
     the hyphen too; the two cannot be told apart without a dictionary."""
-    joined = _LINE_HYPHEN.sub(lambda m: "" if m.string[m.end()].islower() else m.group(0), text)
-    return " ".join(joined.split())
+    if "-" in text and "\n" in text:  # most units have neither: skip the expression
+        text = _LINE_HYPHEN.sub(lambda m: "" if m.string[m.end()].islower() else m.group(0), text)
+    return " ".join(text.split())
 
 
 def _spans(text: str) -> list[tuple[int, int, int]]:
