@@ -18,7 +18,7 @@ from typing import TextIO
 from .document import Document, IngestResult
 
 
-_TAG = re.compile(r"<(/?document)", re.IGNORECASE)
+_TAG = re.compile(r"<(/?document)(?=[\s/>])", re.IGNORECASE)  # the tag itself: not <DocumentRoot> or <documentation>
 
 
 def _inert(text: str) -> str:
