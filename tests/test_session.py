@@ -185,6 +185,15 @@ def test_a_stop_event_interrupts_the_stream_and_records_nothing(store, notes):
     assert engine.prefills[0].stats.finish_reason == "interrupted"  # the stream was closed
 
 
+def test_a_stop_event_set_during_the_prompt_interrupts_before_any_answer(store, notes):
+    stop = threading.Event()
+    engine = FakeEngine(on_prefill=lambda prompt: stop.set())  # Ctrl-C while a long prompt is read
+    streamed: list[str] = []
+    with pytest.raises(conv.Interrupted):
+        ask(store, engine, [notes], on_text=streamed.append, stop_event=stop)
+    assert streamed == [] and engine.prefills == [] and store.sessions() == []
+
+
 def test_generation_params_reach_the_engine(store, notes):
     cut = ask(store, FakeEngine(), [notes], params=GenerationParams(max_tokens=2))
     assert cut.stats.generated_tokens == 2 and cut.stats.finish_reason == "length"

@@ -146,9 +146,10 @@ def run_turn(
     progress: Progress | None = None,
     stop_event: threading.Event | None = None,
 ) -> tuple[str, Any]:
-    """Prefill and stream one answer; returns the answer text and the engine state after it."""
+    """Prefill and stream one answer; returns the answer text and the engine state after it. A set
+    `stop_event` ends it with `Interrupted` between prompt pieces or answer tokens."""
     check_fits(engine.prompt_tokens(prompt), params.max_tokens, engine.context_limit, engine.model_name or "the model")
-    state = engine.prefill(prompt, snapshot=snapshot, progress=progress)
+    state = engine.prefill(prompt, snapshot=snapshot, progress=_stoppable(progress, stop_event))
     pieces: list[str] = []
     stream = engine.generate(state, params)
     try:
@@ -160,6 +161,21 @@ def run_turn(
     finally:
         stream.close()
     return "".join(pieces), state
+
+
+def _stoppable(progress: Progress | None, stop_event: threading.Event | None) -> Progress | None:
+    """`progress`, checking `stop_event` first: a batch's Ctrl-C stops a long prompt after its piece
+    instead of waiting for the whole prompt (minutes for a long document) and the answer."""
+    if stop_event is None:
+        return progress
+
+    def report(done: int, total: int, unit: str) -> None:
+        if stop_event.is_set():
+            raise Interrupted()
+        if progress is not None:
+            progress(done, total, unit)
+
+    return report
 
 
 def window(engine: Engine, params: GenerationParams, earlier: list[Message]) -> fitting.Window:
