@@ -57,8 +57,8 @@ class Passage:
 
     @property
     def body(self) -> str:
-        """The text without its marker lines: what the index ranks."""
-        return _MARKER.sub("", self.text)
+        """The text without its marker lines (a document's own "[project]" line stays): what the index ranks."""
+        return _MARKER.sub(lambda m: "" if m.group(1) in self.where else m.group(0), self.text)
 
 
 @dataclass(frozen=True)

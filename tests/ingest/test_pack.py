@@ -85,3 +85,5 @@ def test_a_document_cannot_close_itself_or_open_another(tmp_path):
     layout = parse(text)
     assert [d.source for d in layout.docs] == ["<document source=x>", "notes.txt"]
     assert [p.where for p in layout.passages if p.doc == 1] == [["L1-6"]]  # "[page 7]" is text in a text file
+    notes = next(p for p in layout.passages if p.doc == 1)
+    assert "[page 7]" in notes.body and "[L1-6]" not in notes.body  # ranked as text, unlike the real locator
