@@ -80,6 +80,7 @@ def test_tiers_and_refusal(scout, tmp_path):
         require_fit(too_long)
     message = str(err.value)
     assert "--kv-dtype float8" in message and "--kv-disk" in message and "fewer or shorter sources" in message
+    assert "slower" not in message  # a GPU converts the cache at full speed
     assert "--context" not in message  # the commands that run a model have no --context option
     assert "--context" in too_long.text()  # `models info` has
     with_disk = plan_memory(

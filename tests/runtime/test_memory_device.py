@@ -47,3 +47,4 @@ def test_refusal_names_only_run_options_and_each_size_once(config):
     message = str(err.value)
     assert "--context" not in message and "instead of" not in message
     assert "--kv-dtype float8" in message and "--kv-disk DIR" in message
+    assert "on a CPU decoding is several times slower" in message  # docs/benchmarks.md: 4.1 against 24 tok/s

@@ -335,7 +335,8 @@ def _check(plan: MemoryPlan, on_cpu: bool) -> None:
     elif plan.kv_unplaced_bytes and per_token and room // per_token > 0:
         plan.context_fit = room // per_token  # worded by the caller: only `models info` has --context
     if DTYPE_BYTES[plan.kv_dtype] > 1:
-        plan.suggestions.append(f"--kv-dtype float8 (a quarter of the KV: {fb(plan.kv_global_bytes // DTYPE_BYTES[plan.kv_dtype])})")
+        slower = "; on a CPU decoding is several times slower, since each step converts it back" if on_cpu else ""
+        plan.suggestions.append(f"--kv-dtype float8 (global KV in {fb(plan.kv_global_bytes // DTYPE_BYTES[plan.kv_dtype])}{slower})")
     if plan.kv_unplaced_bytes:
         if not on_cpu:
             plan.suggestions.append(f"--kv-host-budget {fb(plan.kv_host_bytes + plan.kv_unplaced_bytes)}")
