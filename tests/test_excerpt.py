@@ -155,3 +155,36 @@ def test_a_word_hyphenated_across_a_line_break_is_found_and_shown_whole():
     best = excerpts.excerpt(system_for(doc), "Whose headquarters had the corral?", count).lines.splitlines()[-1]
     assert best.endswith("guard prisoners in the corral at Logan's headquarters.")
     assert "The Smith- Jones farm lies east." in _texts(doc)  # a capital after the break: a name, left as it was
+
+
+def _rare_words(rng: random.Random, sentences: int) -> str:
+    """Sentences of made-up words, each too rare to be what the document is about."""
+    word = lambda: "".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+    return "\n".join(" ".join(word() for _ in range(9)) + "." for _ in range(sentences))
+
+
+def test_key_sentences_open_with_the_first_and_hold_what_the_document_keeps_returning_to():
+    rng = random.Random(3)
+    central = ["Northwind delivers the bakery dashboard to Bluebell every month.",
+               "Bluebell pays Northwind EUR 2,400 for the bakery dashboard.",
+               "Either Northwind or Bluebell may end the dashboard contract with sixty days' notice."]
+    doc = Document("c.pdf", "pdf", "0" * 64, "c", [
+        Segment("Services agreement of 3 March 2025.\n" + _rare_words(rng, 6), "page 1"),
+        Segment(_rare_words(rng, 6) + "\n" + central[0] + "\nDashboard.\n" + _rare_words(rng, 6), "page 2"),
+        Segment(central[1] + "\n" + _rare_words(rng, 6) + "\n" + central[2], "page 3"),
+        Segment(_rare_words(rng, 6) + "\n" + central[1], "page 4")])  # a near copy, shown once
+    lines = excerpts.key_sentences(system_for(doc), count).splitlines()
+    assert lines == ["[c.pdf, page 1] Services agreement of 3 March 2025.",
+                     f"[c.pdf, page 2] {central[0]}", f"[c.pdf, page 3] {central[1]}", f"[c.pdf, page 3] {central[2]}"]
+    room = count(lines[0] + "\n") + max(count(line + "\n") for line in lines[1:])
+    fewer = excerpts.key_sentences(system_for(doc), count, room=room).splitlines()
+    assert len(fewer) == 2 and fewer[0] == lines[0] and fewer[1] in lines[1:]  # the opening, then the best-ranked
+    assert excerpts.key_sentences(system_for(Document("e.txt", "text", "0" * 64, "e", [])), count) == ""
+
+
+def test_key_sentences_stop_at_their_number():
+    sentences = [f"The harbour crane number {n} lifts containers onto the harbour ships at night." for n in range(40)]
+    doc = Document("h.txt", "text", "0" * 64, "h", [Segment("\n".join(s + f" Shift {n} of crane {n * 7}."
+                                                                    for n, s in enumerate(sentences)), "L1-40")])
+    lines = excerpts.key_sentences(system_for(doc), count, room=10_000).splitlines()
+    assert 1 < len(lines) <= excerpts.KEY_SENTENCES

@@ -14,6 +14,7 @@ from scoutdoc.prompt import (
     check_fits,
     question_text,
     summary_instruction,
+    summary_text,
 )
 
 DOCS = '<document source="contract.pdf" kind="pdf" pages="2">\n[page 1]\nNotice: sixty days.\n</document>'
@@ -119,3 +120,9 @@ def test_the_question_comes_after_its_passages_and_before_the_clear_winner():
     assert question_text("Notice?", passages, "Sixty days' notice ends it.") == (
         f"Passages that may hold the answer:\n{passages}\nQuestion: Notice?\n"
         f"Most relevant passage: Sixty days' notice ends it.\n{ANSWER_LENGTH}")
+
+
+def test_summary_text_puts_the_key_sentences_before_the_instruction():
+    assert summary_text(SUMMARY_INSTRUCTION) == SUMMARY_INSTRUCTION
+    asked = summary_text(SUMMARY_INSTRUCTION, "[a.pdf, page 1] The fee is EUR 2,400.\n")
+    assert asked == f"Key sentences from the documents:\n[a.pdf, page 1] The fee is EUR 2,400.\n\n{SUMMARY_INSTRUCTION}"

@@ -15,7 +15,7 @@ from scoutdoc import session as conv
 from scoutdoc.engines import GenerationParams
 from scoutdoc.errors import ContextTooLongError
 from scoutdoc.ingest import IngestOptions
-from scoutdoc.prompt import build_prompt
+from scoutdoc.prompt import SUMMARY_INSTRUCTION, build_prompt
 
 PARAMS = GenerationParams(max_tokens=32)
 WORDS = "river ledger copper lantern meadow signal harbor orchard quarry timber valley summit".split()
@@ -108,6 +108,20 @@ def test_a_summary_of_a_long_document_reads_every_part_then_combines(store, long
     combined = system_of(final)
     assert 'source="partial answers"' in combined and combined.count("\n[L") == len(parts)
     assert result.answer.startswith("Answer ")
+
+
+def test_a_summary_is_asked_with_the_key_sentences_and_recorded_as_the_instruction(store, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Minutes of the harbour board.\nThe harbour board approved the new crane for the harbour.\n"
+                     "Lunch was served.\nThe crane for the harbour costs 2 million.\n")
+    engine = FakeEngine()
+    result = ask(store, engine, [notes], SUMMARY_INSTRUCTION, summary=True)
+    [state] = engine.prefills
+    asked = [m.content for m in state.prompt.turns if m.role == "user"][-1]
+    assert asked.startswith("Key sentences from the documents:\n[notes.txt, L1-1] Minutes of the harbour board.\n")
+    assert "[notes.txt, L4-4] The crane for the harbour costs 2 million." in asked
+    assert asked.endswith("\n" + SUMMARY_INSTRUCTION) and "Lunch" not in asked
+    assert store.turns(result.session_id)[0]["text"] == SUMMARY_INSTRUCTION
 
 
 def test_map_reduce_on_request_for_a_question(store, long_notes):

@@ -1,11 +1,12 @@
-"""The sentences repeated right before the question: the documents' best matches for it, one per line.
+"""The sentences repeated right before the question, the documents' best matches for it, or before a
+summary's instruction, the documents' most central ones: one per line.
 
 A unit is a sentence (a question together with the one after it, its answer in a dialogue), a table
 row, or an item of a list (an address block, a form) shown with the lines after it (see `_spans`).
 
 The document part of the prompt stays byte-identical whatever the question (so follow-ups reuse its
 KV snapshot); what a small model needs next to the question goes into the turn instead
-(`prompt.question_text`). Sentences are ranked with `fit`'s BM25 over the same segments and
+(`prompt.question_text`, `prompt.summary_text`). Sentences are ranked with `fit`'s BM25 over the same segments and
 locators, so each line can say where it comes from.
 """
 
@@ -14,12 +15,17 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
+from collections import Counter
 from typing import Callable
 
-from .fit import _LINES, Layout, Passage, _narrow, _segments, _split, parse, scored_hits
+from .fit import _LINES, Layout, Passage, _narrow, _segments, _split, parse, scored_hits, terms
 
 EXCERPT_SENTENCES = 3  # sentences repeated next to the question
 EXCERPT_TOKENS = 400
+KEY_SENTENCES = 8  # sentences shown before a summary's instruction
+KEY_TOKENS = 500
+KEY_WORDS = 12  # the words most units share, which key sentences are ranked against
+KEY_MIN_WORDS = 4
 LEAD_MARGIN = 2.0  # the best sentence is repeated after the question when its BM25 score is this many times the runner-up's
 NEAR_COPY = 0.6  # a sentence sharing more of its words with one already repeated adds nothing
 SHORT_LINE = 40  # a line this short, with others like it, is a list item, not part of a wrapped sentence
@@ -186,22 +192,72 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
     units = sentences(system)
     ranked = scored_hits(units.keys, question)
     clear = len(ranked) > 1 and ranked[0][1] > 0 and ranked[0][1] >= LEAD_MARGIN * ranked[1][1]
-    lines, used, seen, keys, lead = [], 0, [], set(), ""
+    lines, used, novel, lead = [], 0, _Novelty(units), ""
     for i, _ in ranked:
         if len(lines) == EXCERPT_SENTENCES:
             break
-        text, unit = units.text(i), units.keys[i]
-        words = set(re.findall(r"\w+", text.lower()))
-        if any(len(words & earlier) > NEAR_COPY * len(words) for earlier in seen) or unit.text.lower() in keys:
-            continue  # a page header repeated on every page, or a list window overlapping a better one
-        seen.append(words)
-        if i in units.items:  # a list item's own line: a running header leads a different window on each page
-            keys.add(unit.text.lower())
-        name = units.layout.docs[unit.doc].source.rsplit("/", 1)[-1]
-        line = f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {text}\n"
+        if not novel(i):
+            continue
+        line = _labelled(units, i)
         need = count(line)
         if used + need <= room:
             lines.append(line)
             used += need
-            lead = text if clear and i == ranked[0][0] else lead
+            lead = units.text(i) if clear and i == ranked[0][0] else lead
     return Excerpt("".join(reversed(lines)), lead)
+
+
+def key_sentences(system: str, count: Callable[[str], int], room: int = KEY_TOKENS) -> str:
+    """The documents' most central sentences, for a summary, in document order: the opening one
+    (a title, a date, who is party to what), then those BM25 ranks best against the words most
+    units share (KEY_WORDS of them), at most KEY_SENTENCES in all and `room` tokens.
+
+    Asked to summarize a whole document, the default 135M model mostly restates the instruction
+    ("the documents contain the purpose, the main points...") or invents; given the sentences a
+    summary would draw on, next to the instruction, it uses them (benchmarks/bench_answers.py
+    --summaries, docs/benchmarks.md). Frequency is the measure of centrality here because it needs
+    no model: the words a document keeps coming back to are what it is about.
+    """
+    units = sentences(system)
+    shared: Counter[str] = Counter()
+    for unit in units.keys:
+        shared.update({w for w in terms(unit.text) if len(w) > 2 and not w.isdigit()})
+    topic = " ".join(w for w, n in shared.most_common(KEY_WORDS) if n > 1)
+    ranked = [0] + [i for i, _ in scored_hits(units.keys, topic) if i] if units.keys else []
+    chosen, used, novel = [], 0, _Novelty(units)
+    for i in ranked:
+        if len(chosen) == KEY_SENTENCES:
+            break
+        if len(re.findall(r"\w+", units.keys[i].text)) < KEY_MIN_WORDS or not novel(i):
+            continue  # a heading or a label says little a summary can use
+        need = count(_labelled(units, i))
+        if used + need <= room:
+            chosen.append(i)
+            used += need
+    return "".join(_labelled(units, i) for i in sorted(chosen))
+
+
+class _Novelty:
+    """Whether a unit adds something to those already taken: not a sentence sharing most of its words
+    with one taken (a page header repeated on every page), nor a list window whose matching line
+    leads another one taken (a running header leads a different window on each page)."""
+
+    def __init__(self, units: Units):
+        self.units, self.seen, self.keys = units, [], set()
+
+    def __call__(self, i: int) -> bool:
+        words = set(re.findall(r"\w+", self.units.text(i).lower()))
+        key = self.units.keys[i].text.lower()
+        if any(len(words & earlier) > NEAR_COPY * len(words) for earlier in self.seen) or key in self.keys:
+            return False
+        self.seen.append(words)
+        if i in self.units.items:
+            self.keys.add(key)
+        return True
+
+
+def _labelled(units: Units, i: int) -> str:
+    """A unit as one line after its `[source, location]`."""
+    unit = units.keys[i]
+    name = units.layout.docs[unit.doc].source.rsplit("/", 1)[-1]
+    return f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {units.text(i)}\n"

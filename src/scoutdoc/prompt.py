@@ -46,9 +46,12 @@ CITATION_RULES = (
 
 DEFAULT_SYSTEM = "You are scoutdoc, a careful assistant that answers questions about the documents the user provided."
 
+# Naming what a summary should hold (in an earlier wording, "their purpose, the main points, and any
+# obligations...") made the default model restate that list instead of summarizing; this wording,
+# with the key sentences before it (`summary_text`), does so less (docs/benchmarks.md).
 SUMMARY_INSTRUCTION = (
-    "Summarize these documents: their purpose, the main points, and any obligations, dates, amounts, "
-    "decisions or open questions they contain. Cite the markers for each point."
+    "Summarize these documents in a few sentences: what they are, who and what they name, and their "
+    "dates, amounts and decisions. Cite the markers for each point."
 )
 
 CODEBASE_SUMMARY_INSTRUCTION = (
@@ -86,6 +89,14 @@ def question_text(question: str, passages: str = "", lead: str = "") -> str:
         return f"{question}\n{ANSWER_LENGTH}"
     best = f"Most relevant passage: {lead}\n" if lead else ""
     return f"Passages that may hold the answer:\n{passages}\nQuestion: {question}\n{best}{ANSWER_LENGTH}"
+
+
+def summary_text(instruction: str, key_sentences: str = "") -> str:
+    """The user message for a summary: the documents' central sentences (`excerpt.key_sentences`),
+    then the instruction, for the reason `question_text` gives."""
+    if not key_sentences:
+        return instruction
+    return f"Key sentences from the documents:\n{key_sentences}\n{instruction}"
 
 
 def build_prompt(documents: str, history: Sequence[Message], question: str, system: str | None = None) -> Prompt:

@@ -32,7 +32,7 @@ from .ingest import IngestOptions, IngestResult, load_sources, pack, require_doc
 from .ingest.document import Document
 from .ingest.pack import pack_document
 from .progress import Progress
-from .prompt import Message, Prompt, build_prompt, check_fits, question_text
+from .prompt import Message, Prompt, build_prompt, check_fits, question_text, summary_text
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, new_session_id, remove_snapshot_file, snapshot_file, usable_session
@@ -189,10 +189,10 @@ def window(engine: Engine, params: GenerationParams, earlier: list[Message]) -> 
 
 
 def _with_passages(engine: Engine, system: str, question: str, summary: bool = False) -> str:
-    """What the model is asked: a question with its best-matching sentences before it (a summary as is).
-    Only the question itself is stored as the turn's text."""
+    """What the model is asked: a question with its best-matching sentences before it, a summary's
+    instruction with the documents' central ones. Only the question itself is stored as the turn's text."""
     if summary:
-        return question
+        return summary_text(question, excerpts.key_sentences(system, engine.count_tokens))
     found = excerpts.excerpt(system, question, engine.count_tokens)
     return question_text(question, found.lines, found.lead)
 
