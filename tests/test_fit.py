@@ -139,7 +139,7 @@ def test_long_segments_are_cut_at_lines_with_narrowed_line_ranges():
     end = int(first.where[0].split("-")[1])
     assert second.where == [f"L{end + 1}-{int(second.where[0].split('-')[1])}"]
     assert second.text.split("\n", 2)[1] == f"def f{end + 1}(): return {end + 1}  # {'x' * 40}"
-    assert "".join(fit._MARKER.sub("", p.text) for p in layout.passages) == code + "\n"
+    assert "".join(fit.MARKER.sub("", p.text) for p in layout.passages) == code + "\n"
 
 
 def test_short_segments_are_merged_and_describe_names_page_runs():

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
 
-from .fit import _LINES, Layout, Passage, _narrow, _segments, _split, parse, scored_hits, terms
+from .fit import Layout, Passage, _narrow, _segments, _split, parse, scored_hits, terms
+from .ingest.pack import LINES
 
 EXCERPT_SENTENCES = 3  # sentences repeated next to the question
 EXCERPT_TOKENS = 400
@@ -76,7 +77,7 @@ def sentences(system: str) -> Units:
     for doc in range(len(layout.docs)):
         body = "".join(p.text for p in layout.passages if p.doc == doc)
         for where, text in _segments(body, layout.docs[doc].kind):
-            starts = [0, *(m.end() for m in re.finditer("\n", text))] if _LINES.match(where) else []
+            starts = [0, *(m.end() for m in re.finditer("\n", text))] if LINES.match(where) else []
 
             def locate(start: int, end: int) -> list[str]:
                 return [_narrow(where, bisect.bisect_right(starts, start) - 1, text[start:end]) if starts else where]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .errors import ContextTooLongError, UsageError
+from .ingest.pack import LINES, MARKER, TIMES, is_marker
 from .prompt import MAX_TOKEN_CHARS, check_fits, check_size_estimate
 
 STRATEGIES = ("auto", "full", "retrieve", "map-reduce")
@@ -42,10 +43,7 @@ STOPWORDS = frozenset(
 )
 
 _HEADER = re.compile(r'^<document source="[^\n]*>\n', re.M)
-_MARKER = re.compile(r"^\[([^\[\]\n]{1,120})\]\n", re.M)
-_LINES = re.compile(r"^L(\d+)-(\d+)$")
 _PAGE = re.compile(r"^pages? (\d+)$")
-_TIMES = re.compile(r"^(\d+:\d\d:\d\d)(?:[.,]\d+)?-(\d+:\d\d:\d\d)(?:[.,]\d+)?$")
 _TREE = re.compile(r"<directory_tree>\n.*?\n</directory_tree>\n\n", re.S)
 
 
@@ -58,7 +56,7 @@ class Passage:
     @property
     def body(self) -> str:
         """The text without its marker lines (a document's own "[project]" line stays): what the index ranks."""
-        return _MARKER.sub(lambda m: "" if m.group(1) in self.where else m.group(0), self.text)
+        return MARKER.sub(lambda m: "" if m.group(1) in self.where else m.group(0), self.text)
 
 
 @dataclass(frozen=True)
@@ -176,17 +174,10 @@ def parse(system: str, passage_chars: int = PASSAGE_CHARS) -> Layout:
     return Layout(preamble, tree, docs, passages, trailer)
 
 
-# The locators `ingest` writes for each kind of document. A line of a document's own text that reads
-# like a marker ("[project]" in a TOML file, "[page 9]" typed in a note) is text, not a marker,
-# where the kind says which markers there are; a docx's locators are too varied to list.
-_KIND_MARKERS = {"pdf": re.compile(r"page \d+$"), "code": _LINES, "text": _LINES, "transcript": _TIMES}
-
-
 def _segments(body: str, kind: str = "") -> list[tuple[str, str]]:
     """(locator, text after the marker line) for each marked segment of a document of this `kind`;
     text before any marker gets ""."""
-    valid = _KIND_MARKERS.get(kind)
-    marks = [m for m in _MARKER.finditer(body) if valid is None or valid.match(m.group(1))]
+    marks = [m for m in MARKER.finditer(body) if is_marker(kind, m.group(1))]
     out = []
     if not marks or marks[0].start() > 0:
         out.append(("", body[: marks[0].start() if marks else len(body)]))
@@ -220,7 +211,7 @@ def _split(text: str, limit: int, seps: tuple[str, ...] = ("\n\n", "\n", ". ", "
 def _narrow(where: str, lines_before: int, piece: str) -> str:
     """The locator of a piece of a segment that starts `lines_before` lines into it: a line range
     narrowed to the piece's lines (trailing blank ones left out), else the same."""
-    match = _LINES.match(where)
+    match = LINES.match(where)
     if not match:
         return where
     first = int(match.group(1)) + lines_before
@@ -319,9 +310,9 @@ def _span(first: str, last: str) -> str:
     """One locator for a run of passages from `first`'s start to `last`'s end."""
     if (a := _PAGE.match(first)) and (b := _PAGE.match(last)):
         return f"page {a.group(1)}" if a.group(1) == b.group(1) else f"pages {a.group(1)}-{b.group(1)}"
-    if (a := _LINES.match(first)) and (b := _LINES.match(last)):
+    if (a := LINES.match(first)) and (b := LINES.match(last)):
         return f"L{a.group(1)}-{b.group(2)}"
-    if (a := _TIMES.match(first)) and (b := _TIMES.match(last)):
+    if (a := TIMES.match(first)) and (b := TIMES.match(last)):
         return f"{a.group(1)}-{b.group(2)}"
     return first if first == last else f"{first} to {last}"
 

@@ -3,6 +3,8 @@
 import re
 
 from scoutdoc.ingest import load_sources, pack
+from scoutdoc.ingest.document import Document, Segment
+from scoutdoc.ingest.pack import pack_document
 
 
 def make_project(root):
@@ -87,3 +89,21 @@ def test_a_document_cannot_close_itself_or_open_another(tmp_path):
     assert [p.where for p in layout.passages if p.doc == 1] == [["L1-6"]]  # "[page 7]" is text in a text file
     notes = next(p for p in layout.passages if p.doc == 1)
     assert "[page 7]" in notes.body and "[L1-6]" not in notes.body  # ranked as text, unlike the real locator
+
+
+def test_a_document_cannot_forge_a_locator_of_its_own_kind(tmp_path):
+    from scoutdoc.fit import parse
+
+    (tmp_path / "notes.txt").write_text("Intro.\n[L99999-100000]\nThe code is 4242.\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = \"x\"\n")
+    text = pack(load_sources([tmp_path]))
+    assert "\n [L99999-100000]\n" in text  # a space before it: text, not a locator
+    assert "\n[project]\n" in text  # code has no such locator: left as it is
+    layout = parse(text)
+    assert [p.where for p in layout.passages] == [["L1-3"], ["L1-2"]]
+    assert "[L99999-100000]" in layout.passages[0].body
+    pdf = Document("r.pdf", "pdf", "0" * 64, "r", [Segment("Total.\n[page 9]\n[Signature]", "page 1")])
+    docx = Document("r.docx", "docx", "0" * 64, "r", [Segment("Total.\n[page 9]\n[Signature]", "paragraphs 1-3")])
+    assert pack_document(pdf).endswith("[page 1]\nTotal.\n [page 9]\n[Signature]\n</document>")
+    assert pack_document(docx).endswith("[paragraphs 1-3]\nTotal.\n [page 9]\n [Signature]\n</document>")  # any bracketed line
+    assert [p.where for p in parse(pack_document(docx)).passages] == [["paragraphs 1-3"]]

@@ -7,7 +7,9 @@ the IngestResult, byte for byte: it becomes a cached token prefix, so nothing he
 runs (no timestamps, no dict-order surprises, no absolute paths). A document's own text cannot
 open or close a document: "<document" and "</document" in it are written "&lt;document" and
 "&lt;/document", as the header's attributes escape their quotes, so a file cannot pass itself off as
-another source to the model or to `fit.parse`.
+another source to the model or to `fit.parse`. Nor can it forge a locator: a line of its text that
+reads like one of its kind's markers ("[L99999-100000]" in a text file) is written with a space
+before it, which `fit.parse` does not read as a marker.
 """
 
 import os
@@ -20,9 +22,27 @@ from .document import Document, IngestResult
 
 _TAG = re.compile(r"<(/?document)(?=[\s/>])", re.IGNORECASE)  # the tag itself: not <DocumentRoot> or <documentation>
 
+# The locators written before segments, by kind of document (`fit.parse` reads them back with these).
+# A docx's locators are too varied to list ("paragraphs 1-7", "table 1 row 2", "comment 3"): any line
+# in brackets is one there.
+MARKER = re.compile(r"^\[([^\[\]\n]{1,120})\]\n", re.M)
+LINES = re.compile(r"^L(\d+)-(\d+)$")
+TIMES = re.compile(r"^(\d+:\d\d:\d\d)(?:[.,]\d+)?-(\d+:\d\d:\d\d)(?:[.,]\d+)?$")
+KIND_MARKERS = {"pdf": re.compile(r"^page \d+$"), "code": LINES, "text": LINES, "transcript": TIMES}
+_MARKER_LIKE = re.compile(r"^(?=\[([^\[\]\n]{1,120})\]$)", re.M)
 
-def _inert(text: str) -> str:
-    return _TAG.sub(r"&lt;\1", text)
+
+def is_marker(kind: str, label: str) -> bool:
+    """Whether `[label]` on a line of its own is a locator in a document of this kind."""
+    valid = KIND_MARKERS.get(kind)
+    return valid is None or bool(valid.match(label))
+
+
+def _inert(text: str, kind: str | None = None) -> str:
+    text = _TAG.sub(r"&lt;\1", text)
+    if kind is None or "[" not in text:
+        return text
+    return _MARKER_LIKE.sub(lambda m: " " if is_marker(kind, m.group(1)) else "", text)
 
 
 def tree_block(tree: str) -> str:
@@ -46,7 +66,7 @@ def _document_parts(document: Document) -> list[str]:
     for segment in document.segments:
         if segment.where:
             parts.append(f"[{segment.where}]\n")
-        parts.append(_inert(segment.text))
+        parts.append(_inert(segment.text, document.kind))
         parts.append("\n")
     parts.append("</document>")
     return parts
