@@ -188,3 +188,17 @@ def test_key_sentences_stop_at_their_number():
                                                                     for n, s in enumerate(sentences)), "L1-40")])
     lines = excerpts.key_sentences(system_for(doc), count, room=10_000).splitlines()
     assert 1 < len(lines) <= excerpts.KEY_SENTENCES
+
+
+def test_the_next_question_about_the_same_documents_reuses_their_sentences(monkeypatch):
+    doc = Document("n.txt", "text", "0" * 64, "n", [Segment("The fee is EUR 2,400.\nNotice is sixty days.", "L1-2")])
+    calls, real = [], excerpts.sentences
+    excerpts._indexed.cache_clear()
+    monkeypatch.setattr(excerpts, "sentences", lambda system: calls.append(system) or real(system))
+    system = system_for(doc)
+    assert "EUR 2,400" in excerpts.excerpt(system, "What is the fee?", count).lines
+    assert "sixty days" in excerpts.excerpt(system, "What is the notice?", count).lines
+    assert excerpts.key_sentences(system, count).startswith("[n.txt, L1-1] The fee is EUR 2,400.")
+    assert calls == [system]  # read once: the other two asked the kept index
+    other = system_for(Document("m.txt", "text", "0" * 64, "m", [Segment("The rent is EUR 900.", "L1-1")]))
+    assert "EUR 900" in excerpts.excerpt(other, "What is the rent?", count).lines and len(calls) == 2

@@ -16,9 +16,10 @@ import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
-from .fit import Layout, Passage, _narrow, _segments, _split, parse, scored_hits, terms
+from .fit import Bm25, Layout, Passage, _narrow, _segments, _split, parse, terms
 from .ingest.pack import LINES
 
 EXCERPT_SENTENCES = 3  # sentences repeated next to the question
@@ -190,8 +191,8 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
     where the runner-up scores close to it, BM25's first pick is often the wrong sentence, and the
     model then repeats that sentence instead of answering (measured with benchmarks/bench_answers.py).
     """
-    units = sentences(system)
-    ranked = scored_hits(units.keys, question)
+    units, index = _indexed(system)
+    ranked = index.scored(question)
     clear = len(ranked) > 1 and ranked[0][1] > 0 and ranked[0][1] >= LEAD_MARGIN * ranked[1][1]
     lines, used, novel, lead = [], 0, _Novelty(units), ""
     for i, _ in ranked:
@@ -219,12 +220,12 @@ def key_sentences(system: str, count: Callable[[str], int], room: int = KEY_TOKE
     --summaries, docs/benchmarks.md). Frequency is the measure of centrality here because it needs
     no model: the words a document keeps coming back to are what it is about.
     """
-    units = sentences(system)
+    units, index = _indexed(system)
     shared: Counter[str] = Counter()
     for unit in units.keys:
         shared.update({w for w in terms(unit.text) if len(w) > 2 and not w.isdigit()})
     topic = " ".join(w for w, n in shared.most_common(KEY_WORDS) if n > 1)
-    ranked = [0] + [i for i, _ in scored_hits(units.keys, topic) if i] if units.keys else []
+    ranked = [0] + [i for i, _ in index.scored(topic) if i] if units.keys else []
     chosen, used, novel = [], 0, _Novelty(units)
     for i in ranked:
         if len(chosen) == KEY_SENTENCES:
@@ -236,6 +237,15 @@ def key_sentences(system: str, count: Callable[[str], int], room: int = KEY_TOKE
             chosen.append(i)
             used += need
     return "".join(_labelled(units, i) for i in sorted(chosen))
+
+
+@lru_cache(maxsize=2)
+def _indexed(system: str) -> tuple[Units, Bm25]:
+    """The documents' units and their index, kept for the next question about the same documents:
+    in `chat` (and `summarize` then `chat`), a follow-up is then one query instead of a pass over
+    all of the text, which for 13 MB of prose took 1.9 s (docs/benchmarks.md)."""
+    units = sentences(system)
+    return units, Bm25(units.keys)
 
 
 class _Novelty:

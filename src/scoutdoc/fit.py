@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -261,19 +262,37 @@ def hits(passages: list[Passage], question: str) -> list[int]:
 
 def scored_hits(passages: list[Passage], question: str) -> list[tuple[int, float]]:
     """`hits` with each one's BM25 score, higher is better (FTS5's `bm25()` negated)."""
-    words = terms(question)
-    if not words or not passages:
+    if not terms(question) or not passages:
         return []
-    db = sqlite3.connect(":memory:")
+    index = Bm25(passages)
     try:
-        # contentless: only the index is kept (rowids are all a ranking needs), a quarter faster to fill
-        db.execute("CREATE VIRTUAL TABLE p USING fts5(body, tokenize='porter unicode61 remove_diacritics 2', content='')")
-        db.executemany("INSERT INTO p(rowid, body) VALUES (?, ?)", ((i, p.body) for i, p in enumerate(passages)))
-        query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-        rows = db.execute("SELECT rowid, bm25(p) FROM p WHERE p MATCH ? ORDER BY bm25(p), rowid", (query,))
-        return [(i, -score) for i, score in rows]
+        return index.scored(question)
     finally:
-        db.close()
+        index.close()
+
+
+class Bm25:
+    """`scored_hits` over fixed passages, indexed once and asked any number of questions (from any
+    thread): what `excerpt` keeps between the questions of one conversation."""
+
+    def __init__(self, passages: list[Passage]):
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._lock = threading.Lock()
+        # contentless: only the index is kept (rowids are all a ranking needs), a quarter faster to fill
+        self._db.execute("CREATE VIRTUAL TABLE p USING fts5(body, tokenize='porter unicode61 remove_diacritics 2', content='')")
+        self._db.executemany("INSERT INTO p(rowid, body) VALUES (?, ?)", ((i, p.body) for i, p in enumerate(passages)))
+
+    def scored(self, question: str) -> list[tuple[int, float]]:
+        words = terms(question)
+        if not words:
+            return []
+        query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        with self._lock:
+            rows = self._db.execute("SELECT rowid, bm25(p) FROM p WHERE p MATCH ? ORDER BY bm25(p), rowid", (query,))
+            return [(i, -score) for i, score in rows]
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def rank(passages: list[Passage], question: str) -> list[int]:
