@@ -226,3 +226,18 @@ def test_repetition_penalty_touches_only_the_answers_tokens():
     out = penalize(logits, [0, 1, 0], 2.0)
     assert out.tolist() == [1.0, -2.0, 3.0, 0.5]
     assert penalize(logits, [], 2.0) is logits and penalize(logits, [2], 1.0) is logits
+
+
+def test_loop_guard_stops_at_a_whole_sentence_said_again(byte_tokenizer):
+    """A sentence shorter than the window, said a second time, ends the answer before it; a
+    sentence's tail said again, or a short one, does not."""
+    text = ("The court decides. The fee is paid by the client. Then the dispute goes on. "
+            "The fee is paid by the client. More.")
+    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(text)), byte_tokenizer, stop=[], max_new_tokens=1000,
+                         loop_window=64)
+    assert "".join(gen) == "The court decides. The fee is paid by the client. Then the dispute goes on. "
+    assert gen.finish_reason == "repeat"
+    fine = "Yes. Really. Yes. The fee is paid by the client. So it is paid by the client. End."
+    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(fine)), byte_tokenizer, stop=[], max_new_tokens=1000,
+                         loop_window=64)
+    assert "".join(gen) == fine and gen.finish_reason == "stop"

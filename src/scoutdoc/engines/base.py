@@ -27,7 +27,7 @@ class GenerationParams:
     # Small models answering greedily tend to go round in circles; these keep the default answer short
     # and clean (measured in benchmarks/bench_answers.py). The remote engine leaves them to the server.
     repetition_penalty: float = 1.1  # > 1: tokens already in the answer become less likely
-    loop_window: int = 32  # stop (finish_reason "repeat") when the answer's last 32 tokens repeat an earlier run; 0: off
+    loop_window: int = 32  # stop (finish_reason "repeat") when the answer repeats a 32-token run or a sentence of itself; 0: off
 
 
 DEADLINES_OPTION = "--remote-deadlines"

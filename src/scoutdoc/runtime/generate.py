@@ -273,6 +273,21 @@ class StopMatcher:
 
 
 _LEADING_PUNCT = re.compile(r"[.!?;:,)\]\"'…]*\s*")
+SENTENCE_WORDS = 4  # a repeated sentence this long or longer ends the answer ("Yes." may come twice)
+_ENDS = (".", "!", "?")
+
+
+def _repeats_a_sentence(said: str, held: list[str], repeating: int) -> bool:
+    """Whether the latest `repeating` tokens, which repeat an earlier run of the answer, are a whole
+    sentence of it said again: the run starts where a sentence starts and has just ended one. A
+    sentence is usually shorter than the loop window, and a small model that says one twice goes on
+    to say it (or the ones around it) again and again."""
+    run = "".join(held[len(held) - repeating:])
+    lead = _LEADING_PUNCT.match(run).group(0)
+    before = (said[-16:] + "".join(held[: len(held) - repeating]) + lead).rstrip()
+    sentence = run[len(lead):].strip()
+    return (sentence.endswith(_ENDS) and len(sentence.split()) >= SENTENCE_WORDS
+            and (not before or before.endswith(_ENDS + (":",))))
 
 
 class LoopGuard:
@@ -306,9 +321,9 @@ class TextGeneration:
     the tokens generated.
 
     With `loop_window` > 0 the text of tokens that repeat an earlier run of the answer is held back
-    until the run breaks; when it reaches `loop_window` tokens the answer is going in circles:
-    generation stops ("repeat") and the held-back repetition is dropped, so the answer ends after
-    the first time it said what it then kept saying.
+    until the run breaks; when it reaches `loop_window` tokens, or is a whole sentence of the answer
+    said again, the answer is going in circles: generation stops ("repeat") and the held-back
+    repetition is dropped, so the answer ends after the first time it said what it then kept saying.
     """
 
     token_source: Callable[[], Iterator[int]]
@@ -323,6 +338,7 @@ class TextGeneration:
         stream, matcher = TextStream(self.tokenizer), StopMatcher(self.stop)
         guard = LoopGuard(self.loop_window) if self.loop_window > 0 else None
         held: list[str] = []  # text of the latest tokens, while they repeat an earlier run
+        said = ""  # the text released so far
         self.finish_reason = "stop"
         source = self.token_source()
         try:
@@ -330,7 +346,7 @@ class TextGeneration:
                 self.new_ids.append(token)
                 held.append(stream.push(token))
                 repeating = guard.push(token) if guard is not None else 0
-                if guard is not None and repeating >= guard.window:
+                if repeating and (repeating >= guard.window or _repeats_a_sentence(said, held, repeating)):
                     self.finish_reason = "repeat"
                     # The repeated run can start with the punctuation that ended the first round
                     # ("…2,400" + ". The fee…"): that much of it still belongs to the answer.
@@ -341,6 +357,7 @@ class TextGeneration:
                         yield tail
                     return
                 release, held = held[: len(held) - repeating], held[len(held) - repeating:]
+                said += "".join(release)
                 piece = matcher.feed("".join(release))
                 if piece:
                     yield piece
