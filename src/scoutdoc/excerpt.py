@@ -6,8 +6,8 @@ row, or an item of a list (an address block, a form) shown with the lines after 
 
 The document part of the prompt stays byte-identical whatever the question (so follow-ups reuse its
 KV snapshot); what a small model needs next to the question goes into the turn instead
-(`prompt.question_text`, `prompt.summary_text`). Sentences are ranked with `fit`'s BM25 over the same segments and
-locators, so each line can say where it comes from.
+(`prompt.question_text`, `prompt.summary_text`). Sentences are ranked with `fit`'s BM25 over the
+same segments and locators, so each line can say where it comes from.
 """
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ def _repeats_a_sentence(said: str, held: list[str], repeating: int) -> bool:
     to say it (or the ones around it) again and again."""
     run = "".join(held[len(held) - repeating:])
     lead = _LEADING_PUNCT.match(run).group(0)
-    before = (said[-16:] + "".join(held[: len(held) - repeating]) + lead).rstrip()
+    before = (said + "".join(held[: len(held) - repeating]) + lead).rstrip()
     sentence = run[len(lead):].strip()
     return (sentence.endswith(_ENDS) and len(sentence.split()) >= SENTENCE_WORDS
             and (not before or before.endswith(_ENDS + (":",))))
@@ -338,7 +338,7 @@ class TextGeneration:
         stream, matcher = TextStream(self.tokenizer), StopMatcher(self.stop)
         guard = LoopGuard(self.loop_window) if self.loop_window > 0 else None
         held: list[str] = []  # text of the latest tokens, while they repeat an earlier run
-        said = ""  # the text released so far
+        said = ""  # the end of the text released so far: enough to see whether it ended a sentence
         self.finish_reason = "stop"
         source = self.token_source()
         try:
@@ -357,7 +357,7 @@ class TextGeneration:
                         yield tail
                     return
                 release, held = held[: len(held) - repeating], held[len(held) - repeating:]
-                said += "".join(release)
+                said = (said + "".join(release))[-16:]
                 piece = matcher.feed("".join(release))
                 if piece:
                     yield piece
