@@ -159,7 +159,9 @@ def test_a_word_hyphenated_across_a_line_break_is_found_and_shown_whole():
 
 def _rare_words(rng: random.Random, sentences: int) -> str:
     """Sentences of made-up words, each too rare to be what the document is about."""
-    word = lambda: "".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+    def word() -> str:
+        return "".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+
     return "\n".join(" ".join(word() for _ in range(9)) + "." for _ in range(sentences))
 
 
