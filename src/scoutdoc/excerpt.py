@@ -198,14 +198,15 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
     for i, _ in ranked:
         if len(lines) == EXCERPT_SENTENCES:
             break
-        if not novel(i):
+        text = units.text(i)
+        if not novel(i, text):
             continue
-        line = _labelled(units, i)
+        line = _labelled(units, i, text)
         need = count(line)
         if used + need <= room:
             lines.append(line)
             used += need
-            lead = units.text(i) if clear and i == ranked[0][0] else lead
+            lead = text if clear and i == ranked[0][0] else lead
     return Excerpt("".join(reversed(lines)), lead)
 
 
@@ -226,17 +227,20 @@ def key_sentences(system: str, count: Callable[[str], int], room: int = KEY_TOKE
         shared.update({w for w in terms(unit.text) if len(w) > 2 and not w.isdigit()})
     topic = " ".join(w for w, n in shared.most_common(KEY_WORDS) if n > 1)
     ranked = [0] + [i for i, _ in index.scored(topic) if i] if units.keys else []
-    chosen, used, novel = [], 0, _Novelty(units)
+    chosen: list[tuple[int, str]] = []
+    used, novel = 0, _Novelty(units)
     for i in ranked:
         if len(chosen) == KEY_SENTENCES:
             break
-        if len(re.findall(r"\w+", units.keys[i].text)) < KEY_MIN_WORDS or not novel(i):
+        text = units.text(i)
+        if len(re.findall(r"\w+", units.keys[i].text)) < KEY_MIN_WORDS or not novel(i, text):
             continue  # a heading or a label says little a summary can use
-        need = count(_labelled(units, i))
+        line = _labelled(units, i, text)
+        need = count(line)
         if used + need <= room:
-            chosen.append(i)
+            chosen.append((i, line))
             used += need
-    return "".join(_labelled(units, i) for i in sorted(chosen))
+    return "".join(line for _, line in sorted(chosen))
 
 
 @lru_cache(maxsize=2)
@@ -256,8 +260,9 @@ class _Novelty:
     def __init__(self, units: Units):
         self.units, self.seen, self.keys = units, [], set()
 
-    def __call__(self, i: int) -> bool:
-        words = set(re.findall(r"\w+", self.units.text(i).lower()))
+    def __call__(self, i: int, text: str) -> bool:
+        """`text`: the unit as shown, `units.text(i)`."""
+        words = set(re.findall(r"\w+", text.lower()))
         key = self.units.keys[i].text.lower()
         if any(len(words & earlier) > NEAR_COPY * len(words) for earlier in self.seen) or key in self.keys:
             return False
@@ -267,8 +272,8 @@ class _Novelty:
         return True
 
 
-def _labelled(units: Units, i: int) -> str:
-    """A unit as one line after its `[source, location]`."""
+def _labelled(units: Units, i: int, text: str) -> str:
+    """A unit, shown as `text`, on one line after its `[source, location]`."""
     unit = units.keys[i]
     name = units.layout.docs[unit.doc].source.rsplit("/", 1)[-1]
-    return f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {units.text(i)}\n"
+    return f"[{', '.join(x for x in (name, unit.where[0]) if x)}] {text}\n"
