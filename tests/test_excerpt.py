@@ -1,5 +1,6 @@
 """The sentences repeated before the question: best matches, one per line, with their locations."""
 
+import os
 import random
 import subprocess
 import sys
@@ -204,3 +205,17 @@ def test_the_next_question_about_the_same_documents_reuses_their_sentences(monke
     assert calls == [system]  # read once: the other two asked the kept index
     other = system_for(Document("m.txt", "text", "0" * 64, "m", [Segment("The rent is EUR 900.", "L1-1")]))
     assert "EUR 900" in excerpts.excerpt(other, "What is the rent?", count).lines and len(calls) == 2
+
+
+def test_key_sentences_are_the_same_in_every_process():
+    """Twenty words, all in the first sentence and each in one more, tie for the KEY_WORDS places:
+    the tie must not be broken by string hashing, which differs between processes, or the summary's
+    prompt would too."""
+    code = ("from scoutdoc import excerpt as e; "
+            "words = [f'word{chr(97 + k)}' for k in range(20)]; "
+            "text = ' '.join(words) + '.\\n' + '\\n'.join(f'{w} pad{k} fill{k} more{k}.' for k, w in enumerate(words)); "
+            "system = '<document source=\"t.txt\" kind=\"text\">\\n[L1-21]\\n' + text + '\\n</document>\\n'; "
+            "print(e.key_sentences(system, lambda t: len(t) // 4 + 1))")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(outputs) == 1 and len(outputs.pop().strip().splitlines()) == excerpts.KEY_SENTENCES

@@ -223,8 +223,8 @@ def key_sentences(system: str, count: Callable[[str], int], room: int = KEY_TOKE
     """
     units, index = _indexed(system)
     shared: Counter[str] = Counter()
-    for unit in units.keys:
-        shared.update({w for w in terms(unit.text) if len(w) > 2 and not w.isdigit()})
+    for unit in units.keys:  # `terms` gives each word once, in order: ties rank by first use, the same every run
+        shared.update(w for w in terms(unit.text) if len(w) > 2 and not w.isdigit())
     topic = " ".join(w for w, n in shared.most_common(KEY_WORDS) if n > 1)
     ranked = [0] + [i for i, _ in index.scored(topic) if i] if units.keys else []
     chosen: list[tuple[int, str]] = []
