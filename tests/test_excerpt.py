@@ -86,6 +86,14 @@ def test_a_list_item_is_found_by_its_line_and_shown_with_the_lines_after_it():
     assert best == "[members.pdf, page 3] Maersk Line A/S 50, Esplanaden DK-1098 Copenhagen Denmark"
 
 
+def test_a_contents_entry_is_not_repeated_before_the_question():
+    doc = Document("spec.pdf", "pdf", "0" * 64, "s", [
+        Segment("CONTENTS\n2 Hydro network model ........................ 6\n3 Metadata . . . . . . . . 9\n", "page 1"),
+        Segment(filler(random.Random(2), 36) + "\nThe hydro network model holds every river and lake.", "page 6")])
+    lines = excerpts.excerpt(system_for(doc), "What does the hydro network model hold?", count).lines
+    assert lines == "[spec.pdf, page 6] The hydro network model holds every river and lake.\n"
+
+
 def test_a_narrow_column_of_prose_is_cut_into_sentences_not_list_items():
     column = ("A report creeps into camp that\nJohnston is coming with fifty\nthousand men to raise the siege,\n"
               "but I do not believe it. We have\noften heard that Richmond had\nfallen, but it continues within\n"

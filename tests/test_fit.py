@@ -158,6 +158,16 @@ def test_terms_drop_question_words_and_rank_uses_stems():
     assert fit.rank(passages, "What is the termination notice period?") == [1, 0]
 
 
+def test_an_acronym_ending_in_s_is_found_before_words_that_share_its_stem():
+    """The porter stemmer cuts "LRS" to "lr", which "LR_Element" is made of too."""
+    passages = [fit.Passage(0, f"[page {n}]\n{text}\n", [f"page {n}"]) for n, text in enumerate((
+        "LR_Element LR_Position LR_Event", "The Linear Reference System (LRS) manages the network.",
+        "The TERMS of the agreement."), 1)]
+    assert fit.rank(passages, "What does LRS stand for?")[0] == 1
+    assert fit.hits(passages, "Which terms apply?") == [2]  # an upper-case word is still found by its stem
+    assert fit.hits(passages, "What are LR elements?")[0] == 0
+
+
 def test_a_long_file_is_cut_into_passages_in_linear_time():
     """Each passage's line range used to be found by counting the lines of everything before it: 16 s
     for one 9 MB file, on every question. Run in a child process with a hang budget."""

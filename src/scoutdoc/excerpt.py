@@ -37,6 +37,7 @@ LIST_WINDOW = 4  # lines per unit in a list
 SENTENCE_CHARS = 400  # a "sentence" without an end (code, a long line) is cut at a line end or a space before this
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n[ \t]*\n")
 _LINE_HYPHEN = re.compile(r"(?<=[^\W\d_])-[ \t]*\n[ \t]*(?=[^\W\d_])")  # "wav-\ning": a letter either side of one line break
+_LEADER = re.compile(r"(?:\. ?){5}")  # a table of contents' dot leader: "2 LRS ........ 6"
 _ROW_END = re.compile(r"\n\s*")  # no leading [ \t]*: quadratic on a long run of spaces
 # A period after these ends a word, not a sentence: "Bluebell Bakery Co. | Tom Reilly", "S.A.",
 # "Dr. J. Smith"; after the second kind only before a number: "Agreement No. 010099", "Fig. 3", but
@@ -199,8 +200,8 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
         if len(lines) == EXCERPT_SENTENCES:
             break
         text = units.text(i)
-        if not novel(i, text):
-            continue
+        if _LEADER.search(text) or not novel(i, text):
+            continue  # a contents entry names a section the documents hold and says nothing of it
         line = _labelled(units, i, text)
         need = count(line)
         if used + need <= room:

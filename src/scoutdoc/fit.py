@@ -271,6 +271,18 @@ def scored_hits(passages: list[Passage], question: str) -> list[tuple[int, float
         index.close()
 
 
+# An upper-case word ending in S ("LRS", "GPS", "NHS"): an acronym, which the porter stemmer would
+# cut to another one ("LRS" found "LR_Element" before "Linear Reference System (LRS)").
+_ACRONYM_S = re.compile(r"\b[A-Z][A-Z0-9]*S\b")
+_UNSTEMMED = "0"  # appended to a copy of such a word: porter leaves a word ending in a digit alone
+
+
+def _with_acronyms(text: str) -> str:
+    """`text` with an unstemmed copy after each acronym ending in S, which only the same acronym
+    in a question matches (the word itself stays, so "TERMS" in a heading is still found by "term")."""
+    return _ACRONYM_S.sub(lambda m: f"{m.group(0)} {m.group(0)}{_UNSTEMMED}", text)
+
+
 class Bm25:
     """`scored_hits` over fixed passages, indexed once and asked any number of questions (from any
     thread): what `excerpt` keeps between the questions of one conversation."""
@@ -280,12 +292,18 @@ class Bm25:
         self._lock = threading.Lock()
         # contentless: only the index is kept (rowids are all a ranking needs), a quarter faster to fill
         self._db.execute("CREATE VIRTUAL TABLE p USING fts5(body, tokenize='porter unicode61 remove_diacritics 2', content='')")
-        self._db.executemany("INSERT INTO p(rowid, body) VALUES (?, ?)", ((i, p.body) for i, p in enumerate(passages)))
+        self._db.executemany(
+            "INSERT INTO p(rowid, body) VALUES (?, ?)", ((i, _with_acronyms(p.body)) for i, p in enumerate(passages))
+        )
 
     def scored(self, question: str) -> list[tuple[int, float]]:
+        """Passages matching any of the question's terms, best first. An acronym ending in S is
+        asked for both as itself and stemmed: the passages naming it rank above those that merely
+        share its stem, and none is lost."""
         words = terms(question)
         if not words:
             return []
+        words += [w.lower() + _UNSTEMMED for w in dict.fromkeys(_ACRONYM_S.findall(question))]
         query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
         with self._lock:
             rows = self._db.execute("SELECT rowid, bm25(p) FROM p WHERE p MATCH ? ORDER BY bm25(p), rowid", (query,))
