@@ -274,6 +274,9 @@ class StopMatcher:
 
 _LEADING_PUNCT = re.compile(r"[.!?;:,)\]\"'…]*\s*")
 SENTENCE_WORDS = 4  # a repeated sentence this long or longer ends the answer ("Yes." may come twice)
+# A list item's number or bullet alone at the end of a line so far ("\n11. "): shown with the item
+# it starts, and dropped when the item turns out to repeat an earlier one and the answer stops there.
+_BARE_MARKER = re.compile(r"(?:\A|\n)([ \t]*(?:\d{1,3}[.)]?|[-*•])[ \t]*)\Z")
 _ENDS = (".", "!", "?")
 
 
@@ -324,6 +327,7 @@ class TextGeneration:
     until the run breaks; when it reaches `loop_window` tokens, or is a whole sentence of the answer
     said again, the answer is going in circles: generation stops ("repeat") and the held-back
     repetition is dropped, so the answer ends after the first time it said what it then kept saying.
+    So is a list item's number that the repetition would have followed (`_BARE_MARKER`).
     """
 
     token_source: Callable[[], Iterator[int]]
@@ -339,6 +343,8 @@ class TextGeneration:
         guard = LoopGuard(self.loop_window) if self.loop_window > 0 else None
         held: list[str] = []  # text of the latest tokens, while they repeat an earlier run
         said = ""  # the end of the text released so far: enough to see whether it ended a sentence
+        marker = ""  # a list item's number released but not yet shown, until its item shows it is new
+        shown_end = ""  # the end of the text shown, after a NUL once there is any: where a line starts
         self.finish_reason = "stop"
         source = self.token_source()
         try:
@@ -351,14 +357,22 @@ class TextGeneration:
                     # The repeated run can start with the punctuation that ended the first round
                     # ("…2,400" + ". The fee…"): that much of it still belongs to the answer.
                     dropped = "".join(held[len(held) - repeating:])
-                    tail = matcher.feed("".join(held[: len(held) - repeating]) + _LEADING_PUNCT.match(dropped).group(0))
+                    kept = "".join(held[: len(held) - repeating])
+                    ending = "" if marker and not kept.strip() else marker + kept + _LEADING_PUNCT.match(dropped).group(0)
+                    tail = matcher.feed(ending)
                     tail += "" if matcher.stopped else matcher.flush()
                     if tail:
                         yield tail
                     return
                 release, held = held[: len(held) - repeating], held[len(held) - repeating:]
                 said = (said + "".join(release))[-16:]
-                piece = matcher.feed("".join(release))
+                text = marker + "".join(release)
+                bare = _BARE_MARKER.search(shown_end + text)
+                cut = bare.start(1) - len(shown_end) if bare and bare.start(1) >= len(shown_end) else len(text)
+                shown, marker = text[:cut], text[cut:]
+                if shown:
+                    shown_end = "\0" + (shown_end[1:] + shown)[-16:]
+                piece = matcher.feed(shown)
                 if piece:
                     yield piece
                 if matcher.stopped:
@@ -369,7 +383,7 @@ class TextGeneration:
                 close()
         if len(self.new_ids) >= self.max_new_tokens:
             self.finish_reason = "length"
-        tail = matcher.feed("".join(held) + stream.flush())
+        tail = matcher.feed(marker + "".join(held) + stream.flush())
         if not matcher.stopped:
             tail += matcher.flush()
         if tail:
