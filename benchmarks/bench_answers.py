@@ -13,6 +13,11 @@ known answer, and keywords: an answer counts as right when it contains any of th
   exceed the model's window it cannot answer; such questions are counted wrong and reported
   separately ("long"), and both engines' scores are also given over the questions that fit.
 
+`--followups` runs `benchmarks/qa/followups.jsonl` instead: two-turn conversations whose second
+question names its subject only by a pronoun ("And who can give it?"); the first is asked and
+answered, then the follow-up (scoutdoc with `session.continue_session`, as `scoutdoc ask -c` does;
+llama.cpp with its own first answer in the messages), and only the follow-up is scored.
+
 `--summaries` runs `benchmarks/qa/summaries.jsonl` instead: no question, each source summarized
 (scoutdoc as `scoutdoc summarize` does, map-reduce when it exceeds the window; llama.cpp with the
 same instruction as the user message), scored by the share of the listed facts a summary mentions
@@ -21,7 +26,7 @@ same instruction as the user message), scored by the share of the listed facts a
 Usage (from the repository root, the `bench` or `test` extra installed):
 
     python benchmarks/bench_answers.py [--limit N | --quick] [--engines scoutdoc,llama.cpp]
-                                       [--max-tokens N] [--json OUT.json] [--show] [--summaries]
+                                       [--max-tokens N] [--json OUT.json] [--show] [--summaries | --followups]
 
 `--quick` runs the first two questions with 48-token answers (what CI's test does).
 """
@@ -43,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # llama_compat beside this file
 QUESTIONS = ROOT / "benchmarks" / "qa" / "questions.jsonl"
 SUMMARIES = ROOT / "benchmarks" / "qa" / "summaries.jsonl"  # no question: `scoutdoc summarize`'s own instruction
+FOLLOWUPS = ROOT / "benchmarks" / "qa" / "followups.jsonl"  # a first question, then the scored follow-up
 ENGINES = ("scoutdoc", "llama.cpp")
 
 
@@ -52,6 +58,7 @@ class Item:
     sources: list[str]
     keywords: list[str]  # a summary's: each a fact it should mention, alternatives split by "|"
     question: str = ""  # none: a summary, asked with `scoutdoc summarize`'s instruction for these sources
+    earlier: str = ""  # a follow-up's first question, asked and answered before it
 
     def paths(self) -> list[str]:
         return [str((ROOT / s).resolve()) if not Path(s).is_absolute() else s for s in self.sources]
@@ -119,7 +126,7 @@ def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None, dtype
     from scoutdoc.engines import GenerationParams, open_engine
     from scoutdoc.errors import ScoutdocError
     from scoutdoc.ingest import IngestOptions
-    from scoutdoc.session import start_session
+    from scoutdoc.session import continue_session, start_session
     from scoutdoc.store import Store
 
     params = GenerationParams() if max_tokens is None else GenerationParams(max_tokens=max_tokens)
@@ -133,8 +140,13 @@ def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None, dtype
                 started = time.perf_counter()
                 try:
                     result = start_session(store, engine, paths=item.paths(), options=IngestOptions(),
-                                           question=ask_text(item), params=params, on_text=lambda piece: None,
-                                           notice=lambda message: None, summary=not item.question)
+                                           question=item.earlier or ask_text(item), params=params,
+                                           on_text=lambda piece: None, notice=lambda message: None,
+                                           summary=not item.question)
+                    if item.earlier:  # only the follow-up is scored and timed
+                        started = time.perf_counter()
+                        result = continue_session(store, engine, session_id=result.session_id, question=item.question,
+                                                  params=params, on_text=lambda piece: None, notice=lambda message: None)
                 except ScoutdocError as exc:
                     out.append(Answer("", time.perf_counter() - started, f"{type(exc).__name__}: {exc}"))
                     progress("scoutdoc", item, out[-1])
@@ -166,6 +178,12 @@ def llama_answers(items: list[Item], gguf: str, max_tokens: int | None, threads:
         started = time.perf_counter()
         messages = [{"role": "system", "content": documents_text(item)}, {"role": "user", "content": ask_text(item)}]
         try:
+            if item.earlier:
+                messages[1]["content"] = item.earlier
+                first = llm.create_chat_completion(messages=messages, max_tokens=budget, seed=seed)
+                messages += [{"role": "assistant", "content": first["choices"][0]["message"]["content"] or ""},
+                             {"role": "user", "content": item.question}]
+                started = time.perf_counter()
             reply = llm.create_chat_completion(messages=messages, max_tokens=budget, seed=seed)
             out.append(Answer(reply["choices"][0]["message"]["content"] or "", time.perf_counter() - started))
         except ValueError as exc:  # "Requested tokens (...) exceed context window of ..."
@@ -176,13 +194,15 @@ def llama_answers(items: list[Item], gguf: str, max_tokens: int | None, threads:
 
 
 def fits_window(item: Item, tokenizer, window: int) -> bool:
-    """Whether the whole prompt fits the model's `window` with the default answer budget."""
+    """Whether the whole prompt fits the model's `window` with the default answer budget (for a
+    follow-up, with the first question and an answer as long as the budget before it)."""
     from scoutdoc.engines import GenerationParams
     from scoutdoc.engines.chat import render
     from scoutdoc.prompt import Message, Prompt
 
-    prompt = Prompt([Message("system", documents_text(item))], [Message("user", ask_text(item))])
-    return len(render(tokenizer, prompt).ids) + GenerationParams().max_tokens <= window
+    earlier = [Message("user", item.earlier), Message("assistant", "")] if item.earlier else []
+    prompt = Prompt([Message("system", documents_text(item))], [*earlier, Message("user", ask_text(item))])
+    return len(render(tokenizer, prompt).ids) + GenerationParams().max_tokens * (2 if item.earlier else 1) <= window
 
 
 def verdict(item: Item, answer: Answer) -> str:
@@ -219,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default="", help="comma-separated question ids")
     parser.add_argument("--summaries", action="store_true",
                         help="the summary set instead: `scoutdoc summarize` on each source, scored by the facts it mentions")
+    parser.add_argument("--followups", action="store_true",
+                        help="the follow-up set instead: a first question, then a follow-up naming its subject by a pronoun")
     parser.add_argument("--sample", type=int, default=None, help="N questions spread evenly over the set")
     parser.add_argument("--dtype", default=None, help="scoutdoc's --dtype (default: scoutdoc's default)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both engines (default: all usable)")
@@ -234,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
 
-    items = [it for it in load_items(SUMMARIES if args.summaries else QUESTIONS) if it.available()]
+    items = [it for it in load_items(SUMMARIES if args.summaries else FOLLOWUPS if args.followups else QUESTIONS)
+             if it.available()]
     if args.only:
         wanted = set(args.only.split(","))
         items = [it for it in items if it.id in wanted]

@@ -66,6 +66,24 @@ def test_the_summary_set_lists_facts_over_existing_sources():
     assert bench.coverage("Northwind bills EUR 2400 a month.", ["Northwind", "2,400|2400", "Ireland"]) == 2 / 3
 
 
+def test_the_follow_up_set_asks_each_follow_up_after_a_first_question():
+    bench = load_bench()
+    items = bench.load_items(bench.FOLLOWUPS)
+    assert len(items) >= 10 and len({it.id for it in items}) == len(items)
+    for item in items:
+        assert item.earlier.strip() and item.question.strip() and item.keywords
+        assert all((ROOT / s).exists() for s in item.sources if not s.startswith("../shared/"))
+
+
+@pytest.mark.slow
+def test_a_quick_follow_up_run_scores_the_follow_up(smollm2_gguf, monkeypatch):
+    monkeypatch.setenv("SCOUTDOC_MODELS", str(smollm2_gguf.parent))
+    result = load_bench().main(["--followups", "--quick", "--limit", "1"])
+    [item] = result["items"]
+    for engine in ("scoutdoc", "llama.cpp"):
+        assert item[engine]["answer"] and not item[engine]["error"] and result["summary"][engine]["total"] == 1
+
+
 @pytest.mark.slow
 def test_a_quick_summary_run_scores_coverage(smollm2_gguf, monkeypatch):
     monkeypatch.setenv("SCOUTDOC_MODELS", str(smollm2_gguf.parent))

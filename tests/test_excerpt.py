@@ -157,6 +157,22 @@ def test_only_a_clear_winner_is_named_again_after_the_question():
     assert excerpts.excerpt(system_for(doc), "What is the termination notice period?", count, room=5) == excerpts.Excerpt()
 
 
+def test_the_earlier_question_helps_rank_a_follow_up_at_half_weight():
+    pad = "\n" + filler(random.Random(3), 24)
+    doc = Document("c.pdf", "pdf", "0" * 64, "c", [
+        Segment("Either party may terminate with sixty days' notice." + pad, "page 1"),
+        Segment("The monthly fee is EUR 2,400." + pad, "page 2")])
+    system = system_for(doc)
+    earlier = "What is the termination notice period?"
+    assert excerpts.excerpt(system, "And who can invoke it?", count).lines == ""
+    found = excerpts.excerpt(system, "And who can invoke it?", count, earlier=earlier)
+    assert found.lines == "[c.pdf, page 1] Either party may terminate with sixty days' notice.\n" and found.lead == ""
+    # a new subject outranks the earlier one, which still gets a place
+    lines = excerpts.excerpt(system, "What is the monthly fee?", count, earlier=earlier).lines.splitlines()
+    assert lines == ["[c.pdf, page 1] Either party may terminate with sixty days' notice.",
+                     "[c.pdf, page 2] The monthly fee is EUR 2,400."]
+
+
 def test_a_word_hyphenated_across_a_line_break_is_found_and_shown_whole():
     diary = ("JUNE 17TH.—I was detailed to the charge of a squad of men to guard\nprisoners in the corral at "
              "Logan's head-\nquarters. The Smith-\nJones farm lies east.\n")

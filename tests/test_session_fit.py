@@ -75,6 +75,18 @@ def test_a_follow_up_retrieves_again_for_its_own_question(store, long_notes):
     assert engine.prefills[-1].stats.prompt_tokens + PARAMS.max_tokens <= engine.context_limit
 
 
+def test_a_follow_up_naming_its_subject_by_a_pronoun_retrieves_with_the_question_before_it(store, long_notes):
+    engine = FakeEngine(context_limit=1200)
+    first = ask(store, engine, [long_notes], "When does the courier arrive?")
+    conv.continue_session(store, engine, session_id=first.session_id, question="And who signs for it?",
+                          params=PARAMS, on_text=lambda piece: None, notice=Notices())
+    # "signs" matches nothing: the earlier question's passage is still the one retrieved and repeated
+    assert "The courier arrives on Thursday at noon." in system_of(engine.prefills[-1])
+    [_, _, again, _] = store.turns(first.session_id)
+    assert again["text"] == "And who signs for it?" and "courier arrives" in again["asked"]
+    assert "Most relevant passage" not in again["asked"]  # a lead only for the question's own clear winner
+
+
 def test_auto_leaves_a_fitting_prompt_byte_identical_and_the_follow_up_reuses_the_snapshot(store, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("The meeting is on Tuesday in room 4.\n")

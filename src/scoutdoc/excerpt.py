@@ -28,6 +28,7 @@ KEY_SENTENCES = 8  # sentences shown before a summary's instruction
 KEY_TOKENS = 500
 KEY_WORDS = 12  # the words most units share, which key sentences are ranked against
 KEY_MIN_WORDS = 4
+EARLIER_WEIGHT = 0.5  # a follow-up's previous question counts this much beside its own words
 LEAD_MARGIN = 2.0  # the best sentence is repeated after the question when its BM25 score is this many times the runner-up's
 NEAR_COPY = 0.6  # a sentence sharing more of its words with one already repeated adds nothing
 SHORT_LINE = 40  # a line this short, with others like it, is a list item, not part of a wrapped sentence
@@ -183,7 +184,9 @@ class Excerpt:
     lead: str = ""
 
 
-def excerpt(system: str, question: str, count: Callable[[str], int], room: int = EXCERPT_TOKENS) -> Excerpt:
+def excerpt(
+    system: str, question: str, count: Callable[[str], int], room: int = EXCERPT_TOKENS, earlier: str = "",
+) -> Excerpt:
     """The sentences of the documents that match the question best (BM25), at most `room` tokens.
 
     A small model copies the answer from a sentence next to the question far more reliably than
@@ -191,10 +194,15 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
     when the one clearly best sentence is named again after the question. Only a clear winner is:
     where the runner-up scores close to it, BM25's first pick is often the wrong sentence, and the
     model then repeats that sentence instead of answering (measured with benchmarks/bench_answers.py).
+
+    `earlier`, the conversation's previous question, counts at EARLIER_WEIGHT: a follow-up ("And who
+    can invoke it?") often names its subject only by a pronoun, and its own words match nothing.
     """
     units, index = _indexed(system)
-    ranked = index.scored(question)
-    clear = len(ranked) > 1 and ranked[0][1] > 0 and ranked[0][1] >= LEAD_MARGIN * ranked[1][1]
+    own = index.scored(question)
+    ranked = _ranked(index, own, earlier)
+    # a lead is the question's own clear winner: one owed to the earlier question is what its answer said
+    clear = len(own) > 1 and own[0][1] > 0 and own[0][1] >= LEAD_MARGIN * own[1][1] and own[0][0] == ranked[0][0]
     lines, used, novel, lead = [], 0, _Novelty(units), ""
     for i, _ in ranked:
         if len(lines) == EXCERPT_SENTENCES:
@@ -209,6 +217,16 @@ def excerpt(system: str, question: str, count: Callable[[str], int], room: int =
             used += need
             lead = text if clear and i == ranked[0][0] else lead
     return Excerpt("".join(reversed(lines)), lead)
+
+
+def _ranked(index: Bm25, own: list[tuple[int, float]], earlier: str) -> list[tuple[int, float]]:
+    """The question's own BM25 ranking with the earlier question's scores added at EARLIER_WEIGHT."""
+    if not earlier:
+        return own
+    scores = dict(own)
+    for i, score in index.scored(earlier):
+        scores[i] = scores.get(i, 0.0) + EARLIER_WEIGHT * score
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
 def key_sentences(system: str, count: Callable[[str], int], room: int = KEY_TOKENS) -> str:

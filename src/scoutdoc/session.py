@@ -188,12 +188,13 @@ def window(engine: Engine, params: GenerationParams, earlier: list[Message]) -> 
                           engine.model_name or "the model")
 
 
-def _with_passages(engine: Engine, system: str, question: str, summary: bool = False) -> str:
-    """What the model is asked: a question with its best-matching sentences before it, a summary's
-    instruction with the documents' central ones. Only the question itself is stored as the turn's text."""
+def _with_passages(engine: Engine, system: str, question: str, summary: bool = False, earlier: str = "") -> str:
+    """What the model is asked: a question with its best-matching sentences before it (`earlier`,
+    the conversation's previous question, helps choose them), a summary's instruction with the
+    documents' central ones. Only the question itself is stored as the turn's text."""
     if summary:
         return summary_text(question, excerpts.key_sentences(system, engine.count_tokens))
-    found = excerpts.excerpt(system, question, engine.count_tokens)
+    found = excerpts.excerpt(system, question, engine.count_tokens, earlier=earlier)
     return question_text(question, found.lines, found.lead)
 
 
@@ -420,7 +421,9 @@ def continue_session(
             "answering from the text read then — pass --refresh to re-read them"
         )
     earlier = history(store, sid)
-    fitted = fitting.fit(prefix, _with_passages(engine, prefix, question), window(engine, params, earlier), fit)
+    asked_before = [t["text"] for t in store.turns(sid) if t["role"] == "user"][-1:]
+    fitted = fitting.fit(prefix, _with_passages(engine, prefix, question, earlier="".join(asked_before)),
+                         window(engine, params, earlier), fit)
     if fitted.stats.notice():
         notice(fitted.stats.notice())
     snapshot = None
