@@ -233,24 +233,26 @@ def test_loop_guard_stops_at_a_whole_sentence_said_again(byte_tokenizer):
     sentence's tail said again, or a short one, does not."""
     text = ("The court decides. The fee is paid by the client. Then the dispute goes on. "
             "The fee is paid by the client. More.")
-    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(text)), byte_tokenizer, stop=[], max_new_tokens=1000,
-                         loop_window=64)
+    gen = guarded(byte_tokenizer, text)
     assert "".join(gen) == "The court decides. The fee is paid by the client. Then the dispute goes on. "
     assert gen.finish_reason == "repeat"
     fine = "Yes. Really. Yes. The fee is paid by the client. So it is paid by the client. End."
-    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(fine)), byte_tokenizer, stop=[], max_new_tokens=1000,
-                         loop_window=64)
+    gen = guarded(byte_tokenizer, fine)
     assert "".join(gen) == fine and gen.finish_reason == "stop"
 
 
 def test_a_list_item_said_again_ends_the_answer_without_its_number(byte_tokenizer):
     text = ("Points:\n1. The fee is paid by the client.\n2. The court decides disputes.\n"
             "3. The fee is paid by the client.\n4. More.")
-    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(text)), byte_tokenizer, stop=[], max_new_tokens=1000,
-                         loop_window=64)
+    gen = guarded(byte_tokenizer, text)
     assert "".join(gen) == "Points:\n1. The fee is paid by the client.\n2. The court decides disputes.\n"
     assert gen.finish_reason == "repeat"
     listed = "1. One.\n- Two\n12) Three\n- "  # a number or bullet at the very end is still shown
-    gen = TextGeneration(lambda: iter(byte_tokenizer.encode(listed)), byte_tokenizer, stop=[], max_new_tokens=1000,
-                         loop_window=64)
+    gen = guarded(byte_tokenizer, listed)
     assert "".join(gen) == listed and gen.finish_reason == "stop"
+
+
+def guarded(byte_tokenizer, text: str) -> TextGeneration:
+    """`text` streamed token by token through the loop guard, as a model would say it."""
+    return TextGeneration(lambda: iter(byte_tokenizer.encode(text)), byte_tokenizer, stop=[], max_new_tokens=1000,
+                          loop_window=64)
