@@ -173,6 +173,15 @@ def test_the_earlier_question_helps_rank_a_follow_up_at_half_weight():
                      "[c.pdf, page 2] The monthly fee is EUR 2,400."]
 
 
+def test_a_question_whose_words_occur_nowhere_says_which():
+    doc = Document("m.vtt", "text", "0" * 64, "m", [Segment(filler(random.Random(4), 48), "L1-4")])
+    system = system_for(doc)
+    assert excerpts.excerpt(system, "Governing law?", count).unmatched == ("governing", "law")
+    assert excerpts.excerpt(system, "Which river?", count).unmatched == ()
+    assert excerpts.excerpt(system, "Governing law?", count, earlier="Which river?").unmatched == ()
+    assert excerpts.excerpt(system, "What is it?", count).unmatched == ()  # no words to look for
+
+
 def test_a_word_hyphenated_across_a_line_break_is_found_and_shown_whole():
     diary = ("JUNE 17TH.—I was detailed to the charge of a squad of men to guard\nprisoners in the corral at "
              "Logan's head-\nquarters. The Smith-\nJones farm lies east.\n")

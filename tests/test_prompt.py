@@ -120,6 +120,10 @@ def test_the_question_comes_after_its_passages_and_before_the_clear_winner():
     assert question_text("Notice?", passages, "Sixty days' notice ends it.") == (
         f"Passages that may hold the answer:\n{passages}\nQuestion: Notice?\n"
         f"Most relevant passage: Sixty days' notice ends it.\n{ANSWER_LENGTH}")
+    # words that occur nowhere in the documents are named instead
+    assert question_text("Governing law?", unmatched=("governing", "law")) == (
+        'Governing law?\nNote: The documents do not contain the words "governing" and "law".')
+    assert question_text("CEO?", unmatched=("ceo",)).endswith('Note: The documents do not contain the word "ceo".')
 
 
 def test_summary_text_puts_the_key_sentences_before_the_instruction():

@@ -178,10 +178,13 @@ class Excerpt:
     """What `prompt.question_text` puts around the question: `lines` before it, one sentence per line
     after its `[source, location]`, the best last ("" when nothing matches); `lead`, the best sentence
     alone, when BM25 ranks it at least LEAD_MARGIN times above the runner-up ("" otherwise, and for a
-    lone match, which shares a word or two with the question and nothing more to go by)."""
+    lone match, which shares a word or two with the question and nothing more to go by);
+    `unmatched`, the question's words when no sentence holds any of them (nor of the earlier
+    question's), which the model is then told."""
 
     lines: str = ""
     lead: str = ""
+    unmatched: tuple[str, ...] = ()
 
 
 def excerpt(
@@ -216,7 +219,7 @@ def excerpt(
             lines.append(line)
             used += need
             lead = text if clear and i == ranked[0][0] else lead
-    return Excerpt("".join(reversed(lines)), lead)
+    return Excerpt("".join(reversed(lines)), lead, () if ranked else tuple(terms(question)))
 
 
 def _ranked(index: Bm25, own: list[tuple[int, float]], earlier: str) -> list[tuple[int, float]]:

@@ -78,17 +78,30 @@ def system_text(documents: str, system: str | None = None) -> str:
 ANSWER_LENGTH = "Answer in one or two sentences."
 
 
-def question_text(question: str, passages: str = "", lead: str = "") -> str:
+def question_text(question: str, passages: str = "", lead: str = "", unmatched: Sequence[str] = ()) -> str:
     """The user message for a question: the sentences most likely to hold the answer (see
     `excerpt.excerpt`), then the question, then the clearly best of those sentences once more when
     there is one, then how long the answer should be. Repeating them here, next to the question,
     helps small models most: they read the end of the prompt more closely than the middle of a long
     document, and without a length they ramble (measured with benchmarks/bench_answers.py,
-    docs/benchmarks.md)."""
+    docs/benchmarks.md).
+
+    When none of the question's words (`unmatched`) occurs in the documents, the model is told so:
+    asked "Governing law?" about a meeting transcript, the default model otherwise explained "the
+    law of the Hague", although the system instructions say to answer from the documents only. A
+    plain note works best: told what to reply as well, it repeated that instruction instead."""
+    if unmatched:
+        return f"{question}\nNote: {_absent(unmatched)}"
     if not passages:
         return f"{question}\n{ANSWER_LENGTH}"
     best = f"Most relevant passage: {lead}\n" if lead else ""
     return f"Passages that may hold the answer:\n{passages}\nQuestion: {question}\n{best}{ANSWER_LENGTH}"
+
+
+def _absent(words: Sequence[str]) -> str:
+    quoted = [f'"{w}"' for w in words]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+    return f"The documents do not contain the word{'s' if len(quoted) > 1 else ''} {listed}."
 
 
 def summary_text(instruction: str, key_sentences: str = "") -> str:

@@ -195,7 +195,7 @@ def _with_passages(engine: Engine, system: str, question: str, summary: bool = F
     if summary:
         return summary_text(question, excerpts.key_sentences(system, engine.count_tokens))
     found = excerpts.excerpt(system, question, engine.count_tokens, earlier=earlier)
-    return question_text(question, found.lines, found.lead)
+    return question_text(question, found.lines, found.lead, found.unmatched)
 
 
 def run_fitted(
