@@ -149,6 +149,8 @@ def test_short_segments_are_merged_and_describe_names_page_runs():
     big = fit.parse(system_for(pdf(12)))
     chosen = [i for i, p in enumerate(big.passages) if p.where[0] in ("page 2", "page 3", "page 4", "page 5", "page 11")]
     assert fit.describe(big, chosen) == "pages 2-5, 11"
+    one_line = fit.parse(system_for(Document("w.txt", "text", "0" * 64, "w", [Segment("word " * 4000, "L1-1")])), 300)
+    assert len(one_line.passages) > 2 and fit.describe(one_line, [0, 2]) == "L1-1"  # pieces of one line, named once
 
 
 def test_terms_drop_question_words_and_rank_uses_stems():

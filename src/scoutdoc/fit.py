@@ -336,7 +336,7 @@ def describe(layout: Layout, chosen: Iterable[int]) -> str:
             per_doc.setdefault(layout.passages[run[0]].doc, []).append(_span(wheres[0], wheres[-1]))
     parts = []
     for d, spans in per_doc.items():
-        spans = _merge_pages(spans)
+        spans = list(dict.fromkeys(_merge_pages(spans)))  # pieces of one long line are each "L1-1"
         text = ", ".join(spans[:6]) + (f" and {len(spans) - 6} more" if len(spans) > 6 else "")
         name = layout.docs[d].source.rsplit("/", 1)[-1] if len(layout.docs) > 1 else ""
         parts.append(f"{name} {text}" if name else text)
