@@ -18,6 +18,9 @@ question names its subject only by a pronoun ("And who can give it?"); the first
 answered, then the follow-up (scoutdoc with `session.continue_session`, as `scoutdoc ask -c` does;
 llama.cpp with its own first answer in the messages), and only the follow-up is scored.
 
+`--absent` runs `benchmarks/qa/absent.jsonl` instead: questions the documents do not answer, where
+an answer is right when it says so ("does not mention", "no information", ...) instead of inventing one.
+
 `--summaries` runs `benchmarks/qa/summaries.jsonl` instead: no question, each source summarized
 (scoutdoc as `scoutdoc summarize` does, map-reduce when it exceeds the window; llama.cpp with the
 same instruction as the user message), scored by the share of the listed facts a summary mentions
@@ -26,7 +29,7 @@ same instruction as the user message), scored by the share of the listed facts a
 Usage (from the repository root, the `bench` or `test` extra installed):
 
     python benchmarks/bench_answers.py [--limit N | --quick] [--engines scoutdoc,llama.cpp]
-                                       [--max-tokens N] [--json OUT.json] [--show] [--summaries | --followups]
+                                       [--max-tokens N] [--json OUT.json] [--show] [--summaries | --followups | --absent]
 
 `--quick` runs the first two questions with 48-token answers (what CI's test does).
 """
@@ -49,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # llama_compat beside 
 QUESTIONS = ROOT / "benchmarks" / "qa" / "questions.jsonl"
 SUMMARIES = ROOT / "benchmarks" / "qa" / "summaries.jsonl"  # no question: `scoutdoc summarize`'s own instruction
 FOLLOWUPS = ROOT / "benchmarks" / "qa" / "followups.jsonl"  # a first question, then the scored follow-up
+ABSENT = ROOT / "benchmarks" / "qa" / "absent.jsonl"  # questions the documents do not answer
 ENGINES = ("scoutdoc", "llama.cpp")
 
 
@@ -241,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the summary set instead: `scoutdoc summarize` on each source, scored by the facts it mentions")
     parser.add_argument("--followups", action="store_true",
                         help="the follow-up set instead: a first question, then a follow-up naming its subject by a pronoun")
+    parser.add_argument("--absent", action="store_true",
+                        help="the absent set instead: questions the documents do not answer, right when the answer says so")
     parser.add_argument("--sample", type=int, default=None, help="N questions spread evenly over the set")
     parser.add_argument("--dtype", default=None, help="scoutdoc's --dtype (default: scoutdoc's default)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both engines (default: all usable)")
@@ -256,8 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
 
-    items = [it for it in load_items(SUMMARIES if args.summaries else FOLLOWUPS if args.followups else QUESTIONS)
-             if it.available()]
+    chosen = SUMMARIES if args.summaries else FOLLOWUPS if args.followups else ABSENT if args.absent else QUESTIONS
+    items = [it for it in load_items(chosen) if it.available()]
     if args.only:
         wanted = set(args.only.split(","))
         items = [it for it in items if it.id in wanted]

@@ -104,6 +104,10 @@ def test_with_fit_auto_a_long_document_is_answered_from_retrieved_passages(docs,
     long = rows["4-long.txt"]["stats"]["fit"]
     assert long["strategy"] == "retrieve" and 0 < long["passages_used"] < long["passages_total"]
     assert rows["0-ana.txt"]["stats"]["fit"]["strategy"] == "full"
+    # what `ask` prints as notes goes into the row
+    absent = 'the documents do not contain "mentioned": the answer may not come from them'
+    assert rows["4-long.txt"]["notes"] == [absent, f"answered from {long['passages_used']} of {long['passages_total']} passages, L1-1"]
+    assert rows["0-ana.txt"]["notes"] == [absent]
 
 
 def test_summaries_are_keyed_on_a_marker_and_pick_the_instruction_by_kind(tmp_path):

@@ -75,6 +75,16 @@ def test_the_follow_up_set_asks_each_follow_up_after_a_first_question():
         assert all((ROOT / s).exists() for s in item.sources if not s.startswith("../shared/"))
 
 
+def test_the_absent_set_counts_an_answer_right_when_it_says_the_documents_do_not_answer():
+    bench = load_bench()
+    items = bench.load_items(bench.ABSENT)
+    assert len(items) >= 10 and len({it.id for it in items}) == len(items)
+    assert all((ROOT / s).exists() for it in items for s in it.sources if not s.startswith("../shared/"))
+    [item] = [it for it in items if it.id == "absent-contract-ceo"]
+    assert bench.right("The documents do not mention a CEO.", item.keywords)
+    assert not bench.right("The CEO is Ana Duarte.", item.keywords)
+
+
 @pytest.mark.slow
 def test_a_quick_follow_up_run_scores_the_follow_up(smollm2_gguf, monkeypatch):
     monkeypatch.setenv("SCOUTDOC_MODELS", str(smollm2_gguf.parent))

@@ -470,3 +470,14 @@ def test_refresh_reads_encrypted_pdfs_with_the_passwords_given_again(store, tmp_
     follow(store, engine, refresh=True, passwords=("s3cret",), run=run)
     assert run.notices == ["re-read the sources: their text is unchanged"]
     assert store.sources(sid)[0]["kind"] == "pdf"
+
+
+def test_a_question_whose_words_occur_nowhere_is_answered_with_a_notice(store, notes):
+    run = Run()
+    ask(store, FakeEngine(), [notes], question="Governing law?", run=run)
+    assert run.notices == ['the documents do not contain "governing" and "law": the answer may not come from them']
+    [asked, _] = store.turns(store.latest_session()["id"])
+    assert asked["asked"].endswith('Note: The documents do not contain the words "governing" and "law".')
+    quiet = Run()
+    ask(store, FakeEngine(), [notes], question="When is the meeting?", run=quiet)
+    assert quiet.notices == []

@@ -183,10 +183,11 @@ def _answer_one(
                 out.write({**json.loads(done["result"]), "source": document.source})
                 return "skipped"
         started = time.perf_counter()
+        notes: list[str] = []  # what `ask` would print as notes ("the documents do not contain ...")
         try:
             result = start_session(
                 store, engine, paths=[], options=options, question=asked, params=params,
-                on_text=lambda piece: None, notice=lambda message: None, system=system, command="batch",
+                on_text=lambda piece: None, notice=notes.append, system=system, command="batch",
                 model_ref=model_ref, result=IngestResult(documents=[document]), stop_event=stop, keep_snapshot=keep_snapshot,
                 fit=fit, summary=question is None,
             )
@@ -202,7 +203,7 @@ def _answer_one(
         row = {
             **base, "status": "ok", "answer": result.answer, "session_id": result.session_id,
             "stats": {**result.stats.to_dict(), "fit": result.fit.as_dict() if result.fit else None},
-            "wall_s": round(time.perf_counter() - started, 3),
+            "wall_s": round(time.perf_counter() - started, 3), **({"notes": notes} if notes else {}),
         }
         store.record_batch_item(source=document.source, sha256=document.sha256, question=key, model=engine.model_id,
                                 status="ok", result=row, session_id=result.session_id, answer=result.answer)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from .errors import ContextTooLongError
+from .wording import quoted
 
 
 @dataclass
@@ -91,17 +92,11 @@ def question_text(question: str, passages: str = "", lead: str = "", unmatched: 
     law of the Hague", although the system instructions say to answer from the documents only. A
     plain note works best: told what to reply as well, it repeated that instruction instead."""
     if unmatched:
-        return f"{question}\nNote: {_absent(unmatched)}"
+        return f"{question}\nNote: The documents do not contain the word{'s' if len(unmatched) > 1 else ''} {quoted(unmatched)}."
     if not passages:
         return f"{question}\n{ANSWER_LENGTH}"
     best = f"Most relevant passage: {lead}\n" if lead else ""
     return f"Passages that may hold the answer:\n{passages}\nQuestion: {question}\n{best}{ANSWER_LENGTH}"
-
-
-def _absent(words: Sequence[str]) -> str:
-    quoted = [f'"{w}"' for w in words]
-    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
-    return f"The documents do not contain the word{'s' if len(quoted) > 1 else ''} {listed}."
 
 
 def summary_text(instruction: str, key_sentences: str = "") -> str:

@@ -37,7 +37,7 @@ from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, new_session_id, remove_snapshot_file, snapshot_file, usable_session
 from .units import format_bytes
-from .wording import plural
+from .wording import plural, quoted
 
 Notice = Callable[[str], None]
 TextSink = Callable[[str], None]
@@ -188,13 +188,21 @@ def window(engine: Engine, params: GenerationParams, earlier: list[Message]) -> 
                           engine.model_name or "the model")
 
 
-def _with_passages(engine: Engine, system: str, question: str, summary: bool = False, earlier: str = "") -> str:
+def _with_passages(
+    engine: Engine, system: str, question: str, notice: Notice, summary: bool = False, earlier: str = "",
+) -> str:
     """What the model is asked: a question with its best-matching sentences before it (`earlier`,
     the conversation's previous question, helps choose them), a summary's instruction with the
-    documents' central ones. Only the question itself is stored as the turn's text."""
+    documents' central ones. Only the question itself is stored as the turn's text.
+
+    A question none of whose words occurs in the documents is answered all the same (they may say
+    it in other words), but the user is told: the default model then mostly invents an answer
+    (benchmarks/qa/absent.jsonl)."""
     if summary:
         return summary_text(question, excerpts.key_sentences(system, engine.count_tokens))
     found = excerpts.excerpt(system, question, engine.count_tokens, earlier=earlier)
+    if found.unmatched:
+        notice(f"the documents do not contain {quoted(found.unmatched)}: the answer may not come from them")
     return question_text(question, found.lines, found.lead, found.unmatched)
 
 
@@ -323,8 +331,8 @@ def start_session(
     question_text = question(documents) if callable(question) else question
     prompt = build_prompt(pack(result), [], question_text, system)
     whole = prompt.prefix[0].content
-    fitted = fitting.fit(whole, _with_passages(engine, whole, question_text, summary), window(engine, params, []), fit,
-                         summary)
+    fitted = fitting.fit(whole, _with_passages(engine, whole, question_text, notice, summary), window(engine, params, []),
+                         fit, summary)
     if fitted.stats.notice():
         notice(fitted.stats.notice())
     answer, state = run_fitted(engine, fitted, [], params, on_text, notice, progress=prefill_progress,
@@ -422,7 +430,7 @@ def continue_session(
         )
     earlier = history(store, sid)
     asked_before = [t["text"] for t in store.turns(sid) if t["role"] == "user"][-1:]
-    fitted = fitting.fit(prefix, _with_passages(engine, prefix, question, earlier="".join(asked_before)),
+    fitted = fitting.fit(prefix, _with_passages(engine, prefix, question, notice, earlier="".join(asked_before)),
                          window(engine, params, earlier), fit)
     if fitted.stats.notice():
         notice(fitted.stats.notice())
