@@ -89,7 +89,7 @@ def question_text(question: str, passages: str = "", lead: str = "", unmatched: 
 
     When none of the question's words (`unmatched`) occurs in the documents, the model is told so:
     asked "Governing law?" about a meeting transcript, the default model otherwise explained "the
-    law of the Hague", although the system instructions say to answer from the documents only. A
+    law of the land", although the system instructions say to answer from the documents only. A
     plain note works best: told what to reply as well, it repeated that instruction instead."""
     if unmatched:
         return f"{question}\nNote: The documents do not contain the word{'s' if len(unmatched) > 1 else ''} {quoted(unmatched)}."
