@@ -65,7 +65,10 @@ class Item:
     earlier: str = ""  # a follow-up's first question, asked and answered before it
 
     def paths(self) -> list[str]:
-        return [str((ROOT / s).resolve()) if not Path(s).is_absolute() else s for s in self.sources]
+        """The sources as a user in the current directory would type them: from the repository root,
+        exactly as written here. Each document's header in the prompt names its source so, and an
+        absolute path would make the prompts, and so the answers, depend on where the checkout is."""
+        return [s if Path(s).is_absolute() else os.path.relpath(ROOT / s) for s in self.sources]
 
     def available(self) -> bool:
         return all(Path(p).exists() for p in self.paths())
