@@ -481,3 +481,40 @@ def test_a_question_whose_words_occur_nowhere_is_answered_with_a_notice(store, n
     quiet = Run()
     ask(store, FakeEngine(), [notes], question="When is the meeting?", run=quiet)
     assert quiet.notices == []
+
+
+def test_a_second_follow_up_on_one_session_waits_for_the_first_and_sees_its_turn(store, notes):
+    from scoutdoc.store import Store
+
+    first = ask(store, FakeEngine(), [notes])
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(prompt: Prompt) -> None:
+        if "One?" in prompt.turns[-1].content:
+            entered.set()
+            release.wait(10)
+
+    engine, runs, errors = FakeEngine(on_prefill=hold), {"One?": Run(), "Two?": Run()}, []
+
+    def turn(question: str) -> None:
+        try:
+            with Store(store.path) as own:  # each process has its own connection
+                follow(own, engine, question, run=runs[question], session_id=first.session_id)
+        except Exception as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    one = threading.Thread(target=turn, args=("One?",))
+    one.start()
+    assert entered.wait(10)
+    two = threading.Thread(target=turn, args=("Two?",))
+    two.start()
+    for _ in range(500):
+        if runs["Two?"].notices:
+            break
+        threading.Event().wait(0.01)
+    assert runs["Two?"].notices == [f"session {first.session_id} is answering another question; this one waits for it"]
+    release.set()
+    one.join(10), two.join(10)
+    assert not errors
+    assert [t["text"] for t in store.turns(first.session_id) if t["role"] == "user"] == ["When is the meeting?", "One?", "Two?"]
+    assert any("One?" in m.content for m in engine.prefills[-1].prompt.turns[:-1])  # the second saw the first

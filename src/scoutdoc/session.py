@@ -16,17 +16,19 @@ snapshot: a retrieved prompt changes with the next question, so its KV would not
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import excerpt as excerpts
 from . import fit as fitting
 from .engines import Engine, GenerationParams, Stats
-from .errors import ScoutdocError
+from .errors import ScoutdocError, SessionError
 from .hashing import sha256_file
 from .ingest import IngestOptions, IngestResult, load_sources, pack, require_documents
 from .ingest.document import Document
@@ -398,6 +400,27 @@ def _refresh(
     return prefix
 
 
+@contextmanager
+def one_turn_at_a_time(store: Store, session_id: str, notice: Notice) -> Iterator[None]:
+    """Hold the session while a follow-up is answered: a second `ask -c` on it (another terminal, a
+    script) waits and then answers with the first one's turn in its history, where both used to
+    answer from the same history and be recorded as one conversation. A lock file per session beside
+    the database, locked with flock: the system releases it when its process ends, even killed."""
+    locks = store.path.parent / "locks"
+    try:
+        locks.mkdir(exist_ok=True)
+        handle = open(locks / f"{session_id}.lock", "a+b")
+    except OSError as exc:
+        raise SessionError(f"cannot lock session {session_id} ({exc}); check that {locks} is writable") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notice(f"session {session_id} is answering another question; this one waits for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def continue_session(
     store: Store,
     engine: Engine,
@@ -416,38 +439,39 @@ def continue_session(
     """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can (and,
     unless `keep_snapshot` is False, saving a new one after the answer); when the documents do not
     fit (any more, with the conversation so far) the passages are retrieved anew for this question."""
-    session = usable_session(store.session(session_id) if session_id else store.latest_session())
-    sid = session["id"]
-    prefix = session["prefix"]
-    changed = changed_sources(store, sid)
-    if refresh:
-        prefix = _refresh(store, engine, session, changed, passwords, notice)
-        changed = []
-    elif changed:
-        notice(
-            f"{plural(len(changed), 'source')} changed since this session started ({', '.join(changed)}); "
-            "answering from the text read then — pass --refresh to re-read them"
-        )
-    earlier = history(store, sid)
-    asked_before = [t["text"] for t in store.turns(sid) if t["role"] == "user"][-1:]
-    fitted = fitting.fit(prefix, _with_passages(engine, prefix, question, notice, earlier="".join(asked_before)),
-                         window(engine, params, earlier), fit)
-    if fitted.stats.notice():
-        notice(fitted.stats.notice())
-    snapshot = None
-    record = store.latest_snapshot(sid)
-    if engine.keeps_snapshots and fitted.system == prefix:
-        if record is None:
-            notice("no KV snapshot for this session; recomputing the documents")
-        else:
-            try:
-                snapshot = engine.load(snapshot_file(record["path"]))
-            except (ScoutdocError, OSError, ValueError, RuntimeError) as exc:
-                notice(f"KV snapshot unusable ({exc}); recomputing the documents")
-    answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
-                               progress=prefill_progress)
-    turn_no = len(store.turns(sid)) // 2 + 1
-    snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot)
-    return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,
-                      fit=fitted.stats)
+    sid = usable_session(store.session(session_id) if session_id else store.latest_session())["id"]
+    with one_turn_at_a_time(store, sid, notice):
+        session = usable_session(store.session(sid))  # as the turn before, if one was under way, left it
+        prefix = session["prefix"]
+        changed = changed_sources(store, sid)
+        if refresh:
+            prefix = _refresh(store, engine, session, changed, passwords, notice)
+            changed = []
+        elif changed:
+            notice(
+                f"{plural(len(changed), 'source')} changed since this session started ({', '.join(changed)}); "
+                "answering from the text read then — pass --refresh to re-read them"
+            )
+        earlier = history(store, sid)
+        asked_before = [t["text"] for t in store.turns(sid) if t["role"] == "user"][-1:]
+        fitted = fitting.fit(prefix, _with_passages(engine, prefix, question, notice, earlier="".join(asked_before)),
+                             window(engine, params, earlier), fit)
+        if fitted.stats.notice():
+            notice(fitted.stats.notice())
+        snapshot = None
+        record = store.latest_snapshot(sid)
+        if engine.keeps_snapshots and fitted.system == prefix:
+            if record is None:
+                notice("no KV snapshot for this session; recomputing the documents")
+            else:
+                try:
+                    snapshot = engine.load(snapshot_file(record["path"]))
+                except (ScoutdocError, OSError, ValueError, RuntimeError) as exc:
+                    notice(f"KV snapshot unusable ({exc}); recomputing the documents")
+        answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
+                                   progress=prefill_progress)
+        turn_no = len(store.turns(sid)) // 2 + 1
+        snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot)
+        return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,
+                          fit=fitted.stats)
 
