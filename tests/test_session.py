@@ -518,3 +518,6 @@ def test_a_second_follow_up_on_one_session_waits_for_the_first_and_sees_its_turn
     assert not errors
     assert [t["text"] for t in store.turns(first.session_id) if t["role"] == "user"] == ["When is the meeting?", "One?", "Two?"]
     assert any("One?" in m.content for m in engine.prefills[-1].prompt.turns[:-1])  # the second saw the first
+    assert store.lock_file(first.session_id).exists()
+    store.delete_session(first.session_id)
+    assert not store.lock_file(first.session_id).exists()

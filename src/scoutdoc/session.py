@@ -406,12 +406,12 @@ def one_turn_at_a_time(store: Store, session_id: str, notice: Notice) -> Iterato
     script) waits and then answers with the first one's turn in its history, where both used to
     answer from the same history and be recorded as one conversation. A lock file per session beside
     the database, locked with flock: the system releases it when its process ends, even killed."""
-    locks = store.path.parent / "locks"
+    path = store.lock_file(session_id)
     try:
-        locks.mkdir(exist_ok=True)
-        handle = open(locks / f"{session_id}.lock", "a+b")
+        path.parent.mkdir(exist_ok=True)
+        handle = open(path, "a+b")
     except OSError as exc:
-        raise SessionError(f"cannot lock session {session_id} ({exc}); check that {locks} is writable") from exc
+        raise SessionError(f"cannot lock session {session_id} ({exc}); check that {path.parent} is writable") from exc
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

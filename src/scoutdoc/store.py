@@ -390,7 +390,15 @@ class Store:
             self.db.execute("DELETE FROM sessions WHERE id = ?", [sid])
         for p in paths:
             remove_snapshot_file(p)
+        try:
+            self.lock_file(sid).unlink(missing_ok=True)
+        except OSError:
+            pass  # an empty file left behind; the session is gone either way
         return paths
+
+    def lock_file(self, session_id: str) -> Path:
+        """Where a follow-up holds this session while it is answered (`session.one_turn_at_a_time`)."""
+        return self.path.parent / "locks" / f"{session_id}.lock"
 
     def search(self, text: str, limit: int = 50) -> list[dict[str, Any]]:
         """Full-text search over questions and answers; `text` is taken as plain words, not FTS syntax."""
