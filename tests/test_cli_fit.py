@@ -51,6 +51,8 @@ def test_ask_retrieves_tells_the_user_and_records_how(cli, long_text):
     fit = json.loads(out)["stats"]["fit"]
     assert fit["strategy"] == "retrieve" and 0 < fit["passages_used"] < fit["passages_total"]
     assert f"answered from {fit['passages_used']} of {fit['passages_total']} passages" in err
+    assert json.loads(out)["notes"] == [f"answered from {fit['passages_used']} of {fit['passages_total']} passages, "
+                                        f"{fit['where']}"]  # what stderr says, for scripts too
     code, out, _ = cli("sessions", "show", json.loads(out)["session_id"])
     assert code == 0 and f"retrieve: {fit['passages_used']} of {fit['passages_total']} passages" in out
 

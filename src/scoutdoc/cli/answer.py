@@ -55,9 +55,9 @@ def _stream_to_stdout(piece: str) -> None:
         mid_line["answer"] = not piece.endswith("\n")
 
 
-def _emit(result, as_json: bool, max_tokens: int) -> None:
+def _emit(result, as_json: bool, max_tokens: int, notes: list[str]) -> None:
     """After the streamed answer: the dim stats line on stderr (and a line saying so when --max-tokens
-    cut the answer short), or the one JSON object on stdout."""
+    cut the answer short), or the one JSON object on stdout, with the `notes` printed on the way."""
     s = result.stats
     cut = s.finish_reason == "length"
     if as_json:
@@ -70,6 +70,8 @@ def _emit(result, as_json: bool, max_tokens: int) -> None:
         }
         if result.changed:
             payload["changed_sources"] = result.changed
+        if notes:
+            payload["notes"] = notes
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return
     sys.stdout.write("\n")
@@ -93,6 +95,12 @@ def _answer(
     from .. import session as conv
 
     sink = (lambda piece: None) if as_json else _stream_to_stdout
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        notes.append(message)
+        notice(message)
+
     if continue_ or session:
         question = " ".join(args).strip()
         if not question:
@@ -102,7 +110,7 @@ def _answer(
             eng = open_engine_for(choice.for_session(record))
             result = conv.continue_session(
                 store, eng, session_id=record["id"], question=question, params=gen.params, on_text=sink,
-                notice=notice, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
+                notice=note, refresh=refresh, passwords=options.passwords, prefill_progress=_PrefillBar(),
                 keep_snapshot=not no_snapshot, fit=gen.fit,
             )
     else:
@@ -113,11 +121,11 @@ def _answer(
             eng = open_engine_for(choice)
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=gen.params, on_text=sink,
-                notice=notice, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,
+                notice=note, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,
                 prefill_progress=_PrefillBar(), keep_snapshot=not no_snapshot, fit=gen.fit,
                 summary=command == "summarize",
             )
-    _emit(result, as_json, gen.params.max_tokens)
+    _emit(result, as_json, gen.params.max_tokens, notes)
 
 
 def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
@@ -225,6 +233,6 @@ def chat(
                     notice=notice, passwords=options.passwords, prefill_progress=_PrefillBar(),
                     keep_snapshot=not no_snapshot, fit=gen.fit,
                 )
-            _emit(result, as_json=False, max_tokens=gen.params.max_tokens)
+            _emit(result, as_json=False, max_tokens=gen.params.max_tokens, notes=[])
     if interactive:
         err.print()
