@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from scoutdoc.errors import ModelError
 from scoutdoc.runtime import load_model
+from scoutdoc.runtime.gguf import read_gguf_metadata
 from scoutdoc.runtime.weights import fingerprint, open_checkpoint
 
 
@@ -365,3 +367,23 @@ def test_missing_path_and_bad_dtype(tmp_path):
         load_model(tmp_path / "nope.gguf", device="cpu")
     with pytest.raises(ModelError, match="unknown dtype"):
         load_model(tmp_path, dtype="int3", device="cpu")
+
+
+_HEADER = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)  # version 3, no tensors, one key
+_KEY = struct.pack("<Q", 1) + b"k"
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"XXXX" + bytes(20),
+    _HEADER + struct.pack("<Q", 1 << 40) + b"k",  # a 1 TiB key
+    _HEADER + _KEY + struct.pack("<IIQ", 9, 8, 1 << 50),  # 2**50 strings
+    _HEADER + _KEY + struct.pack("<IIQ", 9, 6, 1 << 50),  # 2**50 floats
+    _HEADER + _KEY + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 10_000 + bytes(8),  # arrays in arrays
+    _HEADER + _KEY + struct.pack("<I", 4),  # a value cut off
+], ids=["empty", "magic", "huge-key", "huge-strings", "huge-floats", "nested", "cut"])
+def test_a_damaged_gguf_header_is_a_model_error_not_a_crash(tmp_path, data):
+    path = tmp_path / "damaged.gguf"
+    path.write_bytes(data)
+    with pytest.raises(ModelError, match=r"damaged\.gguf.*download it again"):
+        read_gguf_metadata(path, tensors=True)

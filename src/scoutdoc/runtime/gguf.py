@@ -8,7 +8,7 @@ metadata array element, which takes seconds and ~200 MB of Python objects for a 
 
 from __future__ import annotations
 
-import os
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from ..errors import ModelError
 from .config import ModelConfig, from_gguf_metadata
 
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS = {t: struct.Struct(fmt) for t, fmt in _GGUF_SCALARS.items()}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 
 
@@ -38,43 +39,46 @@ def read_gguf_metadata(path: Path | str, *, tensors: bool = False) -> dict[str, 
     """
     path = Path(path)
     try:
-        with open(path, "rb", buffering=1 << 20) as fh:
-            fields = _parse_gguf_header(fh, tensors)
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            fields, end = _parse_gguf_header(view, tensors)
             if tensors:
                 alignment = int(fields.get("general.alignment", 32))
-                fields["__data_offset__"] = -(-fh.tell() // alignment) * alignment
+                fields["__data_offset__"] = -(-end // alignment) * alignment
             return fields
     except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
         raise ModelError(f"cannot read GGUF file {path} ({exc}); it is truncated or damaged, download it again") from exc
 
 
 MAX_ARRAY_DEPTH = 8  # arrays of arrays; the format's own keys nest at most one level
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
-def _parse_gguf_header(buf, tensors: bool) -> dict[str, Any]:
-    """Lengths and counts are checked against the bytes left in the file before anything is
-    allocated, and nesting is bounded: a header claiming a 1 TiB string or 100,000 nested arrays is
-    damage, not a MemoryError or a RecursionError."""
-    size = os.fstat(buf.fileno()).st_size
+def _parse_gguf_header(view: mmap.mmap, tensors: bool) -> tuple[dict[str, Any], int]:
+    """The fields and where the header ends. The file is read through a memory map with one offset:
+    a vocabulary's 50k-200k strings took 0.3 s as separate reads of a buffered file, about a
+    tenth of a short `ask`. Lengths and counts are checked against the bytes left in the file before
+    anything is allocated, and nesting is bounded: a header claiming a 1 TiB string or 100,000
+    nested arrays is damage, not a MemoryError or a RecursionError."""
+    size = len(view)
+    pos = 0
+
+    def read(unpacker: struct.Struct):
+        nonlocal pos
+        if pos + unpacker.size > size:
+            raise ValueError("unexpected end of file")
+        (value,) = unpacker.unpack_from(view, pos)
+        pos += unpacker.size
+        return value
 
     def take(n: int) -> bytes:
-        if n > size - buf.tell():
+        nonlocal pos
+        if n > size - pos:
             raise ValueError("a length in the header runs past the end of the file")
-        return buf.read(n)
-
-    def read(fmt: str):
-        size = struct.calcsize(fmt)
-        data = buf.read(size)
-        if len(data) != size:
-            raise ValueError("unexpected end of file")
-        return struct.unpack(fmt, data)[0]
+        pos += n
+        return view[pos - n : pos]
 
     def read_str() -> str:
-        n = read("<Q")
-        data = take(n)
-        if len(data) != n:
-            raise ValueError("unexpected end of file")
-        return data.decode("utf-8", errors="surrogateescape")
+        return take(read(_U64)).decode("utf-8", errors="surrogateescape")
 
     def read_value(vtype: int, depth: int = 0):
         if vtype == _GGUF_STRING:
@@ -82,40 +86,38 @@ def _parse_gguf_header(buf, tensors: bool) -> dict[str, Any]:
         if vtype == _GGUF_ARRAY:
             if depth >= MAX_ARRAY_DEPTH:
                 raise ValueError(f"arrays nested more than {MAX_ARRAY_DEPTH} deep")
-            etype, count = read("<I"), read("<Q")
+            etype, count = read(_U32), read(_U64)
             if etype in _GGUF_SCALARS and etype != 7:
-                fmt = _GGUF_SCALARS[etype]
-                width = struct.calcsize(fmt)
-                data = take(width * count)
-                if len(data) != width * count:
-                    raise ValueError("unexpected end of file")
-                return np.frombuffer(data, dtype=np.dtype(fmt)).tolist()
-            if count > size - buf.tell():  # every element takes at least one byte
+                dtype = np.dtype(_GGUF_SCALARS[etype])
+                return np.frombuffer(take(dtype.itemsize * count), dtype=dtype).tolist()
+            if count > size - pos:  # every element takes at least one byte
                 raise ValueError("an array in the header runs past the end of the file")
+            if etype == _GGUF_STRING:  # a vocabulary: the one long array, read without a call per element
+                return [read_str() for _ in range(count)]
             return [read_value(etype, depth + 1) for _ in range(count)]
         if vtype not in _GGUF_SCALARS:
             raise ValueError(f"unknown metadata type {vtype}")
-        return read(_GGUF_SCALARS[vtype])
+        return read(_SCALARS[vtype])
 
-    if buf.read(4) != b"GGUF":
+    if take(4) != b"GGUF":
         raise ValueError("not a GGUF file (bad magic)")
-    version = read("<I")
+    version = read(_U32)
     if version < 2:
         raise ValueError(f"GGUF version {version} is too old")
-    n_tensors, n_kv = read("<Q"), read("<Q")
+    n_tensors, n_kv = read(_U64), read(_U64)
     fields: dict[str, Any] = {}
     for _ in range(n_kv):
         key = read_str()
-        fields[key] = read_value(read("<I"))
+        fields[key] = read_value(read(_U32))
     if tensors:
         table = []
         for _ in range(n_tensors):
             name = read_str()
-            n_dims = read("<I")
-            shape = tuple(read("<Q") for _ in range(n_dims))
-            table.append(GGUFTensorInfo(name=name, shape=shape, type=read("<I"), offset=read("<Q")))
+            n_dims = read(_U32)
+            shape = tuple(read(_U64) for _ in range(n_dims))
+            table.append(GGUFTensorInfo(name=name, shape=shape, type=read(_U32), offset=read(_U64)))
         fields["__tensors__"] = table
-    return fields
+    return fields, pos
 
 
 def gguf_config(fields: dict[str, Any], tensors: list[GGUFTensorInfo]) -> ModelConfig:
