@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import ModelError
 from .config import ModelConfig, from_gguf_metadata
 
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_SCALARS = {t: struct.Struct(fmt) for t, fmt in _GGUF_SCALARS.items()}
+_SCALARS = {t: struct.Struct(fmt) for t, fmt in
+            {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}.items()}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 
 
@@ -55,8 +55,8 @@ _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 def _parse_gguf_header(view: mmap.mmap, tensors: bool) -> tuple[dict[str, Any], int]:
     """The fields and where the header ends. The file is read through a memory map with one offset:
-    a vocabulary's 50k-200k strings took 0.3 s as separate reads of a buffered file, about a
-    tenth of a short `ask`. Lengths and counts are checked against the bytes left in the file before
+    separate reads of a buffered file took 0.08 s for the default model's 98k vocabulary strings and
+    merges (0.05 s now), and every `ask` reads the header twice. Lengths and counts are checked against the bytes left in the file before
     anything is allocated, and nesting is bounded: a header claiming a 1 TiB string or 100,000
     nested arrays is damage, not a MemoryError or a RecursionError."""
     size = len(view)
@@ -87,15 +87,15 @@ def _parse_gguf_header(view: mmap.mmap, tensors: bool) -> tuple[dict[str, Any], 
             if depth >= MAX_ARRAY_DEPTH:
                 raise ValueError(f"arrays nested more than {MAX_ARRAY_DEPTH} deep")
             etype, count = read(_U32), read(_U64)
-            if etype in _GGUF_SCALARS and etype != 7:
-                dtype = np.dtype(_GGUF_SCALARS[etype])
+            if etype in _SCALARS and etype != 7:
+                dtype = np.dtype(_SCALARS[etype].format)
                 return np.frombuffer(take(dtype.itemsize * count), dtype=dtype).tolist()
             if count > size - pos:  # every element takes at least one byte
                 raise ValueError("an array in the header runs past the end of the file")
             if etype == _GGUF_STRING:  # a vocabulary: the one long array, read without a call per element
                 return [read_str() for _ in range(count)]
             return [read_value(etype, depth + 1) for _ in range(count)]
-        if vtype not in _GGUF_SCALARS:
+        if vtype not in _SCALARS:
             raise ValueError(f"unknown metadata type {vtype}")
         return read(_SCALARS[vtype])
 
