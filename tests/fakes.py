@@ -78,6 +78,7 @@ class FakeEngine:
         self.on_prefill = on_prefill
         self.save_error = save_error
         self.prefills: list[FakeState] = []  # every state prefilled, in order (batch workers share the engine)
+        self.asked: list[GenerationParams] = []  # the parameters of every answer, in order
         self._lock = threading.Lock()
 
     # counting ------------------------------------------------------------------------------------
@@ -137,6 +138,7 @@ class FakeEngine:
         return kept, "stop"
 
     def generate(self, state: FakeState, params: GenerationParams) -> Generator[str, None, None]:
+        self.asked.append(params)
         started = time.perf_counter()
         stats = state.stats
         stats.finish_reason = "interrupted"

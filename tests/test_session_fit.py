@@ -120,6 +120,18 @@ def test_a_summary_of_a_long_document_reads_every_part_then_combines(store, long
     combined = system_of(final)
     assert 'source="partial answers"' in combined and combined.count("\n[L") == len(parts)
     assert result.answer.startswith("Answer ")
+    # each part answers in at most 128 tokens (1/64 of a window of 4,000 is less); the combining pass in all 1,000
+    long = ask(store, engine, [long_notes], "Summarize these documents.", summary=True,
+               params=GenerationParams(max_tokens=1000))
+    budgets = [p.max_tokens for p in engine.asked[-long.fit.windows - 1:]]
+    assert long.fit.windows > 1 and budgets == [128] * long.fit.windows + [1000]
+
+
+def test_a_part_answers_in_a_64th_of_the_window_at_least_128_tokens_and_at_most_the_budget():
+    assert conv.part_tokens(512, 8192) == 128
+    assert conv.part_tokens(512, 131_072) == 512
+    assert conv.part_tokens(4096, 131_072) == 2048
+    assert conv.part_tokens(64, 8192) == 64
 
 
 def test_a_summary_is_asked_with_the_key_sentences_and_recorded_as_the_instruction(store, tmp_path):
