@@ -382,9 +382,11 @@ def _stored_inputs(stored: list[str]) -> list[str]:
     return [str(Path(cwd) / p) for p in paths]
 
 
-def history(store: Store, session_id: str) -> list[Message]:
-    """The conversation as the model saw it (a question with the passages it was given before it)."""
-    return [Message(t["role"], t["asked"] or t["text"]) for t in store.turns(session_id)]
+def history(store: Store, session_id: str, turns: list[dict[str, Any]] | None = None) -> list[Message]:
+    """The conversation as the model saw it (a question with the passages it was given before it);
+    `turns`: the session's turns when the caller has read them already."""
+    turns = store.turns(session_id) if turns is None else turns
+    return [Message(t["role"], t["asked"] or t["text"]) for t in turns]
 
 
 def _refresh(
@@ -466,9 +468,10 @@ def continue_session(
                 f"{plural(len(changed), 'source')} changed since this session started ({', '.join(changed)}); "
                 "answering from the text read then — pass --refresh to re-read them"
             )
-        earlier = history(store, sid)
-        asked_before = [t["text"] for t in store.turns(sid) if t["role"] == "user"][-1:]
-        fitted = fitting.fit(prefix, _with_passages(engine, prefix, question, notice, earlier="".join(asked_before)),
+        turns = store.turns(sid)  # none is added until this turn's own record: the session is held
+        earlier = history(store, sid, turns)
+        asked_before = next((t["text"] for t in reversed(turns) if t["role"] == "user"), "")
+        fitted = fitting.fit(prefix, _with_passages(engine, prefix, question, notice, earlier=asked_before),
                              window(engine, params, earlier), fit)
         if fitted.stats.notice():
             notice(fitted.stats.notice())
@@ -484,7 +487,7 @@ def continue_session(
                     notice(f"KV snapshot unusable ({exc}); recomputing the documents")
         answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
                                    progress=prefill_progress)
-        turn_no = len(store.turns(sid)) // 2 + 1
+        turn_no = len(turns) // 2 + 1
         snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot)
         return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,
                           fit=fitted.stats)
