@@ -218,6 +218,14 @@ def verdict(item: Item, answer: Answer) -> str:
     return "error" if answer.error else f"{100 * coverage(answer.text, item.keywords):.0f} %"
 
 
+def unsupported_names(item: Item, answer: Answer) -> list[str]:
+    """What `scoutdoc ask` would note of this answer: its names and numbers that neither the
+    documents nor the questions contain (`grounding`), checked the same way for either engine."""
+    from scoutdoc.grounding import unsupported
+
+    return unsupported(answer.text, documents_text(item), [q for q in (item.question, item.earlier) if q])
+
+
 def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool]) -> dict:
     """Per engine: questions right, or for summaries the mean share of the facts mentioned."""
     summary = {}
@@ -232,9 +240,11 @@ def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool])
             continue
         ok = [right(a.text, it.keywords) for it, a in zip(items, got)]
         fit_ok = [o for o, f in zip(ok, fits) if f]
+        named = [bool(unsupported_names(it, a)) for it, a in zip(items, got)]
         summary[engine] = {
             "right": sum(ok), "total": len(ok), "percent": round(100 * sum(ok) / max(1, len(ok)), 1),
             "right_fitting": sum(fit_ok), "fitting": len(fit_ok), "seconds": seconds,
+            "noted_right": sum(n and o for n, o in zip(named, ok)), "noted_wrong": sum(n and not o for n, o in zip(named, ok)),
         }
     return summary
 
@@ -314,12 +324,15 @@ def main(argv: list[str] | None = None) -> dict:
                   f"over the {s['fitting']} that fit, {s['seconds']} s")
             continue
         print(f"{e}: {s['right']}/{s['total']} right ({s['percent']} %), {s['right_fitting']}/{s['fitting']} "
-              f"of those that fit, {s['seconds']} s")
+              f"of those that fit, {s['seconds']} s; names or numbers the documents lack in "
+              f"{s['noted_wrong']}/{s['total'] - s['right']} wrong and {s['noted_right']}/{s['right']} right answers")
     result = {"summary": summary, "items": [
         {"id": it.id, "fits": f, **{e: {"answer": answers[e][n].text, "verdict": verdict(it, answers[e][n]),
                                           "right": bool(it.question) and right(answers[e][n].text, it.keywords),
                                           "error": answers[e][n].error, "seconds": round(answers[e][n].seconds, 2),
-                                          "fit": answers[e][n].fit} for e in answers}}
+                                          "fit": answers[e][n].fit,
+                                          **({"unsupported": unsupported_names(it, answers[e][n])} if it.question else {}),
+                                          } for e in answers}}
         for n, (it, f) in enumerate(zip(items, fits))]}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")

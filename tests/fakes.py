@@ -184,3 +184,14 @@ class FakeEngine:
         if meta.get("model") != self.model_id:
             raise SnapshotError(f"KV snapshot {path} was made for a different model ({meta.get('model')}); recompute the prefix")
         return FakeState(held=json.loads(body)["ids"])
+
+
+class SaysEngine(FakeEngine):
+    """A fake engine whose every answer is `says`."""
+
+    def __init__(self, says: str, **kw):
+        super().__init__(**kw)
+        self.says = says
+
+    def answer(self, state, params):
+        return [self.says], "stop"

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fakes import FakeEngine
+from fakes import FakeEngine, SaysEngine
 from rich.console import Console
 
 from scoutdoc.batch import SUMMARY_KEY, Tally, expand_inputs, run_batch
@@ -108,6 +108,14 @@ def test_with_fit_auto_a_long_document_is_answered_from_retrieved_passages(docs,
     absent = 'the documents do not contain "mentioned": the answer may not come from them'
     assert rows["4-long.txt"]["notes"] == [absent, f"answered from {long['passages_used']} of {long['passages_total']} passages, L1-1"]
     assert rows["0-ana.txt"]["notes"] == [absent]
+
+
+def test_a_row_notes_the_names_its_answer_takes_from_nowhere(docs, tmp_path):
+    out = tmp_path / "out.jsonl"
+    tally, _ = batch([docs / "0-ana.txt"], out, SaysEngine("It is Zephyr."), db=tmp_path / "b.db")
+    assert tally.ok == 1
+    [row] = lines(out)
+    assert row["notes"][-1] == 'the answer names "Zephyr", which the documents do not contain: check it against them'
 
 
 def test_summaries_are_keyed_on_a_marker_and_pick_the_instruction_by_kind(tmp_path):

@@ -51,6 +51,7 @@ def test_a_quick_run_scores_both_engines(tmp_path, smollm2_gguf, monkeypatch):
     for engine in ("scoutdoc", "llama.cpp"):
         score = result["summary"][engine]
         assert score["total"] == 1 and 0 <= score["right"] <= 1
+        assert score["noted_right"] + score["noted_wrong"] == bool(result["items"][0][engine]["unsupported"])
         [item] = result["items"]
         assert item[engine]["answer"] and not item[engine]["error"]
     assert result["items"][0]["scoutdoc"]["fit"]["strategy"] == "full"

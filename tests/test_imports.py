@@ -4,8 +4,9 @@ The layers, top to bottom (a module may import its own layer and the layers belo
 
     5  cli                                  the Typer app (a module or a package)
     4  session, batch                       orchestration: ingest -> prompt -> engine -> store
-    3  engines, fit, excerpt                running a prompt (engines/chat.py renders the chat template),
-                                            fitting documents to a window, sentences for the question
+    3  engines, fit, excerpt, grounding     running a prompt (engines/chat.py renders the chat template),
+                                            fitting documents to a window, sentences for the question,
+                                            an answer's names and numbers checked against the documents
     2  prompt, ingest, store, snapshots,    messages, documents, SQLite and the snapshots' disk budget,
        models                               the model catalog
     1  runtime                              the inference runtime: files and tensors, no names or documents
@@ -31,7 +32,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "scoutdoc"
 LEVELS = {
     "cli": 5,
     "session": 4, "batch": 4,
-    "engines": 3, "fit": 3, "excerpt": 3,
+    "engines": 3, "fit": 3, "excerpt": 3, "grounding": 3,
     "prompt": 2, "ingest": 2, "store": 2, "store_faults": 2, "store_schema": 2, "snapshots": 2, "models": 2,
     "runtime": 1,
     "errors": 0, "progress": 0, "settings": 0, "units": 0, "hashing": 0, "wording": 0, "__init__": 0,

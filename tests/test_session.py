@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fakes import FakeEngine
+from fakes import FakeEngine, SaysEngine
 
 from scoutdoc import session as conv
 from scoutdoc.engines import Engine, GenerationParams
@@ -481,6 +481,20 @@ def test_a_question_whose_words_occur_nowhere_is_answered_with_a_notice(store, n
     quiet = Run()
     ask(store, FakeEngine(), [notes], question="When is the meeting?", run=quiet)
     assert quiet.notices == []
+
+
+def test_names_and_numbers_the_documents_lack_are_noted_after_the_answer(store, notes):
+    run = Run()
+    result = ask(store, SaysEngine("The meeting is on Monday, room 12, with Zephyr [notes.txt, L1-1]."), [notes], run=run)
+    assert result.answer.startswith("The meeting is on Monday")
+    assert run.notices == ['the answer names "Monday", "12" and "Zephyr", which the documents do not contain: '
+                           "check it against them"]
+    grounded = Run()  # the question's own words, and what the documents say, are no news
+    ask(store, SaysEngine("Zephyr asked: it is on Tuesday."), [notes], question="When does Zephyr meet?", run=grounded)
+    assert grounded.notices == []
+    follow_up = Run()
+    follow(store, SaysEngine("Zephyr meets on Tuesday with Ana."), question="And with whom?", run=follow_up)
+    assert follow_up.notices == ['the answer names "Ana", which the documents do not contain: check it against them']
 
 
 def test_a_second_follow_up_on_one_session_waits_for_the_first_and_sees_its_turn(store, notes):

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 from . import excerpt as excerpts
 from . import fit as fitting
+from . import grounding
 from .engines import Engine, GenerationParams, Stats
 from .errors import ScoutdocError, SessionError
 from .hashing import sha256_file
@@ -208,6 +209,15 @@ def _with_passages(
     return question_text(question, found.lines, found.lead, found.unmatched)
 
 
+def _check_answer(answer: str, documents: str, asked: list[str], notice: Notice) -> None:
+    """Tell the user which names and numbers of the answer neither the documents nor what was asked
+    (the questions, and the message around the question: its passages and instructions) contain
+    (`grounding`): what to check before trusting it."""
+    missing = grounding.unsupported(answer, documents, asked)
+    if missing:
+        notice(grounding.note(missing))
+
+
 PART_TOKENS = 128  # the least a map-reduce part may answer in
 PART_SHARE = 64  # and otherwise a part answers in up to 1/64 of the window
 
@@ -353,6 +363,7 @@ def start_session(
         notice(fitted.stats.notice())
     answer, state = run_fitted(engine, fitted, [], params, on_text, notice, progress=prefill_progress,
                                stop_event=stop_event)
+    _check_answer(answer, whole, [question_text, fitted.question], notice)
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
@@ -487,6 +498,7 @@ def continue_session(
                     notice(f"KV snapshot unusable ({exc}); recomputing the documents")
         answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
                                    progress=prefill_progress)
+        _check_answer(answer, prefix, [question, asked_before, fitted.question], notice)
         turn_no = len(turns) // 2 + 1
         snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot)
         return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,
