@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..ingest import IngestOptions, require_documents
 from ..store import usable_session
 from ..wording import plural
-from .common import err, mid_line, notice, open_store, read_sources, source_paths
+from .common import end_answer_line, err, mid_line, notice, open_store, read_sources, source_paths
 from .engine import open_engine_for
 from .options import (
     ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, JsonOpt, NoSnapshotOpt, expand_options, utf8_text,
@@ -74,9 +74,7 @@ def _emit(result, as_json: bool, max_tokens: int, notes: list[str]) -> None:
             payload["notes"] = notes
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return
-    sys.stdout.write("\n")
-    sys.stdout.flush()
-    mid_line["answer"] = False
+    end_answer_line()
     if cut:
         err.print(f"[yellow]the answer was cut off at --max-tokens {max_tokens:,}[/yellow]; ask again with a larger "
                   "--max-tokens for the rest", highlight=False, markup=True, soft_wrap=True)

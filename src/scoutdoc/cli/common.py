@@ -49,6 +49,7 @@ def safe(text: str) -> str:
 
 
 def notice(message: str) -> None:
+    end_answer_line()  # a note on the answer comes after it, on a line of its own
     err.print(f"[yellow]note:[/yellow] {safe(message)}", highlight=False, markup=True, soft_wrap=True)
 
 
