@@ -121,7 +121,8 @@ class FakeEngine:
     def answer(self, state: FakeState, params: GenerationParams) -> tuple[list[str], str]:
         """The answer's pieces and finish reason: a digest of every prompt token, then the question's
         first words, cut at `max_tokens` pieces ("length") or before the first `stop` string."""
-        digest = hashlib.sha256("\x00".join(state.ids).encode()).hexdigest()[:8]
+        # a word, never a number (8 hex digits are all decimal about 1 time in 43), which `grounding` would note
+        digest = "x" + hashlib.sha256("\x00".join(state.ids).encode()).hexdigest()[:8]
         words = ["Answer", digest, "to", *tokenize(state.prompt.turns[-1].content)[:6], "."]
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)][: params.max_tokens]
         finish = "length" if len(pieces) < len(words) else "stop"

@@ -1,4 +1,5 @@
-"""`--fit` through the CLI with a fake engine: the notice, `stats.fit` in --json, `sessions show`, exit 4 with --fit full."""
+"""`--fit` through the CLI with a fake engine: the notice, `stats.fit` in --json, `sessions show`, exit 4 with --fit full;
+and the note on an answer's names that the documents lack, which travels the same way."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 import sys
 
 import pytest
-from fakes import FakeEngine
+from fakes import FakeEngine, SaysEngine
 
 from scoutdoc.cli import answer, main
 
@@ -72,3 +73,19 @@ def test_summarize_reads_every_part(cli, long_text):
 def test_an_unknown_strategy_is_a_usage_error(cli, long_text):
     code, _, err = cli("ask", long_text, "Q?", "--fit", "guess")
     assert code == 2 and "'guess' is not a fit strategy" in err
+
+
+def test_an_answer_naming_what_the_documents_lack_is_noted_on_stderr_in_json_and_in_the_session(cli, tmp_path, monkeypatch):
+    doc = tmp_path / "minutes.txt"
+    doc.write_text("The meeting is on Tuesday.\n")
+    monkeypatch.setattr(answer, "open_engine_for", lambda choice: SaysEngine("It is on Monday"))
+    note = 'the answer names "Monday", which the documents do not contain: check it against them'
+    code, out, err = cli("ask", str(doc), "When is the meeting?")
+    assert code == 0 and out == "It is on Monday\n" and f"note: {note}" in err  # the note after the answer's line
+    code, out, _ = cli("ask", str(doc), "When is the meeting?", "--json")
+    sid = json.loads(out)["session_id"]
+    assert json.loads(out)["notes"] == [note]
+    code, out, _ = cli("sessions", "show", sid)
+    assert f"*Note: {note}*" in out
+    code, out, _ = cli("sessions", "show", sid, "--json")
+    assert [t["unsupported"] for t in json.loads(out)["turns"]] == [[], ["Monday"]]

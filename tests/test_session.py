@@ -495,6 +495,9 @@ def test_names_and_numbers_the_documents_lack_are_noted_after_the_answer(store, 
     follow_up = Run()
     follow(store, SaysEngine("Zephyr meets on Tuesday with Ana."), question="And with whom?", run=follow_up)
     assert follow_up.notices == ['the answer names "Ana", which the documents do not contain: check it against them']
+    # each answer keeps its names with it, for `sessions show` and for queries of the database
+    assert [t["unsupported"] for t in store.turns(result.session_id)] == ["", '["Monday", "12", "Zephyr"]']
+    assert [t["unsupported"] for t in store.turns(store.latest_session()["id"])] == ["", "", "", '["Ana"]']
 
 
 def test_a_second_follow_up_on_one_session_waits_for_the_first_and_sees_its_turn(store, notes):

@@ -221,4 +221,6 @@ def test_a_version_1_database_gains_the_later_columns(tmp_path):
         assert store.schema_version() == SCHEMA_VERSION
         assert store.session("s1")["base_url"] == "" and store.session("s1")["engine"] == "remote"
         assert [(r["path"], r["file_sha256"]) for r in store.sources("s1")] == [("a.zip!x.txt", "")]
+        store.add_exchange("s1", TurnRecord("user", "Who?"), TurnRecord("assistant", "Zephyr.", unsupported='["Zephyr"]'))
+        assert [t["unsupported"] for t in store.turns("s1")] == ["", '["Zephyr"]']  # v5
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

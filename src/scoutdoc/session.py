@@ -209,13 +209,14 @@ def _with_passages(
     return question_text(question, found.lines, found.lead, found.unmatched)
 
 
-def _check_answer(answer: str, documents: str, asked: list[str], notice: Notice) -> None:
+def _check_answer(answer: str, documents: str, asked: list[str], notice: Notice) -> list[str]:
     """Tell the user which names and numbers of the answer neither the documents nor what was asked
     (the questions, and the message around the question: its passages and instructions) contain
     (`grounding`): what to check before trusting it."""
     missing = grounding.unsupported(answer, documents, asked)
     if missing:
         notice(grounding.note(missing))
+    return missing
 
 
 PART_TOKENS = 128  # the least a map-reduce part may answer in
@@ -271,7 +272,7 @@ def _save_snapshot(store: Store, engine: Engine, session_id: str, state: Any, tu
 
 
 def _turn_records(
-    engine: Engine, question: str, answer: str, state: Any, fitted: fitting.Fitted,
+    engine: Engine, question: str, answer: str, state: Any, fitted: fitting.Fitted, unsupported: list[str],
 ) -> tuple[TurnRecord, TurnRecord]:
     fit = fitted.stats
     stats: Stats = state.stats
@@ -281,7 +282,7 @@ def _turn_records(
         "assistant", answer, prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
         prefilled_tokens=stats.prefilled_tokens, generated_tokens=stats.generated_tokens, ttft_s=stats.ttft_s,
         tokens_per_s=stats.tokens_per_s, model=engine.model_id, finish_reason=stats.finish_reason,
-        fit=json.dumps(fit.as_dict()),
+        fit=json.dumps(fit.as_dict()), unsupported=json.dumps(unsupported, ensure_ascii=False) if unsupported else "",
     )
     return q, a
 
@@ -299,10 +300,11 @@ def _snapshot_if_whole(
 
 def _record(
     store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
-    notice: Notice, fitted: fitting.Fitted, keep_snapshot: bool = True,
+    notice: Notice, fitted: fitting.Fitted, keep_snapshot: bool, unsupported: list[str],
 ) -> str:
     snap = _snapshot_if_whole(store, engine, session_id, state, turn_no, notice, fitted, keep_snapshot)
-    store.add_exchange(session_id, *_turn_records(engine, question, answer, state, fitted), snapshot=snap)
+    store.add_exchange(session_id, *_turn_records(engine, question, answer, state, fitted, unsupported),
+                       snapshot=snap)
     if not snap:
         return ""
     keep = store.latest_snapshot(session_id)
@@ -363,7 +365,7 @@ def start_session(
         notice(fitted.stats.notice())
     answer, state = run_fitted(engine, fitted, [], params, on_text, notice, progress=prefill_progress,
                                stop_event=stop_event)
-    _check_answer(answer, whole, [question_text, fitted.question], notice)
+    missing = _check_answer(answer, whole, [question_text, fitted.question], notice)
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
@@ -374,7 +376,8 @@ def start_session(
         base_url=engine.base_url or "",
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
         options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
-        sources=records, session_id=session_id, exchange=(*_turn_records(engine, question_text, answer, state, fitted), snap),
+        sources=records, session_id=session_id,
+        exchange=(*_turn_records(engine, question_text, answer, state, fitted, missing), snap),
     )
     kept = _within_budget(store, snap, notice) if snap else ""
     return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=kept, fit=fitted.stats)
@@ -498,9 +501,9 @@ def continue_session(
                     notice(f"KV snapshot unusable ({exc}); recomputing the documents")
         answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
                                    progress=prefill_progress)
-        _check_answer(answer, prefix, [question, asked_before, fitted.question], notice)
+        missing = _check_answer(answer, prefix, [question, asked_before, fitted.question], notice)
         turn_no = len(turns) // 2 + 1
-        snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot)
+        snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot, missing)
         return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,
                           fit=fitted.stats)
 

@@ -54,6 +54,7 @@ class TurnRecord:
     finish_reason: str = ""
     fit: str = ""  # JSON of fit.FitStats for an answer
     asked: str = ""  # for a question: the user message the model got, when it differs from `text`
+    unsupported: str = ""  # for an answer: JSON list of its names and numbers the documents lack (`grounding`)
 
 
 @dataclass

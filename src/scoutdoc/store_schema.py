@@ -142,5 +142,11 @@ def _v4(db: sqlite_utils.Database) -> None:
     db["turns"].add_column("asked", str, not_null_default="")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """The names and numbers of an answer that the documents do not contain (`unsupported`: a JSON
+    list, `grounding.unsupported`), so the note `ask` printed stays with the answer."""
+    db["turns"].add_column("unsupported", str, not_null_default="")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -8,6 +8,7 @@ import typer
 
 from rich.markup import escape
 
+from .. import grounding
 from ..errors import UsageError
 from ..settings import DEFAULT_MODEL, SNAPSHOT_BUDGET_ENV
 from ..snapshots import snapshot_budget
@@ -94,7 +95,8 @@ def _session_export(store, session_id: str) -> dict:
         "turns": [
             {**{k: t[k] for k in ("role", "text", "prompt_tokens", "cached_tokens", "prefilled_tokens",
                                   "generated_tokens", "ttft_s", "tokens_per_s", "model", "finish_reason", "created_at")},
-             "fit": json.loads(t["fit"]) if t.get("fit") else None}
+             "fit": json.loads(t["fit"]) if t.get("fit") else None,
+             "unsupported": json.loads(t["unsupported"]) if t.get("unsupported") else []}
             for t in store.turns(sid)
         ],
         "snapshots": [{k: s[k] for k in ("path", "tokens", "fingerprint", "bytes")} for s in store.snapshots(sid)],
@@ -112,6 +114,8 @@ def _session_markdown(data: dict) -> str:
         else:
             lines += [t["text"], "", f"*{t['prompt_tokens']:,} prompt tokens, {t['cached_tokens']:,} cached, "
                       f"TTFT {t['ttft_s']:.2f}s, {t['tokens_per_s']:.1f} tokens/s{_fit_note(t['fit'])}*", ""]
+            if t["unsupported"]:
+                lines += [f"*Note: {grounding.note(t['unsupported'])}*", ""]
     return "\n".join(lines)
 
 
