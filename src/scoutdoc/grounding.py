@@ -88,39 +88,43 @@ def _is_claim(text: str, m: re.Match) -> bool:
 
 
 def _pattern(key: str) -> str:
-    """How `key` is looked for in the documents, as a whole word or number."""
+    """How `key` is looked for in the lower-cased documents, as a whole word or number.
+
+    Each pattern starts with the key's fixed letters or first digits, and checks what comes before
+    them only after them (a look-behind that spans them): a pattern that starts with a look-behind
+    makes the regex engine try every position, 25x slower (0.15 against 0.006 s for 11 MB)."""
     if key[0] in "#=":
-        return r"(?<![\d.,])" + _digits(key) + r"(?![\d]|[.,]\d)"
+        first, rest = _digits(key)
+        return rf"{first}(?<![\d.,][\s\S]{{{len(first)}}}){rest}(?![\d]|[.,]\d)"
     if len(key) >= PREFIX_MIN:
         stem = math.ceil(PREFIX_SHARE * len(key))
         longest = math.floor(len(key) / PREFIX_SHARE)
-        return rf"(?<!\w){re.escape(key[:stem])}\w{{0,{longest - stem}}}(?!\w)"
-    return rf"(?<!\w){re.escape(key)}(?!\w)"
+        literal, tail = key[:stem], rf"\w{{0,{longest - stem}}}"
+    else:
+        literal, tail = key, ""
+    return rf"{re.escape(literal)}(?<!\w[\s\S]{{{len(literal)}}}){tail}(?!\w)"
 
 
-def _digits(key: str) -> str:
-    """A number key's digits as the documents may write them: a whole number grouped in threes with
-    any thousands separator or none, a decimal with a point or a comma, anything else as it is."""
+def _digits(key: str) -> tuple[str, str]:
+    """A number key's first digits and the rest, as the documents may write them: a whole number
+    grouped in threes with any thousands separator or none, a decimal with a point or a comma,
+    anything else as it is."""
     if key[0] == "=":
-        return re.escape(key[1:])
+        first = re.match(r"\d+", key[1:]).group()
+        return first, re.escape(key[1 + len(first):])
     whole, _, decimals = key[1:].partition(".")
     groups = [whole[max(0, i - 3): i] for i in range(len(whole), 0, -3)][::-1]
-    return r"[.,\s\u00a0\u202f]?".join(groups) + (rf"[.,]{decimals}" if decimals else "")
+    rest = "".join(rf"[.,\s\u00a0\u202f]?{g}" for g in groups[1:])
+    return groups[0], rest + (rf"[.,]{decimals}" if decimals else "")
 
 
 def _occurring(keys: set[str], documents: str) -> set[str]:
-    """Which of `keys` occur in `documents`. Each search looks for all keys not found yet at once and
-    the next starts where it stopped, so the documents (tens of millions of characters, perhaps) are
-    read about once however often a found key recurs."""
-    rest, found, position = sorted(keys), set(), 0
-    while rest:
-        search = re.compile("|".join(f"(?P<k{i}>{_pattern(k)})" for i, k in enumerate(rest)), re.IGNORECASE)
-        m = search.search(documents, position)
-        if m is None:
-            break
-        found.add(rest.pop(int(m.lastgroup[1:])))
-        position = m.start()
-    return found
+    """Which of `keys` occur in `documents` (which may run to tens of millions of characters: each key
+    is one fast scan of them, lower-cased once)."""
+    if not keys:
+        return set()
+    low = documents.lower()
+    return {key for key in keys if re.search(_pattern(key), low)}
 
 
 def _joined(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
