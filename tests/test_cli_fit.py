@@ -75,7 +75,8 @@ def test_an_unknown_strategy_is_a_usage_error(cli, long_text):
     assert code == 2 and "'guess' is not a fit strategy" in err
 
 
-def test_an_answer_naming_what_the_documents_lack_is_noted_on_stderr_in_json_and_in_the_session(cli, tmp_path, monkeypatch):
+def test_an_answer_naming_what_the_documents_lack_is_noted_everywhere(cli, tmp_path, monkeypatch):
+    """On stderr after the answer's line, in --json's notes, and with the answer in the session."""
     doc = tmp_path / "minutes.txt"
     doc.write_text("The meeting is on Tuesday.\n")
     monkeypatch.setattr(answer, "open_engine_for", lambda choice: SaysEngine("It is on Monday"))

@@ -23,9 +23,12 @@ from .wording import quoted
 
 CITATION = re.compile(r"\[[^\]\n]*\]")  # [contract.pdf, page 2]: a marker, checked by nobody here
 # Numbers with their separators and an ordinal's ending ("2,400", "1.1", "3rd"), not inside a word
-# ("v2", "1.1a", a hash); words of letters, with an apostrophe inside ("O'Neil") but split at hyphens, so each
-# part of "François-Étienne" counts.
-TOKEN = re.compile(r"(?<!\w)(?P<number>\d+(?:[.,]\d+)*)(?:(?i:st|nd|rd|th)(?!\w)|(?![.,]?\w))|(?P<word>[^\W\d_]+(?:['’][^\W\d_]+)*)")
+# ("v2", "1.1a", a hash); words of letters, with an apostrophe inside ("O'Neil") but split at
+# hyphens, so each part of "François-Étienne" counts.
+TOKEN = re.compile(
+    r"(?<!\w)(?P<number>\d+(?:[.,]\d+)*)(?:(?i:st|nd|rd|th)(?!\w)|(?![.,]?\w))"
+    r"|(?P<word>[^\W\d_]+(?:['’][^\W\d_]+)*)"
+)
 OPENERS = set(".!?:;\"“”'‘(<>#*•|")  # after one of these (and spaces) a capital starts a sentence, not a name
 BULLETS = set("-–—")  # likewise a dash with a space after it ("- Item"); without one it joins a compound
 POSSESSIVE = re.compile(r"['’]s$")  # "the CEO's" names the CEO
@@ -55,7 +58,10 @@ def unsupported(answer: str, documents: str, asked: Iterable[str] = ()) -> list[
 
 def note(phrases: list[str]) -> str:
     """The line the user reads about `unsupported`'s result."""
-    names = quoted(phrases) if len(phrases) <= SHOWN else f"{', '.join(quoted([p]) for p in phrases[:SHOWN])} and {len(phrases) - SHOWN} more"
+    if len(phrases) <= SHOWN:
+        names = quoted(phrases)
+    else:
+        names = f"{', '.join(quoted([p]) for p in phrases[:SHOWN])} and {len(phrases) - SHOWN} more"
     return f"the answer names {names}, which the documents do not contain: check it against them"
 
 
