@@ -226,8 +226,11 @@ def unsupported_names(item: Item, answer: Answer) -> list[str]:
     return unsupported(answer.text, documents_text(item), [q for q in (item.question, item.earlier) if q])
 
 
-def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool]) -> dict:
-    """Per engine: questions right, or for summaries the mean share of the facts mentioned."""
+def score(
+    items: list[Item], answers: dict[str, list[Answer]], fits: list[bool], noted: dict[str, list[list[str]]],
+) -> dict:
+    """Per engine: questions right, or for summaries the mean share of the facts mentioned; and how
+    many right and wrong answers name what the documents lack (`noted`, from `unsupported_names`)."""
     summary = {}
     for engine, got in answers.items():
         seconds = round(sum(a.seconds for a in got), 1)
@@ -240,7 +243,7 @@ def score(items: list[Item], answers: dict[str, list[Answer]], fits: list[bool])
             continue
         ok = [right(a.text, it.keywords) for it, a in zip(items, got)]
         fit_ok = [o for o, f in zip(ok, fits) if f]
-        named = [bool(unsupported_names(it, a)) for it, a in zip(items, got)]
+        named = [bool(names) for names in noted[engine]]
         summary[engine] = {
             "right": sum(ok), "total": len(ok), "percent": round(100 * sum(ok) / max(1, len(ok)), 1),
             "right_fitting": sum(fit_ok), "fitting": len(fit_ok), "seconds": seconds,
@@ -305,7 +308,9 @@ def main(argv: list[str] | None = None) -> dict:
         answers["scoutdoc"] = scoutdoc_answers(items, gguf, args.max_tokens, args.dtype)
     if "llama.cpp" in engines:
         answers["llama.cpp"] = llama_answers(items, gguf, args.max_tokens, threads)
-    summary = score(items, answers, fits)
+    noted = {e: [unsupported_names(it, a) if it.question else [] for it, a in zip(items, got)]
+             for e, got in answers.items()}
+    summary = score(items, answers, fits, noted)
 
     print(f"{len(items)} questions ({sum(fits)} fit the window), machine: {platform.machine()}, "
           f"{len(os.sched_getaffinity(0))} usable cores, load average {os.getloadavg()[0]:.1f}")
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           "right": bool(it.question) and right(answers[e][n].text, it.keywords),
                                           "error": answers[e][n].error, "seconds": round(answers[e][n].seconds, 2),
                                           "fit": answers[e][n].fit,
-                                          **({"unsupported": unsupported_names(it, answers[e][n])} if it.question else {}),
+                                          **({"unsupported": noted[e][n]} if it.question else {}),
                                           } for e in answers}}
         for n, (it, f) in enumerate(zip(items, fits))]}
     if args.json_out:
