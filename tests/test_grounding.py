@@ -41,7 +41,7 @@ def test_words_of_the_question_are_not_named():
 
 
 def test_a_capital_that_starts_a_sentence_is_no_name_but_a_number_is_checked_anywhere():
-    assert unsupported("Perhaps. Maybe: Surely (Never) 1999.", DOCUMENTS) == ["1999"]
+    assert unsupported("Perhaps. Maybe: Surely 1999.\n## Key Points\n- Never", DOCUMENTS) == ["1999"]
     assert unsupported("They said \"Never\" and walked.", DOCUMENTS) == []
 
 
@@ -73,3 +73,38 @@ def test_a_name_is_found_at_the_end_of_long_documents_past_many_near_misses():
 def test_numbers_match_whole_with_their_thousands_separators_or_none(answer, named):
     documents = "The fee is EUR 2,400 a month; a rate of 1.5 %; 67,413,000 people; page 12.5; section 3.1.6.2."
     assert unsupported(answer, documents) == named
+
+
+@pytest.mark.parametrize(("answer", "named"), [
+    ("The CEO is Dr. Maréchal.", ["CEO", "Maréchal"]),          # a title is no name, nor does it end a sentence
+    ("It was written by J. R. R. Tolkien.", ["Tolkien"]),
+    ("The CEO is **Maréchal** (Maréchal), see [Maréchal](x).", ["CEO", "Maréchal"]),
+    ("The dose is 500mg daily, at 3pm, in the 1990s.", ["500mg", "3pm", "1990s"]),  # a number with its unit
+    ("It costs $2,400 and 1.5 %.", []),                            # cents and trailing zeros
+    ("It costs $2,401.", ["2,401"]),
+    ("It ends in 2025.", []),                                      # the year of a dotted date
+    ("The formula is H2O.", []),                                   # no number inside a word
+])
+def test_what_an_adversarial_read_found(answer, named):
+    documents = "Northwind Traders. The fee is $2,400.00, the rate 1.50 %. Valid until 31.12.2025. H2O."
+    assert unsupported(answer, documents) == named
+
+
+def test_accents_and_apostrophes_match_however_encoded():
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "He met Maréchal and O'Neil.")
+    assert unsupported("The CEO met Maréchal and O’Neil.", nfd, ["Who is the CEO?"]) == []
+    assert unsupported(unicodedata.normalize("NFD", "The CEO met Maréchal."), "He met Maréchal", ["CEO?"]) == []
+
+
+def test_a_short_name_must_match_whole_and_a_longer_one_nearly():
+    documents = "We browse as well as chased Christine and Germany's PostgreSQL."
+    assert unsupported("It was Brown, Wells and Chase.", documents) == ["Brown", "Wells", "Chase"]
+    assert unsupported("It was German Postgres.", documents) == []
+
+
+def test_only_the_first_names_are_looked_up_and_long_number_runs_stay_linear():
+    many = "It was " + ", ".join(f"Zed{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(60)) + "."
+    assert len(unsupported(many, "nothing here")) == 40
+    assert unsupported("x " + "1." * 16000 + "a", "nothing here") == ["1." * 15999 + "1"]
