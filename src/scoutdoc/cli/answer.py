@@ -34,6 +34,8 @@ class _PrefillBar:
         self.first: tuple[float, int] = (0.0, 0)  # when the first piece was reported, and its tokens
 
     def __call__(self, done: int, total: int, unit: str) -> None:
+        if not err.is_terminal:  # nobody sees it in a pipe or a log, where stopping it leaves an empty line
+            return
         import time
 
         now = time.perf_counter()
