@@ -84,9 +84,11 @@ def test_numbers_match_whole_with_their_thousands_separators_or_none(answer, nam
     ("It costs $2,401.", ["2,401"]),
     ("It ends in 2025.", []),                                      # the year of a dotted date
     ("The formula is H2O.", []),                                   # no number inside a word
+    ("So I'm sure, and I'll say: Northwind_Traders_Diagram.", ["Diagram"]),  # no name in "I'm"
+    ("It is the Traders Report.", ["Report"]),                      # an underscore separates words
 ])
 def test_what_an_adversarial_read_found(answer, named):
-    documents = "Northwind Traders. The fee is $2,400.00, the rate 1.50 %. Valid until 31.12.2025. H2O."
+    documents = "Northwind Traders. The fee is $2,400.00, the rate 1.50 %. Valid until 31.12.2025. H2O. Traders_Summary.pdf"
     assert unsupported(answer, documents) == named
 
 

@@ -102,8 +102,8 @@ def _is_claim(text: str, m: re.Match) -> bool:
     """A number (but a list item's "1." at the start of a line), or a capitalised word of two letters
     or more that does not start a sentence, and neither on a markdown heading's line."""
     word = m.group("word")
-    if word is not None and (len(word) < 2 or not word[0].isupper() or _is_title(text, m)):
-        return False
+    if word is not None and (len(word.split("'")[0]) < 2 or not word[0].isupper() or _is_title(text, m)):
+        return False  # nor "I'm" and its kind
     line_start = text.rfind("\n", 0, m.start()) + 1
     if text.startswith("#", line_start):
         return False
@@ -136,10 +136,11 @@ def _pattern(key: str) -> str:
     if len(key) >= PREFIX_MIN:
         stem = math.ceil(PREFIX_SHARE * len(key))
         longest = math.floor(len(key) / PREFIX_SHARE)
-        literal, tail = key[:stem], rf"\w{{0,{longest - stem}}}"
+        literal, tail = key[:stem], rf"[^\W_]{{0,{longest - stem}}}"
     else:
         literal, tail = key, ""
-    return rf"{re.escape(literal)}(?<!\w[\s\S]{{{len(literal)}}}){tail}(?!\w)"
+    # an underscore separates words here: a file named AutoCad_Diagram.pdf names "Diagram"
+    return rf"{re.escape(literal)}(?<![^\W_][\s\S]{{{len(literal)}}}){tail}(?![^\W_])"
 
 
 def _digits(key: str) -> tuple[str, str]:
