@@ -27,14 +27,17 @@ from .wording import quoted
 # or a digit. Other brackets ("[Maréchal](link)") are text like any other.
 CITATION = re.compile(r"\[[^\]\n]*[,\d][^\]\n]*\]")
 # Numbers with their separators, units or an ordinal's ending after them ("2,400", "500mg", "3rd"),
-# not inside a word or a code ("v2", "H2O", "3fa2b1c9"); words of letters, with an apostrophe inside ("O'Neil") but
-# split at hyphens, so each part of "François-Étienne" counts.
-TOKEN = re.compile(r"(?<!\w)(?P<number>\d+(?:[.,]\d+)*)(?![.,]?\d|[^\W\d_]+\d)[^\W\d_]*|(?P<word>[^\W\d_]+(?:'[^\W\d_]+)*)")
+# not inside a word or a code ("v2", "H2O", "3fa2b1c9"); words of letters, with an apostrophe inside
+# ("O'Neil") but split at hyphens, so each part of "François-Étienne" counts.
+TOKEN = re.compile(
+    r"(?<!\w)(?P<number>\d+(?:[.,]\d+)*)(?![.,]?\d|[^\W\d_]+\d)[^\W\d_]*"
+    r"|(?P<word>[^\W\d_]+(?:'[^\W\d_]+)*)"
+)
 OPENERS = set(".!?:;\"“”'‘<>#|")  # after one of these (and spaces) a capital starts a sentence, not a name
 BULLETS = set("-–—*•")  # likewise one of these with a space after it ("- Item"); "**Name**" is a name
-# A title or an initial before a name does not end a sentence ("Dr. Maréchal", "J. R. R. Tolkien").
-ABBREVIATION = re.compile(r"(?:^|\W)(?:[^\W\d_]|Mr|Mrs|Ms|Dr|Prof|St|Mt|Jr|Sr|Gen|Col|Capt|Lt|Sgt|Rev|Hon)\.$")
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "jr", "sr", "gen", "col", "capt", "lt", "sgt", "rev", "hon"}
+# A title or an initial before a name does not end a sentence ("Dr. Maréchal", "J. R. R. Tolkien").
+ABBREVIATION = re.compile(rf"(?:^|\W)(?:[^\W\d_]|{'|'.join(t.capitalize() for t in sorted(TITLES))})\.$")
 POSSESSIVE = re.compile(r"'s$")  # "the CEO's" names the CEO
 LIST_NUMBER = re.compile(r"[.)]\s")  # "1. " at the start of a line numbers a list item
 PREFIX_SHARE = 0.8  # a long word also counts as found in a longer or shorter form sharing this much
@@ -54,10 +57,10 @@ def unsupported(answer: str, documents: str, asked: Iterable[str] = ()) -> list[
     names and numbers are looked up."""
     text = CITATION.sub(lambda m: " " * len(m.group(0)), _normal(answer))
     known = {_key(m) for question in asked for m in TOKEN.finditer(_normal(question))}
-    claims = [m for m in TOKEN.finditer(text) if _key(m) not in known and _is_claim(text, m)]
-    keys = list(dict.fromkeys(_key(m) for m in claims))[:CHECKED]
-    found = _occurring(set(keys), documents)
-    missing = [(m.start(), m.end()) for m in claims if _key(m) in keys and _key(m) not in found]
+    claims = [(m, key) for m in TOKEN.finditer(text) if (key := _key(m)) not in known and _is_claim(text, m)]
+    checked = set(list(dict.fromkeys(key for _, key in claims))[:CHECKED])
+    found = _occurring(checked, documents)
+    missing = [(m.start(), m.end()) for m, key in claims if key in checked and key not in found]
     phrases: list[str] = []
     for start, end in _joined(text, missing):
         if text[start:end] not in phrases:
