@@ -203,8 +203,8 @@ def test_processes_opening_a_new_database_together_all_get_in(tmp_path):
 
 
 def test_a_version_1_database_gains_the_later_columns(tmp_path):
-    """Databases written before sessions recorded their server (v2) and sources the digest of their
-    file (v3) are migrated in place, rows kept."""
+    """Databases written before sessions recorded their server (v2), sources the digest of their
+    file (v3) and answers the names the documents lack (v5) are migrated in place, rows kept."""
     import sqlite_utils
 
     from scoutdoc.store import MIGRATIONS
