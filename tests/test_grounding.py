@@ -98,6 +98,7 @@ def test_accents_and_apostrophes_match_however_encoded():
     nfd = unicodedata.normalize("NFD", "He met Maréchal and O'Neil.")
     assert unsupported("The CEO met Maréchal and O’Neil.", nfd, ["Who is the CEO?"]) == []
     assert unsupported(unicodedata.normalize("NFD", "The CEO met Maréchal."), "He met Maréchal", ["CEO?"]) == []
+    assert unsupported("It was Stafford, for 123 euros.", "Staﬀord paid １２３ euros") == []  # a PDF's ligature
 
 
 def test_a_short_name_must_match_whole_and_a_longer_one_nearly():

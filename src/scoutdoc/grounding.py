@@ -51,10 +51,10 @@ def unsupported(answer: str, documents: str, asked: Iterable[str] = ()) -> list[
     """The names and numbers of `answer` that neither `documents` nor the questions `asked` contain,
     in the order the answer gives them, adjacent ones as one phrase ("François-Étienne Maréchal").
 
-    Case does not matter, nor how accents are encoded (NFC or NFD), the shape of an apostrophe, a
-    number's thousands separators ("2400" is found as "2,400") or zero cents ("2,400.00"); citation
-    markers in square brackets and markdown headings are left out. Only the first CHECKED distinct
-    names and numbers are looked up."""
+    Case does not matter, nor how accents are encoded (NFC or NFD), ligatures and full-width forms
+    (NFKC), the shape of an apostrophe, a number's thousands separators ("2400" is found as
+    "2,400") or zero cents ("2,400.00"); citation markers in square brackets and markdown headings
+    are left out. Only the first CHECKED distinct names and numbers are looked up."""
     text = CITATION.sub(lambda m: " " * len(m.group(0)), _normal(answer))
     known = {_key(m) for question in asked for m in TOKEN.finditer(_normal(question))}
     claims = [(m, key) for m in TOKEN.finditer(text) if (key := _key(m)) not in known and _is_claim(text, m)]
@@ -78,8 +78,9 @@ def note(phrases: list[str]) -> str:
 
 
 def _normal(text: str) -> str:
-    """Accents composed (NFC: "é" one character, as most text has it) and apostrophes straight."""
-    return unicodedata.normalize("NFC", text).replace("’", "'")
+    """Text in NFKC, apostrophes straight: accents composed ("é" one character, as most text has it),
+    and compatibility forms plain (a PDF's ligature "ﬁ" is "fi", full-width "１２" is "12")."""
+    return unicodedata.normalize("NFKC", text).replace("’", "'")
 
 
 def _key(m: re.Match) -> str:
