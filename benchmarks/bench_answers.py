@@ -30,6 +30,7 @@ Usage (from the repository root, the `bench` or `test` extra installed):
 
     python benchmarks/bench_answers.py [--limit N | --quick] [--engines scoutdoc,llama.cpp]
                                        [--max-tokens N] [--json OUT.json] [--show] [--summaries | --followups | --absent]
+                                       [--temperature T --seed S]
 
 `--quick` runs the first two questions with 48-token answers (what CI's test does).
 """
@@ -127,16 +128,18 @@ def documents_text(item: Item) -> str:
     return system_text(pack(_ingested(tuple(item.paths()))))
 
 
-def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None, dtype: str | None = None) -> list[Answer]:
+def scoutdoc_answers(items: list[Item], gguf: str, max_tokens: int | None, dtype: str | None = None,
+                     sampling: dict | None = None) -> list[Answer]:
     """Each question as a new `ask` session, through the library the CLI uses; sessions and KV
-    snapshots go to a throw-away SCOUTDOC_HOME."""
+    snapshots go to a throw-away SCOUTDOC_HOME. `sampling` (temperature, top_p, seed) replaces
+    `ask`'s greedy default, to see how much sampled answers differ from it."""
     from scoutdoc.engines import GenerationParams, open_engine
     from scoutdoc.errors import ScoutdocError
     from scoutdoc.ingest import IngestOptions
     from scoutdoc.session import continue_session, start_session
     from scoutdoc.store import Store
 
-    params = GenerationParams() if max_tokens is None else GenerationParams(max_tokens=max_tokens)
+    params = GenerationParams(**({} if max_tokens is None else {"max_tokens": max_tokens}), **(sampling or {}))
     engine = open_engine("embedded", model=gguf, **({"dtype": dtype} if dtype else {}))
     out = []
     saved = os.environ.get("SCOUTDOC_HOME")
@@ -268,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both engines (default: all usable)")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--max-tokens", type=int, default=None, help="answer budget (default: scoutdoc's default)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="scoutdoc samples at this temperature (top-p 0.9) instead of its greedy default")
+    parser.add_argument("--seed", type=int, default=0, help="scoutdoc's sampling seed, with --temperature")
     parser.add_argument("--json", dest="json_out", default=None, help="write every answer and the scores here")
     parser.add_argument("--show", action="store_true", help="print each answer")
     args = parser.parse_args(argv)
@@ -305,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
     fits = [fits_window(it, tokenizer, window) for it in items]
     answers: dict[str, list[Answer]] = {}
     if "scoutdoc" in engines:
-        answers["scoutdoc"] = scoutdoc_answers(items, gguf, args.max_tokens, args.dtype)
+        sampling = {} if args.temperature is None else {"temperature": args.temperature, "top_p": 0.9, "seed": args.seed}
+        answers["scoutdoc"] = scoutdoc_answers(items, gguf, args.max_tokens, args.dtype, sampling)
     if "llama.cpp" in engines:
         answers["llama.cpp"] = llama_answers(items, gguf, args.max_tokens, threads)
     noted = {e: [unsupported_names(it, a) if it.question else [] for it, a in zip(items, got)]

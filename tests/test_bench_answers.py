@@ -57,6 +57,15 @@ def test_a_quick_run_scores_both_engines(tmp_path, smollm2_gguf, monkeypatch):
     assert result["items"][0]["scoutdoc"]["fit"]["strategy"] == "full"
 
 
+@pytest.mark.slow
+def test_sampled_answers_follow_their_seed(smollm2_gguf, monkeypatch):
+    monkeypatch.setenv("SCOUTDOC_MODELS", str(smollm2_gguf.parent))
+    bench = load_bench()
+    run = ["--quick", "--limit", "1", "--engines", "scoutdoc", "--temperature", "1.5"]
+    answers = [bench.main(run + ["--seed", seed])["items"][0]["scoutdoc"]["answer"] for seed in ("1", "1", "2")]
+    assert answers[0] == answers[1] != answers[2]
+
+
 def test_the_summary_set_lists_facts_over_existing_sources():
     bench = load_bench()
     items = bench.load_items(bench.SUMMARIES)
