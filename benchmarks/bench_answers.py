@@ -224,9 +224,9 @@ def verdict(item: Item, answer: Answer) -> str:
 def unsupported_names(item: Item, answer: Answer) -> list[str]:
     """What `scoutdoc ask` would note of this answer: its names and numbers that neither the
     documents nor the questions contain (`grounding`), checked the same way for either engine."""
-    from scoutdoc.grounding import unsupported
+    from scoutdoc.session import unsupported_names as names
 
-    return unsupported(answer.text, documents_text(item), [q for q in (item.question, item.earlier) if q])
+    return names(answer.text, documents_text(item), [q for q in (item.question, item.earlier) if q])
 
 
 def score(

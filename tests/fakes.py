@@ -188,11 +188,12 @@ class FakeEngine:
 
 
 class SaysEngine(FakeEngine):
-    """A fake engine whose every answer is `says`."""
+    """A fake engine whose every answer is `says`, a word a token: cut at `max_tokens` ("length")."""
 
     def __init__(self, says: str, **kw):
         super().__init__(**kw)
         self.says = says
 
     def answer(self, state, params):
-        return [self.says], "stop"
+        pieces = re.findall(r"\s*\S+", self.says)
+        return pieces[: params.max_tokens], "length" if len(pieces) > params.max_tokens else "stop"

@@ -84,7 +84,7 @@ def test_numbers_match_whole_with_their_thousands_separators_or_none(answer, nam
     ("It costs $2,401.", ["2,401"]),
     ("It ends in 2025.", []),                                      # the year of a dotted date
     ("The formula is H2O.", []),                                   # no number inside a word
-    ("So I'm sure, and I'll say: Northwind_Traders_Diagram.", ["Diagram"]),  # no name in "I'm"
+    ("So I'm sure, and I'll say: Northwind_Traders_Diagram.", ["Northwind_Traders_Diagram"]),  # a code whole
     ("It is the Traders Report.", ["Report"]),                      # an underscore separates words
 ])
 def test_what_an_adversarial_read_found(answer, named):
@@ -111,3 +111,51 @@ def test_only_the_first_names_are_looked_up_and_long_number_runs_stay_linear():
     many = "It was " + ", ".join(f"Zed{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(60)) + "."
     assert len(unsupported(many, "nothing here")) == 40
     assert unsupported("x " + "1." * 16000 + "a", "nothing here") == ["1." * 15999 + "1"]
+
+
+@pytest.mark.parametrize(("answer", "named"), [
+    ("Pay at https://pay.contoso-billing.com/now or mail billing@contoso.com.",
+     ["https://pay.contoso-billing.com/now", "billing@contoso.com"]),
+    ("Call renew_fee() or renewalFee.computeTotal() in scoutdoc.billing.renew.",
+     ["renewalFee.computeTotal", "scoutdoc.billing.renew"]),
+    ("See https://www.contoso.com/, contoso.com, www.contoso.com/pay and parse_rows().", []),  # scheme, slash, inside
+    ("Read read_orders.py, e.g. the U.S. one at 3 p.m.", ["3"]),  # a file name present; abbreviations are no code
+])
+def test_web_and_mail_addresses_and_code_are_looked_up_whole(answer, named):
+    documents = "Visit https://www.contoso.com/pay/. <document source=\"repo/read_orders.py\">def parse_rows(f): renew_fee"
+    assert unsupported(answer, documents) == named
+
+
+def test_a_code_the_question_names_is_no_claim():
+    assert unsupported("It calls load_all().", "nothing", ["What does load_all() do?"]) == []
+
+
+@pytest.mark.parametrize("answer", [
+    "**Summary:** the meeting.", "**Summary**: the meeting.", "- **Key points**\n+ Listing it",
+    "1) Overview of it\n(a) Alpha here\nb. Beta here",
+])
+def test_list_markers_and_bold_labels_start_a_sentence(answer):
+    assert unsupported(answer, "the meeting") == []
+
+
+def test_accents_written_or_left_out_match_and_one_name_is_not_another_sharing_its_start():
+    documents = "José García of Zürich met Francisca, Antonia and Richardson."
+    assert unsupported("Jose Garcia of Zurich met Richards.", documents) == []
+    assert unsupported("It was José, in Zürich.", "Jose in Zurich") == []
+    assert unsupported("It was Francisco and Antonio.", documents) == ["Francisco", "Antonio"]
+
+
+def test_a_word_split_at_a_line_end_or_by_an_invisible_hyphen_is_found():
+    documents = "The Rappahan-\nnock river. North\u00adwind and Blue\u200bbell."
+    assert unsupported("It is the Rappahannock, by Northwind and Bluebell.", documents) == []
+    assert unsupported("It is the Rappahannock and Zephyr.", documents) == ["Zephyr"]
+
+
+@pytest.mark.parametrize("run", ["a_" * 50_000 + "!", "a." * 50_000 + "@", "www." + "." * 100_000, "aB" * 50_000,
+                                 "ab." * 50_000, "a-" * 50_000 + "@b"])
+def test_long_runs_that_look_like_code_stay_linear(run):
+    import time
+
+    started = time.perf_counter()
+    unsupported(f"See {run}", "nothing")
+    assert time.perf_counter() - started < 2  # quadratic would take minutes

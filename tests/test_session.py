@@ -500,6 +500,30 @@ def test_names_and_numbers_the_documents_lack_are_noted_after_the_answer(store, 
     assert [t["unsupported"] for t in store.turns(store.latest_session()["id"])] == ["", "", "", '["Ana"]']
 
 
+def test_the_locators_scoutdoc_writes_and_its_instructions_are_not_what_the_documents_say(store, tmp_path):
+    # [L1-3], a transcript's cue times and the citation rules' examples ([page 3], L10-24) hold
+    # numbers the documents never say; the user's own instructions count as asked
+    notes, talk = tmp_path / "notes.txt", tmp_path / "talk.vtt"
+    notes.write_text("The meeting is on Tuesday.\nIt is short.\nBring tea.\n")
+    talk.write_text("WEBVTT\n\n00:00:45.000 --> 00:00:48.000\n<v Ana>We meet on Tuesday.\n")
+    run = Run()
+    ask(store, SaysEngine("It lasts 45 minutes in room 3, says Ana, for 24 people."), [notes, talk], run=run,
+        system="You answer for Zephyr Ltd.")
+    assert run.notices == ['the answer names "45", "3" and "24", which the documents do not contain: check it against them']
+    zephyr = Run()
+    ask(store, SaysEngine("Zephyr meets on Tuesday."), [notes], run=zephyr, system="You answer for Zephyr Ltd.")
+    assert zephyr.notices == []
+
+
+def test_a_last_word_cut_by_the_token_limit_is_not_noted(store, notes):
+    cut, whole = Run(), Run()
+    says = "It is Zephyr of Bak ery"  # the token limit cuts "Bakery" short
+    assert ask(store, SaysEngine(says), [notes], run=cut, params=GenerationParams(max_tokens=5)).answer.endswith("Bak")
+    ask(store, SaysEngine(says), [notes], run=whole)
+    assert cut.notices[-1] == 'the answer names "Zephyr", which the documents do not contain: check it against them'
+    assert whole.notices[-1] == 'the answer names "Zephyr" and "Bak", which the documents do not contain: check it against them'
+
+
 def test_a_second_follow_up_on_one_session_waits_for_the_first_and_sees_its_turn(store, notes):
     from scoutdoc.store import Store
 

@@ -76,6 +76,13 @@ def system_text(documents: str, system: str | None = None) -> str:
     return f"{head}\n\n{CITATION_RULES}\n\n{documents.strip()}\n"
 
 
+def split_system(text: str) -> tuple[str, str]:
+    """`system_text`'s two parts back: the instructions (the user's own, or the default) and the
+    packed documents."""
+    head, _, documents = text.partition(f"\n\n{CITATION_RULES}\n\n")
+    return head, documents
+
+
 ANSWER_LENGTH = "Answer in one or two sentences."
 
 

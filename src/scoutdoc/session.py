@@ -33,9 +33,9 @@ from .errors import ScoutdocError, SessionError
 from .hashing import sha256_file
 from .ingest import IngestOptions, IngestResult, load_sources, pack, require_documents
 from .ingest.document import Document
-from .ingest.pack import pack_document
+from .ingest.pack import pack_document, without_locators
 from .progress import Progress
-from .prompt import Message, Prompt, build_prompt, check_fits, question_text, summary_text
+from .prompt import Message, Prompt, build_prompt, check_fits, question_text, split_system, summary_text
 from .settings import SNAPSHOT_BUDGET_ENV, snapshots_dir
 from .snapshots import prune_snapshots, snapshot_budget
 from .store import SourceRecord, Store, TurnRecord, new_session_id, remove_snapshot_file, snapshot_file, usable_session
@@ -209,11 +209,18 @@ def _with_passages(
     return question_text(question, found.lines, found.lead, found.unmatched)
 
 
-def _check_answer(answer: str, documents: str, asked: list[str], notice: Notice) -> list[str]:
-    """Tell the user which names and numbers of the answer neither the documents nor what was asked
-    (the questions, and the message around the question: its passages and instructions) contain
-    (`grounding`): what to check before trusting it."""
-    missing = grounding.unsupported(answer, documents, asked)
+def unsupported_names(answer: str, system: str, asked: list[str]) -> list[str]:
+    """The names and numbers of the answer that neither the documents (the system message's, without
+    the locators scoutdoc wrote) nor what was asked (the questions, the message around the question:
+    its passages and instructions, and the system instructions) contain (`grounding`)."""
+    instructions, documents = split_system(system)
+    return grounding.unsupported(answer, without_locators(documents), [*asked, instructions])
+
+
+def _check_answer(answer: str, system: str, asked: list[str], notice: Notice, cut: bool = False) -> list[str]:
+    """Tell the user what `unsupported_names` finds: what to check before trusting the answer. An
+    answer `cut` by --max-tokens is checked without its last word, which may be cut short ("Bak")."""
+    missing = unsupported_names(answer.rstrip().rpartition(" ")[0] if cut else answer, system, asked)
     if missing:
         notice(grounding.note(missing))
     return missing
@@ -365,7 +372,7 @@ def start_session(
         notice(fitted.stats.notice())
     answer, state = run_fitted(engine, fitted, [], params, on_text, notice, progress=prefill_progress,
                                stop_event=stop_event)
-    missing = _check_answer(answer, whole, [question_text, fitted.question], notice)
+    missing = _check_answer(answer, whole, [question_text, fitted.question], notice, state.stats.finish_reason == "length")
     inputs = [Path(p) for p in paths]
     records = source_records(engine, documents, inputs)
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
@@ -501,7 +508,8 @@ def continue_session(
                     notice(f"KV snapshot unusable ({exc}); recomputing the documents")
         answer, state = run_fitted(engine, fitted, earlier, params, on_text, notice, snapshot=snapshot,
                                    progress=prefill_progress)
-        missing = _check_answer(answer, prefix, [question, asked_before, fitted.question], notice)
+        missing = _check_answer(answer, prefix, [question, asked_before, fitted.question], notice,
+                                state.stats.finish_reason == "length")
         turn_no = len(turns) // 2 + 1
         snap = _record(store, engine, sid, question, answer, state, turn_no, notice, fitted, keep_snapshot, missing)
         return TurnResult(sid, answer, state.stats, _sources_json(store.sources(sid)), changed=changed, snapshot=snap,

@@ -32,6 +32,18 @@ KIND_MARKERS = {"pdf": re.compile(r"^page \d+$"), "code": LINES, "text": LINES, 
 _MARKER_LIKE = re.compile(r"^(?=\[([^\[\]\n]{1,120})\]$)", re.M)
 
 
+# A transcript's text keeps each cue's start in brackets after its speaker ("Ana: [00:00:01] Morning").
+INLINE_TIME = re.compile(r"\[\d+:\d\d:\d\d(?:[.,]\d+)?\]")
+
+
+def without_locators(packed: str) -> str:
+    """The documents of `pack`'s output without the locators scoutdoc wrote into them: the lines in
+    brackets before each segment and a transcript's cue times. What the documents *say* holds
+    neither, so nothing is taken from them as said: every number up to a PDF's page count, and in
+    a transcript every number from 0 to 59, would otherwise count as found in it."""
+    return INLINE_TIME.sub(" ", MARKER.sub("\n", packed))
+
+
 def is_marker(kind: str, label: str) -> bool:
     """Whether `[label]` on a line of its own is a locator in a document of this kind."""
     valid = KIND_MARKERS.get(kind)
