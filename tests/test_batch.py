@@ -51,10 +51,11 @@ def explode_on_kaboom(prompt: Prompt) -> None:
 
 
 def batch(inputs, out: Path, engine: FakeEngine, *, db: Path, question: str | None = QUESTION, resume=False,
-          concurrency=1, console: Console | None = None, force=False, fit: str = "full") -> tuple[Tally, str]:
+          concurrency=1, console: Console | None = None, force=False, fit: str = "full", system: str | None = None,
+          max_tokens: int = 8) -> tuple[Tally, str]:
     console = console or Console(file=io.StringIO(), width=200, color_system=None)
     tally = run_batch([str(p) for p in inputs], engine=engine, db=db, out=out, question=question,
-                      params=GenerationParams(max_tokens=8), options=IngestOptions(), system=None, resume=resume,
+                      params=GenerationParams(max_tokens=max_tokens), options=IngestOptions(), system=system, resume=resume,
                       concurrency=concurrency, model_ref="fake", console=console, force=force, fit=fit)
     return tally, console.file.getvalue()
 
@@ -130,6 +131,37 @@ def test_summaries_are_keyed_on_a_marker_and_pick_the_instruction_by_kind(tmp_pa
     assert rows["app.py"]["question"] == CODEBASE_SUMMARY_INSTRUCTION
     assert rows["notes.txt"]["question"] == SUMMARY_INSTRUCTION
     assert {r["question_key"] for r in rows.values()} == {SUMMARY_KEY}
+
+
+def test_resume_reuses_only_answers_made_with_the_same_settings(tmp_path):
+    folder, db = tmp_path / "in", tmp_path / "b.db"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Ana orders bread.\n")
+    batch([folder], tmp_path / "first.jsonl", FakeEngine(), db=db, max_tokens=24)
+    engine = FakeEngine()  # another results file, another --system: nothing is reused from the store
+    tally, _ = batch([folder], tmp_path / "new.jsonl", engine, db=db, resume=True, max_tokens=6, system="Be brief.")
+    assert (tally.ok, tally.skipped) == (1, 0) and len(engine.prefills) == 1
+    [row] = lines(tmp_path / "new.jsonl")
+    assert row["settings"]["system"] == "Be brief." and row["settings"]["max_tokens"] == 6
+    again = FakeEngine()  # the same settings again: the stored answer is copied
+    tally, _ = batch([folder], tmp_path / "copy.jsonl", again, db=db, resume=True, max_tokens=6, system="Be brief.")
+    assert (tally.ok, tally.skipped) == (0, 1) and not again.prefills
+    assert lines(tmp_path / "copy.jsonl") == [row]
+
+
+def test_resume_after_a_document_changed_keeps_one_line_for_it(tmp_path):
+    folder, db, out = tmp_path / "in", tmp_path / "b.db", tmp_path / "out.jsonl"
+    folder.mkdir()
+    (folder / "a.txt").write_text("The vault code is 1111.\n")
+    (folder / "b.txt").write_text("The boat is red.\n")
+    batch([folder], out, FakeEngine(), db=db)
+    first = {r["source"]: r for r in lines(out)}
+    (folder / "a.txt").write_text("The vault code is 2222.\n")
+    tally, _ = batch([folder], out, FakeEngine(), db=db, resume=True)
+    assert (tally.ok, tally.skipped) == (1, 1)
+    rows = lines(out)
+    assert sorted(r["source"] for r in rows) == ["a.txt", "b.txt"]
+    assert {r["source"]: r["sha256"] for r in rows}["a.txt"] != first["a.txt"]["sha256"]
 
 
 def test_interrupted_batch_resumes_answering_each_document_once(docs, tmp_path):

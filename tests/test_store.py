@@ -151,6 +151,10 @@ def test_batch_items_resume_key(tmp_path):
     assert store.answered_batch_item("h1", "Q", "m")["answer"] == "y"
     assert store.answered_batch_item("h1", "Q", "other-model") is None
     assert store.answered_batch_item("h1", "other question", "m") is None
+    assert store.answered_batch_item("h1", "Q", "m", settings='{"max_tokens": 8}') is None  # other settings
+    store.record_batch_item(source="a.pdf", sha256="h1", question="Q", model="m", status="ok",
+                            result={"answer": "z"}, answer="z", settings='{"max_tokens": 8}')
+    assert store.answered_batch_item("h1", "Q", "m", settings='{"max_tokens": 8}')["answer"] == "z"
 
 
 def _writer(path: str, tag: str, n: int) -> None:
@@ -204,7 +208,8 @@ def test_processes_opening_a_new_database_together_all_get_in(tmp_path):
 
 def test_a_version_1_database_gains_the_later_columns(tmp_path):
     """Databases written before sessions recorded their server (v2), sources the digest of their
-    file (v3) and answers the names the documents lack (v5) are migrated in place, rows kept."""
+    file (v3), answers the names the documents lack (v5) and batch answers their settings (v6) are
+    migrated in place, rows kept."""
     import sqlite_utils
 
     from scoutdoc.store import MIGRATIONS
@@ -223,4 +228,6 @@ def test_a_version_1_database_gains_the_later_columns(tmp_path):
         assert [(r["path"], r["file_sha256"]) for r in store.sources("s1")] == [("a.zip!x.txt", "")]
         store.add_exchange("s1", TurnRecord("user", "Who?"), TurnRecord("assistant", "Zephyr.", unsupported='["Zephyr"]'))
         assert [t["unsupported"] for t in store.turns("s1")] == ["", '["Zephyr"]']  # v5
+        store.record_batch_item(source="a", sha256="h", question="Q", model="m", status="ok", result={}, settings="{}")
+        assert store.answered_batch_item("h", "Q", "m", "{}")["settings"] == "{}"  # v6
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -1,11 +1,13 @@
 """One question (or a summary) per document over many inputs, resumable, with one JSON line each.
 
 Exactly-once bookkeeping: the store is the source of truth. A document counts as answered when a
-`batch_items` row with status "ok" exists for its (content sha256, question, model); the row is
-committed *before* the result line is appended to the output file. On `--resume` the output file is
-rewritten without its truncated or failed lines, answered documents are skipped, and any answer the
-store has but the file lacks (a crash between commit and write) is copied from the store, so every
-document ends up with exactly one line. Failures are recorded with their reason and retried on resume.
+`batch_items` row with status "ok" exists for its (content sha256, question, model, settings), the
+settings being all else an answer depends on (`job_settings`); the row is committed *before* the
+result line is appended to the output file. On `--resume` the output file is rewritten without its
+truncated or failed lines and without the answers this job now makes anew (a document whose file
+changed, other settings: `Job.stale`), answered documents are skipped, and any answer the store has
+but the file lacks (a crash between commit and write) is copied from the store, so every document
+ends up with exactly one line. Failures are recorded with their reason and retried on resume.
 
 Documents run on a thread pool of `concurrency` workers, each with its own database connection; the
 embedded engine asks for one worker, a remote server can take several requests at once.
@@ -19,7 +21,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +119,33 @@ def _row_key(row: dict[str, Any]) -> tuple[str, ...] | None:
     return None
 
 
+def job_settings(system: str | None, params: GenerationParams, fit: str) -> dict[str, Any]:
+    """What an answer depends on besides its document, question and model: a stored answer is reused
+    on --resume only when all of it is the same (another --system or --max-tokens answers anew)."""
+    return {"system": system or "", "fit": fit, **asdict(params)}
+
+
+@dataclass(frozen=True)
+class Job:
+    """This run's question key, model and settings, and the contents of the documents it reads."""
+
+    question_key: str
+    model: str
+    settings: dict[str, Any]
+    contents: dict[str, str]  # source -> sha256
+
+    def stale(self, row: dict[str, Any]) -> bool:
+        """An answer of this job's question and model to one of its documents, made from other
+        contents (the file changed since) or with other settings: its new answer replaces it."""
+        return (row.get("status") == "ok" and row.get("source") in self.contents
+                and row.get("question_key") == self.question_key and row.get("model") == self.model
+                and (row.get("sha256") != self.contents[row["source"]] or row.get("settings") != self.settings))
+
+
 class ResultsFile:
     """The JSONL output: appended line by line (flushed and fsynced), rewritten clean on resume."""
 
-    def __init__(self, path: Path, resume: bool):
+    def __init__(self, path: Path, resume: bool, job: Job | None = None):
         self.path = path
         self.lock = threading.Lock()
         self.keys: set[tuple[str, str, str, str]] = set()
@@ -134,8 +159,8 @@ class ResultsFile:
                 if not isinstance(row, dict):
                     continue  # not a line this command writes
                 key = _row_key(row)
-                if key is None or key in self.keys:
-                    continue  # failures are retried
+                if key is None or key in self.keys or (job is not None and job.stale(row)):
+                    continue  # failures are retried, stale answers made anew
                 self.keys.add(key)
                 lines.append(json.dumps(row, ensure_ascii=False))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,11 +198,13 @@ def _answer_one(
 ) -> str:
     """Answer one document and record it; returns "ok", "skipped" or "failed:<reason>"."""
     asked, key = _question_for(document, question)
+    settings = job_settings(system, params, fit)
+    stored = json.dumps(settings, sort_keys=True)
     base = {"source": document.source, "sha256": document.sha256, "kind": document.kind,
             "question": asked, "question_key": key, "model": engine.model_id}
     with Store(db) as store:
         if resume:
-            done = store.answered_batch_item(document.sha256, key, engine.model_id)
+            done = store.answered_batch_item(document.sha256, key, engine.model_id, stored)
             if done is not None:
                 # no-op when the file already has it; a copy with identical contents gets its own line
                 out.write({**json.loads(done["result"]), "source": document.source})
@@ -204,9 +231,11 @@ def _answer_one(
             **base, "status": "ok", "answer": result.answer, "session_id": result.session_id,
             "stats": {**result.stats.to_dict(), "fit": result.fit.as_dict() if result.fit else None},
             "wall_s": round(time.perf_counter() - started, 3), **({"notes": notes} if notes else {}),
+            "settings": settings,
         }
         store.record_batch_item(source=document.source, sha256=document.sha256, question=key, model=engine.model_id,
-                                status="ok", result=row, session_id=result.session_id, answer=result.answer)
+                                status="ok", result=row, session_id=result.session_id, answer=result.answer,
+                                settings=stored)
         out.write(row)
         return "ok"
 
@@ -235,10 +264,12 @@ def run_batch(
                          "check it (member paths start at the archive's top folder)")
     if not ingested.documents and not ingested.skipped:
         raise UsageError("the inputs hold no files to read; check the paths and selection options")
-    results = ResultsFile(out.resolve(), resume)
+    question_key = question or SUMMARY_KEY
+    job = Job(question_key, engine.model_id, job_settings(system, params, fit),
+              {d.source: d.sha256 for d in ingested.documents})
+    results = ResultsFile(out.resolve(), resume, job)
     tally = Tally()
     started = time.perf_counter()
-    question_key = question or SUMMARY_KEY
     for skip in ingested.skipped:
         # Sources left out on purpose are "skipped"; the others failed with their reason. Keyed by
         # path, a failure is reported again (not duplicated) on resume because failed lines are

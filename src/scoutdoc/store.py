@@ -431,22 +431,23 @@ class Store:
         session_id: str | None = None,
         answer: str = "",
         error: str = "",
+        settings: str = "",
     ) -> int:
         with self.transaction():
             return self._insert(
                 "batch_items",
                 dict(source=source, sha256=sha256, question=question, model=model, status=status,
                      session_id=session_id, answer=answer, error=error, result=json.dumps(result),
-                     created_at=time.time()),
+                     created_at=time.time(), settings=settings),
             )
 
-    def answered_batch_item(self, sha256: str, question: str, model: str) -> dict[str, Any] | None:
-        """The earliest successful answer for this content, question and model, if any."""
+    def answered_batch_item(self, sha256: str, question: str, model: str, settings: str = "") -> dict[str, Any] | None:
+        """The earliest successful answer for this content, question, model and settings, if any."""
         rows = list(
             self.db.query(
-                "SELECT * FROM batch_items WHERE sha256 = ? AND question = ? AND model = ? AND status = 'ok' "
-                "ORDER BY id LIMIT 1",
-                [sha256, question, model],
+                "SELECT * FROM batch_items WHERE sha256 = ? AND question = ? AND model = ? AND settings = ? "
+                "AND status = 'ok' ORDER BY id LIMIT 1",
+                [sha256, question, model, settings],
             )
         )
         return rows[0] if rows else None

@@ -148,5 +148,12 @@ def _v5(db: sqlite_utils.Database) -> None:
     db["turns"].add_column("unsupported", str, not_null_default="")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    """What a batch answer was made with besides its document, question and model (`settings`: the
+    system instructions, generation parameters and fit strategy as JSON), so `batch --resume` reuses
+    only an answer the same command would give. Rows from before have none and are answered again."""
+    db["batch_items"].add_column("settings", str, not_null_default="")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
