@@ -85,6 +85,15 @@ def test_sessions_list_shows_model_and_snapshot_size_and_prune_frees_it(tmp_path
     assert bad.returncode == 2 and "not a size" in bad.stderr
 
 
+def test_in_a_narrow_pipe_ids_and_notes_stay_whole_on_their_lines(tmp_path):
+    sid = _session(tmp_path / "home", "The notice period is 14 days.", snapshot_bytes=2**20)
+    listed = run(tmp_path, "sessions", "list", COLUMNS="60")
+    assert sid in listed.stderr  # not folded over two lines
+    assert any(line.startswith("KV snapshots:") and line.endswith("frees space") for line in listed.stderr.splitlines())
+    found = run(tmp_path, "sessions", "search", "notice", COLUMNS="60")
+    assert sid in found.stderr
+
+
 def test_batch_refuses_an_existing_output_before_loading_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("The meeting is on Tuesday.\n")
     (tmp_path / "results.jsonl").write_text('{"status": "ok"}\n')
@@ -102,6 +111,7 @@ def test_models_info_of_a_config_and_on_a_missing_gpu(tmp_path):
     }))
     text = run(tmp_path, "models", "info", str(config))
     assert text.returncode == 0 and "no weights (a config.json only)" in text.stdout and "0.0 MiB" not in text.stdout
+    assert text.stderr == ""  # no bar drawn into a pipe, nor the empty line stopping it left
     assert json.loads(run(tmp_path, "models", "info", str(config), "--json").stdout)["size_on_disk_bytes"] is None
     huge = [run(tmp_path, "models", "info", str(config), "--context", "1T", "--device", "cpu", *flag) for flag in ((), ("--json",))]
     assert huge[0].returncode == huge[1].returncode  # text and JSON agree on the exit code

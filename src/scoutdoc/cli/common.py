@@ -15,7 +15,8 @@ from ..errors import UsageError
 from ..ingest import IngestOptions, IngestResult, load_sources
 from ..ingest.names import display_name
 
-err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+# soft_wrap: a message is one line however narrow the terminal or pipe (80 columns), so it can be grepped
+err = Console(stderr=True, soft_wrap=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
 # Whether a streamed answer left stdout in the middle of a line, so that a message (Ctrl-C's
 # "interrupted", an error) starts on a line of its own.
 mid_line = {"answer": False}
@@ -36,7 +37,9 @@ def download_bar(label: str):
     """A rich byte-progress bar on stderr and the progress callback that drives it."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err, transient=True)
+    # drawn on a terminal only: in a pipe or a log, stopping it would leave an empty line
+    bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err, transient=True,
+                   disable=not err.is_terminal)
     task = bar.add_task(label, total=None)
     return bar, lambda done, total, unit: bar.update(task, completed=done, total=total or None)
 

@@ -44,7 +44,9 @@ def sessions_list(
         return
     table = Table(title="sessions", title_justify="left")
     for column in ("id", "updated", "command", "model", "questions", "sources", "snapshot", "title"):
-        table.add_column(column, overflow="fold", justify="right" if column in ("questions", "sources", "snapshot") else "left")
+        # an id is copied and grepped: never folded, whatever the width (80 columns in a pipe)
+        table.add_column(column, overflow="fold", no_wrap=column == "id",
+                         justify="right" if column in ("questions", "sources", "snapshot") else "left")
     for r in rows:
         snapshot = format_bytes(r["snapshot_bytes"]) if r["snapshot_bytes"] else "-"
         table.add_row(r["id"], _when(r["updated_at"]), r["command"], escape(_model(r)), str(r["questions"]),
@@ -190,7 +192,7 @@ def sessions_search(
         return
     table = Table(title=plural(len(hits), "match", "matches"), title_justify="left")
     for column in ("session", "when", "role", "text"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "session")
     for h in hits:
         table.add_row(h["session_id"], _when(h["created_at"]), h["role"], _highlight(h["snippet"]))
     err.print(table)
