@@ -44,6 +44,8 @@ def usage_error(proc: subprocess.CompletedProcess, quiet_stdout: bool = True) ->
         (("ask", "--max-tokens", "0", "notes.txt", "Q?"), "Invalid value for '--max-tokens'"),
         (("ask", "--max-tokens", "many", "notes.txt", "Q?"), "Invalid value for '--max-tokens'"),
         (("ask", "--temperature", "-1", "notes.txt", "Q?"), "Invalid value for '--temperature'"),
+        (("ask", "--temperature", "inf", "notes.txt", "Q?"), "inf is not a temperature; use 0 (greedy) to 2"),
+        (("ask", "--temperature", "nan", "notes.txt", "Q?"), "nan is not a temperature"),
         (("ask", "--top-p", "2", "notes.txt", "Q?"), "Invalid value for '--top-p'"),
         (("ask", "--prefill-chunk", "0", "notes.txt", "Q?"), "Invalid value for '--prefill-chunk'"),
         (("summarize", "--max-tokens", "0", "notes.txt"), "Invalid value for '--max-tokens'"),
@@ -56,6 +58,9 @@ def usage_error(proc: subprocess.CompletedProcess, quiet_stdout: bool = True) ->
         (("ask", "--kv-device-budget", "lots", "notes.txt", "Q?"), "Invalid value for '--kv-device-budget': 'lots' is not a size"),
         (("models", "info", "smollm2-135m", "--context", "10 million"), "Invalid value for '--context'"),
         (("ask", "--fit", "guess", "notes.txt", "Q?"), "Invalid value for '--fit': 'guess' is not a fit strategy"),
+        (("ask", "--dtype", "foo", "notes.txt", "Q?"), "error: unknown dtype 'foo'"),
+        (("ask", "--kv-dtype", "foo", "notes.txt", "Q?"), "error: unknown --kv-dtype 'foo'"),
+        (("ask", "--attn", "foo", "notes.txt", "Q?"), "error: unknown attention backend 'foo'"),
     ],
 )
 def test_usage_errors_exit_2_with_clicks_message(tmp_path, notes, args, expected):
@@ -76,6 +81,7 @@ def test_no_arguments_show_the_help_as_a_usage_error(tmp_path, args):
         (("ask", "notes.txt", "   "), "error: the question is empty"),
         (("ask", "notes.txt", ""), "error: the question is empty"),
         (("batch", "notes.txt", "--question", " "), "error: --question is empty"),
+        (("ask", "notes.txt", "notes.txt"), "error: the last argument, notes.txt, is a file, not a question"),
     ],
 )
 def test_blank_question_on_a_new_session_is_a_usage_error(tmp_path, notes, args, expected):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from scoutdoc.errors import ModelError
+from scoutdoc.errors import ModelError, UsageError
 from scoutdoc.runtime import attention
 from scoutdoc.runtime.attention import attention_part, attention_plain, merge, select_backend
 from scoutdoc.runtime.reference import attend, partial_attention, visible
@@ -126,5 +126,5 @@ def test_backend_choice():
     assert select_backend("math", "cpu") == "math"
     with pytest.raises(ModelError, match="CUDA"):
         select_backend("flash", "cpu")
-    with pytest.raises(ModelError, match="unknown attention backend"):
+    with pytest.raises(UsageError, match="unknown attention backend"):
         select_backend("fast", "cpu")

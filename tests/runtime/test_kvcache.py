@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from scoutdoc.errors import MemoryPlanError, ModelError, SnapshotError
+from scoutdoc.errors import MemoryPlanError, SnapshotError, UsageError
 from scoutdoc.runtime.config import ModelConfig
 from scoutdoc.runtime.kvcache import CacheOptions, HybridCache, resolve_kv_dtype
 from scoutdoc.runtime.reference import ContiguousCache, attend
@@ -212,7 +212,7 @@ def test_resolve_kv_dtype():
     assert resolve_kv_dtype("float8", torch.float32, "cpu") == torch.float8_e4m3fn
     assert resolve_kv_dtype(None, torch.bfloat16, "cpu") == torch.bfloat16
     assert resolve_kv_dtype("model", torch.float16, "cpu") == torch.float16
-    with pytest.raises(ModelError, match="--kv-dtype"):
+    with pytest.raises(UsageError, match="--kv-dtype"):
         resolve_kv_dtype("int3", torch.float32, "cpu")
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scoutdoc.errors import ModelError
+from scoutdoc.errors import ModelError, UsageError
 from scoutdoc.runtime import load_model
 from scoutdoc.runtime.gguf import read_gguf_metadata
 from scoutdoc.runtime.weights import fingerprint, open_checkpoint
@@ -365,7 +365,7 @@ def test_missing_tensor(tiny, tmp_path):
 def test_missing_path_and_bad_dtype(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         load_model(tmp_path / "nope.gguf", device="cpu")
-    with pytest.raises(ModelError, match="unknown dtype"):
+    with pytest.raises(UsageError, match="unknown dtype"):  # a bad option: exit 2
         load_model(tmp_path, dtype="int3", device="cpu")
 
 

@@ -13,6 +13,7 @@ import typer
 
 from ..errors import UsageError
 from ..ingest import IngestOptions, require_documents
+from ..ingest.names import display_name
 from ..store import usable_session
 from ..wording import plural
 from .common import end_answer_line, err, mid_line, notice, open_store, read_sources, source_paths
@@ -133,6 +134,9 @@ def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
         raise UsageError('give one or more paths and then the question, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
     if not args[-1].strip():
         raise UsageError('the question is empty; put it last, in quotes, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
+    if not any(c.isspace() for c in args[-1]) and Path(args[-1]).exists():  # a forgotten question, not a one-word one
+        raise UsageError(f"the last argument, {display_name(args[-1])}, is a file, not a question; put the question "
+                         'last, in quotes, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
     return args[:-1], utf8_text(args[-1], "the question")
 
 

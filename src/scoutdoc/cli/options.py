@@ -233,6 +233,15 @@ def _check_fit(value: str) -> str:
     return value
 
 
+MAX_TEMPERATURE = 2.0  # OpenAI-compatible servers' bound; past it the default model writes noise
+
+
+def _check_temperature(value: float) -> float:
+    if not 0.0 <= value <= MAX_TEMPERATURE:  # also nan and inf
+        raise typer.BadParameter(f"{value} is not a temperature; use 0 (greedy) to {MAX_TEMPERATURE:g}")
+    return value
+
+
 def utf8_text(text: str, what: str) -> str:
     """A question or instruction from the command line, which must be text: bytes that are not UTF-8
     reach Python as lone surrogates, and the tokenizer and the database cannot take those."""
@@ -246,7 +255,7 @@ def utf8_text(text: str, what: str) -> str:
 def generation(
     system: Annotated[Optional[str], typer.Option("--system", help="Replace the default system instructions (citation rules and documents are always added).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Longest answer, in tokens.")] = GenerationParams.max_tokens,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy (deterministic).")] = GenerationParams.temperature,
+    temperature: Annotated[float, typer.Option("--temperature", callback=_check_temperature, help="0 = greedy (deterministic); up to 2.")] = GenerationParams.temperature,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling cut (with --temperature > 0).")] = GenerationParams.top_p,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1, help="Random seed for sampling.")] = None,
     fit: Annotated[str, typer.Option("--fit", callback=_check_fit, help="When the documents exceed the model's window: auto (the whole prompt when it fits, else retrieve for questions, map-reduce for summaries), full (refuse, exit 4), retrieve (answer from the best-matching passages) or map-reduce (every part, then combine).")] = "auto",

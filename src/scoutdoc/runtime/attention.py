@@ -25,7 +25,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 
 BACKENDS = ("auto", "flash", "sdpa", "flex", "math")
 
@@ -60,7 +60,7 @@ def select_backend(name: str | None, device: torch.device | str) -> str:
     name = (name or "auto").lower()
     device = torch.device(device)
     if name not in BACKENDS:
-        raise ModelError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "auto":
         return "flash" if device.type == "cuda" and flash_attn_available() else "sdpa"
     if name == "flash":

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, UsageError
 from .attention import attention_part, attention_window, merge, select_backend
 from .config import ModelConfig
 from .dtypes import DTYPES
@@ -56,7 +56,7 @@ def resolve_kv_dtype(name: str | torch.dtype | None, model_dtype: torch.dtype, d
     elif name in DTYPES:
         dtype = DTYPES[name]
     else:
-        raise ModelError(f"unknown --kv-dtype {name!r}; choose model, {', '.join(DTYPES)}")
+        raise UsageError(f"unknown --kv-dtype {name!r}; choose model, {', '.join(DTYPES)}")
     if dtype.itemsize == 1:
         try:
             torch.zeros(2, dtype=model_dtype, device=device).to(dtype).to(model_dtype)

@@ -57,7 +57,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") 
     if dtype == "auto":
         dtype = auto_dtype(device)
     if dtype not in WEIGHT_DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}: use auto or one of {', '.join(WEIGHT_DTYPES)}")
+        raise UsageError(f"unknown dtype {dtype!r}: use auto or one of {', '.join(WEIGHT_DTYPES)}")
     return DTYPES[dtype]
 
 
