@@ -57,6 +57,21 @@ def test_budget_prunes_the_least_recently_used_session(engine, setup, monkeypatc
     assert "is larger than the snapshot budget" in notices[-1] and "SCOUTDOC_SNAPSHOT_BUDGET" in notices[-1]
 
 
+def test_a_bad_budget_stops_before_any_work_and_records_nothing(engine, setup, monkeypatch):
+    from scoutdoc.errors import UsageError
+
+    store, doc = setup
+    first = _ask(store, engine, doc, [])
+    monkeypatch.setenv("SCOUTDOC_SNAPSHOT_BUDGET", "lots")
+    with pytest.raises(UsageError, match="SCOUTDOC_SNAPSHOT_BUDGET"):
+        _ask(store, engine, doc, [])
+    with pytest.raises(UsageError, match="SCOUTDOC_SNAPSHOT_BUDGET"):
+        continue_session(store, engine, session_id=first.session_id, question="When?", params=PARAMS,
+                         on_text=lambda piece: None, notice=lambda text: None)
+    assert len(engine.prefills) == 1 and len(store.sessions(10)) == 1 and len(store.turns(first.session_id)) == 2
+    assert _ask(store, engine, doc, [], keep_snapshot=False).snapshot == ""  # no snapshot kept: no budget needed
+
+
 def test_a_session_records_the_model_by_the_name_users_know(engine, setup):
     store, doc = setup
     sid = _ask(store, engine, doc, []).session_id  # no --model: the default, recorded by its catalog name

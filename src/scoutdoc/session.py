@@ -361,6 +361,8 @@ def start_session(
     question asks for a summary, which `auto` then answers by map-reduce rather than retrieval.
     `keep_snapshot=False` (`--no-snapshot`, and batch's default) keeps no KV snapshot: a follow-up then
     recomputes the documents."""
+    if keep_snapshot:
+        snapshot_budget()  # a bad SCOUTDOC_SNAPSHOT_BUDGET stops here, not after the answer it would lose
     result = result if result is not None else ingest(paths, options, notice, progress)
     documents = result.documents
     question_text = question(documents) if callable(question) else question
@@ -476,6 +478,8 @@ def continue_session(
     """Answer a follow-up in an existing session, reusing its newest KV snapshot when it can (and,
     unless `keep_snapshot` is False, saving a new one after the answer); when the documents do not
     fit (any more, with the conversation so far) the passages are retrieved anew for this question."""
+    if keep_snapshot:
+        snapshot_budget()  # checked before any work, as in start_session
     sid = usable_session(store.session(session_id) if session_id else store.latest_session())["id"]
     with one_turn_at_a_time(store, sid, notice):
         session = usable_session(store.session(sid))  # as the turn before, if one was under way, left it
