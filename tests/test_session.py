@@ -376,7 +376,7 @@ def test_refresh_rereads_a_changed_file_and_drops_the_old_snapshots(store, notes
     run = Run()
     result = follow(store, engine, run=run, refresh=True)
     assert result.changed == [] and result.session_id == sid
-    assert run.notices == [f"re-read the sources: changed {notes}", "no KV snapshot for this session; recomputing the documents"]
+    assert run.notices == [f"re-read the sources: changed {notes}"]  # which says why the documents are read anew
     session = store.session(sid)
     assert "Friday" in session["prefix"] and "Tuesday" not in session["prefix"]
     assert session["prefix_tokens"] == engine.prefix_tokens(Prompt([Message("system", session["prefix"])], []))
@@ -451,6 +451,11 @@ def test_refresh_from_another_directory_finds_relative_inputs(store, tmp_path, m
     assert "Friday" in store.session(sid)["prefix"]
     assert store.sources(sid)[0]["abs_path"] == str((work / "notes.txt").resolve())
     assert run.notices[0].startswith("re-read the sources: changed notes.txt")
+    assert [src["path"] for src in store.sources(sid)] == ["notes.txt"] and Path.cwd() == tmp_path
+    again = Run()  # unchanged since: the names in the prompt stay, so does the KV snapshot
+    follow(store, engine, run=again, refresh=True)
+    assert again.notices == ["re-read the sources: their text is unchanged"]
+    assert store.latest_snapshot(sid) is not None
 
 
 def test_refresh_reads_encrypted_pdfs_with_the_passwords_given_again(store, tmp_path):

@@ -395,14 +395,23 @@ def start_session(
 CWD_MARK = "cwd:"  # last entry of a session's stored inputs: the directory relative paths were given from
 
 
-def _stored_inputs(stored: list[str]) -> list[str]:
-    """The session's input paths as given when run from the same directory (so the re-read sources
-    keep their names in the prompt), else made absolute against the directory they were given from."""
+@contextmanager
+def _given_from(stored: list[str]) -> Iterator[list[str]]:
+    """The session's input paths as given, read from the directory they were given from (so the
+    re-read sources keep their names in the prompt, and its KV snapshot still applies, whatever the
+    directory of the follow-up); made absolute against it if that directory is gone."""
     cwd = next((s[len(CWD_MARK):] for s in stored if s.startswith(CWD_MARK)), os.getcwd())
     paths = [s for s in stored if not s.startswith(CWD_MARK)]
-    if Path(cwd) == Path.cwd():
-        return paths
-    return [str(Path(cwd) / p) for p in paths]
+    here = os.getcwd()
+    try:
+        os.chdir(cwd)
+    except OSError:
+        yield [str(Path(cwd) / p) for p in paths]
+        return
+    try:
+        yield paths
+    finally:
+        os.chdir(here)
 
 
 def history(store: Store, session_id: str, turns: list[dict[str, Any]] | None = None) -> list[Message]:
@@ -419,13 +428,13 @@ def _refresh(
     record the sources anew; when their text differs, also drop the KV snapshots of the old text.
     Returns the prefix."""
     sid = session["id"]
-    inputs = _stored_inputs(json.loads(session["inputs"] or "[]"))
     options = options_from_json(json.loads(session["options"] or "{}"), passwords)
-    result = ingest(inputs, options, notice)
+    with _given_from(json.loads(session["inputs"] or "[]")) as inputs:
+        result = ingest(inputs, options, notice)
+        records = source_records(engine, result.documents, [Path(p) for p in inputs])
     prompt = build_prompt(pack(result), [], "", session["system"] or None)
     prefix = prompt.prefix[0].content
     before = {src["path"] for src in store.sources(sid)}
-    records = source_records(engine, result.documents, [Path(p) for p in inputs])
     after = {r.path for r in records}
     store.update_sources(sid, records, prefix, engine.prefix_tokens(prompt))
     if prefix == session["prefix"]:  # e.g. only a file's metadata changed: the saved KV still applies
@@ -504,7 +513,8 @@ def continue_session(
         record = store.latest_snapshot(sid)
         if engine.keeps_snapshots and fitted.system == prefix:
             if record is None:
-                notice("no KV snapshot for this session; recomputing the documents")
+                if prefix == session["prefix"]:  # else the notice of the re-read text said why
+                    notice("no KV snapshot for this session; recomputing the documents")
             else:
                 try:
                     snapshot = engine.load(snapshot_file(record["path"]))
