@@ -24,10 +24,10 @@ def _env(home: Path, model: Path) -> dict:
 def test_chat_keeps_one_session_and_reuses_the_cache(smollm2_gguf, tmp_path):
     proc = subprocess.run(
         [str(SCOUTDOC), "chat", "examples/meeting.vtt", "--max-tokens", "8"],
-        input="Which database was chosen?\n\nWho writes the import script?\n", env=_env(tmp_path, smollm2_gguf),
+        input="Which database was chosen?\n\nWho writes the import script?\n/exit\nNever asked?\n", env=_env(tmp_path, smollm2_gguf),
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
-    assert proc.returncode == 0, proc.stderr  # end of input (Ctrl-D) leaves cleanly
+    assert proc.returncode == 0, proc.stderr  # /exit leaves cleanly (as the end of input, Ctrl-D, does)
     assert "Traceback" not in proc.stderr
     conn = sqlite3.connect(tmp_path / "scoutdoc.db")
     [(sid, command)] = conn.execute("SELECT id, command FROM sessions").fetchall()

@@ -90,3 +90,13 @@ def test_an_answer_naming_what_the_documents_lack_is_noted_everywhere(cli, tmp_p
     assert f"*Note: {note}*" in out
     code, out, _ = cli("sessions", "show", sid, "--json")
     assert [t["unsupported"] for t in json.loads(out)["turns"]] == [[], ["Monday"]]
+
+
+def test_an_answer_cut_by_the_token_limit_says_so_in_the_session(cli, tmp_path, monkeypatch):
+    doc = tmp_path / "minutes.txt"
+    doc.write_text("The meeting is on Tuesday.\n")
+    monkeypatch.setattr(answer, "open_engine_for", lambda choice: SaysEngine("It is on Tuesday at noon"))
+    sid = json.loads(cli("ask", str(doc), "When?", "--max-tokens", "3", "--json")[1])["session_id"]
+    assert "cut off by --max-tokens*" in cli("sessions", "show", sid)[1]
+    sid = json.loads(cli("ask", str(doc), "When?", "--json")[1])["session_id"]
+    assert "cut off" not in cli("sessions", "show", sid)[1]

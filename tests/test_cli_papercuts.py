@@ -94,6 +94,21 @@ def test_in_a_narrow_pipe_ids_and_notes_stay_whole_on_their_lines(tmp_path):
     assert sid in found.stderr
 
 
+def test_sessions_delete_speaks_json_and_search_needs_a_word(tmp_path):
+    sid = _session(tmp_path / "home", "The notice period is 14 days.", snapshot_bytes=2**10)
+    for query in ("", "*", "--"):
+        refused = run(tmp_path, "sessions", "search", "--", query)
+        assert refused.returncode == 2 and "holds no word to search for" in refused.stderr
+    deleted = run(tmp_path, "sessions", "delete", sid[:6], "--json")
+    assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"deleted": sid, "snapshot_files_removed": 1}
+
+
+def test_inspect_refuses_dump_with_json(tmp_path):
+    (tmp_path / "notes.txt").write_text("The meeting is on Tuesday.\n")
+    proc = run(tmp_path, "inspect", "notes.txt", "--dump", "--json")
+    assert proc.returncode == 2 and "give one of them" in proc.stderr
+
+
 def test_batch_refuses_an_existing_output_before_loading_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("The meeting is on Tuesday.\n")
     (tmp_path / "results.jsonl").write_text('{"status": "ok"}\n')
@@ -116,6 +131,7 @@ def test_models_info_of_a_config_and_on_a_missing_gpu(tmp_path):
     huge = [run(tmp_path, "models", "info", str(config), "--context", "1T", "--device", "cpu", *flag) for flag in ((), ("--json",))]
     assert huge[0].returncode == huge[1].returncode  # text and JSON agree on the exit code
     assert "fits: NO" in huge[0].stdout and json.loads(huge[1].stdout)["fits"] is False
+    assert "reads at most 1,024 tokens" in huge[0].stdout and "reads at most" not in text.stdout
     if not __import__("torch").cuda.is_available():
         gpu = run(tmp_path, "models", "info", str(config), "--context", "1k", "--device", "cuda")
         assert gpu.returncode == 0 and "fits: yes" not in gpu.stdout and "PyTorch sees no CUDA GPU" in gpu.stdout

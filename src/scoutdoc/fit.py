@@ -104,9 +104,9 @@ class FitStats:
         """One line for the user, empty when nothing was left out or split."""
         if self.strategy == "retrieve" and self.passages_used < self.passages_total:
             where = f", {self.where}" if self.where else ""
-            return f"answered from {self.passages_used} of {self.passages_total} passages{where}"
+            return f"answered from {self.passages_used:,} of {self.passages_total:,} passages{where}"
         if self.strategy == "map-reduce" and self.windows > 1:
-            return f"read all {self.passages_total} passages in {self.windows} parts, then combined the partial answers"
+            return f"read all {self.passages_total:,} passages in {self.windows:,} parts, then combined the partial answers"
         return ""
 
 

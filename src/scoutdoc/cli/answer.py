@@ -129,6 +129,9 @@ def _answer(
     _emit(result, as_json, gen.params.max_tokens, notes)
 
 
+LEAVE = ("/exit", "/quit", "/bye")  # what a chat user types to leave, never a question for the model
+
+
 def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
     if len(args) < 2:
         raise UsageError('give one or more paths and then the question, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
@@ -208,7 +211,7 @@ def chat(
         record = usable_session(store.session(session)) if session else None
         sid = record["id"] if record else None
         eng = open_engine_for(choice.for_session(record) if record else choice)
-        err.print("[dim]ask a question; Ctrl-D to leave[/dim]", markup=True)
+        err.print("[dim]ask a question; Ctrl-D or /exit to leave[/dim]", markup=True)
         while True:
             if interactive:
                 err.print("[bold]>[/bold] ", end="", markup=True)
@@ -218,6 +221,8 @@ def chat(
             question = line.strip()
             if not question:
                 continue
+            if question.lower() in LEAVE:
+                break
             try:
                 utf8_text(question, "that line")
             except UsageError as exc:  # one bad line (a pasted binary, a wrong terminal encoding) is not the end

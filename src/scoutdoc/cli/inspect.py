@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UsageError
 from ..ingest import IngestOptions, require_documents
 from ..wording import plural
 from .common import err, json_written, read_sources, safe, source_paths
@@ -44,6 +45,8 @@ def inspect(
     from ..ingest.report import summarize
 
     paths = source_paths(args)
+    if dump and as_json:
+        raise UsageError("--dump prints the packed text and --json a report of it; give one of them")
     if dump:  # documents are parked in a temporary file while reading, not all held in memory
         from ..ingest.dump import SpilledPack
 

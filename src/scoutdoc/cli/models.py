@@ -120,3 +120,6 @@ def models_info(
         sys.stdout.write(f"{key + ':':<16}{value}\n")
     if plan is not None:
         sys.stdout.write(f"\nmemory plan ({plan.device}):\n{plan.text()}\n")
+        if plan.context_tokens > info["context_length"]:
+            sys.stdout.write(f"note: {info['name']} reads at most {info['context_length']:,} tokens (longer prompts are "
+                             f"refused or retrieved from); this plan is for {plan.context_tokens:,}\n")

@@ -114,8 +114,9 @@ def _session_markdown(data: dict) -> str:
         if t["role"] == "user":
             lines += [f"## Q: {t['text']}", ""]
         else:
+            cut = ", cut off by --max-tokens" if t["finish_reason"] == "length" else ""
             lines += [t["text"], "", f"*{t['prompt_tokens']:,} prompt tokens, {t['cached_tokens']:,} cached, "
-                      f"TTFT {t['ttft_s']:.2f}s, {t['tokens_per_s']:.1f} tokens/s{_fit_note(t['fit'])}*", ""]
+                      f"TTFT {t['ttft_s']:.2f}s, {t['tokens_per_s']:.1f} tokens/s{_fit_note(t['fit'])}{cut}*", ""]
             if t["unsupported"]:
                 lines += [f"*Note: {grounding.note(t['unsupported'])}*", ""]
     return "\n".join(lines)
@@ -126,9 +127,9 @@ def _fit_note(fit: dict | None) -> str:
     if not fit or fit["strategy"] == "full":
         return ""
     if fit["strategy"] == "map-reduce":
-        return f", map-reduce: {fit['passages_total']} passages in {fit['windows']} parts"
+        return f", map-reduce: {fit['passages_total']:,} passages in {fit['windows']:,} parts"
     where = f" ({fit['where']})" if fit.get("where") else ""
-    return f", {fit['strategy']}: {fit['passages_used']} of {fit['passages_total']} passages{where}"
+    return f", {fit['strategy']}: {fit['passages_used']:,} of {fit['passages_total']:,} passages{where}"
 
 
 @app.command("show")
@@ -163,12 +164,16 @@ def sessions_export(
 @app.command("delete")
 def sessions_delete(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or a unique prefix.")],
+    as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
     """Delete a session, its turns and its KV snapshot files."""
     with open_store(db) as store:
         sid = store.session(session_id)["id"]
         removed = store.delete_session(sid)
+    if as_json:
+        sys.stdout.write(json.dumps({"deleted": sid, "snapshot_files_removed": len(removed)}) + "\n")
+        return
     err.print(f"deleted session {sid} ({plural(len(removed), 'snapshot file')} removed)", highlight=False)
 
 
@@ -182,8 +187,11 @@ def sessions_search(
     """Full-text search over every question and answer."""
     from rich.table import Table
 
+    query = " ".join(text)
+    if not any(c.isalnum() for c in query):  # the words are matched, never punctuation or wildcards
+        raise UsageError(f"{query!r} holds no word to search for; e.g. scoutdoc sessions search notice period")
     with open_store(db) as store:
-        hits = store.search(" ".join(text), limit)
+        hits = store.search(query, limit)
     if as_json:  # the matched words between [ and ], as before the marks were control characters
         from ..store import MATCH_END, MATCH_START
 
