@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scoutdoc.errors import ModelError
+from scoutdoc.errors import UsageError
 from scoutdoc.runtime import dtypes
 from scoutdoc.runtime.weights import resolve_dtype
 
@@ -37,5 +37,5 @@ def test_auto_on_a_gpu_follows_its_bfloat16_support(monkeypatch, bf16, want):
 
 def test_explicit_names_pass_through_and_unknown_ones_name_auto():
     assert resolve_dtype("float32", "cpu") == torch.float32
-    with pytest.raises(ModelError, match="use auto or one of float32"):
+    with pytest.raises(UsageError, match="use auto or one of float32"):
         resolve_dtype("float64", "cpu")
