@@ -81,9 +81,10 @@ def _emit(result, as_json: bool, max_tokens: int, notes: list[str]) -> None:
     if cut:
         err.print(f"[yellow]the answer was cut off at --max-tokens {max_tokens:,}[/yellow]; ask again with a larger "
                   "--max-tokens for the rest", highlight=False, markup=True, soft_wrap=True)
+    speed = f"{s.tokens_per_s:.1f} tokens/s · " if s.tokens_per_s else ""  # none measured from a single token
     err.print(
         f"[dim]{s.prompt_tokens:,} prompt tokens ({s.cached_tokens:,} cached) · {plural(s.generated_tokens, 'token')} "
-        f"generated, finish: {s.finish_reason or 'unknown'} · TTFT {s.ttft_s:.2f}s · {s.tokens_per_s:.1f} tokens/s · "
+        f"generated, finish: {s.finish_reason or 'unknown'} · TTFT {s.ttft_s:.2f}s · {speed}"
         f"session {result.session_id}[/dim]",
         highlight=False, markup=True, soft_wrap=True,
     )
