@@ -106,7 +106,8 @@ class Tally:
 # Skip codes of sources left out on purpose: reading them again cannot give another outcome, so they
 # are "skipped", kept on --resume and not counted as failures. The other codes (damaged, encrypted,
 # no text...) are failures the user can fix, e.g. with --password, and are retried on resume.
-EXCLUDED_CODES = frozenset({"secret", "too_large", "binary", "empty", "not_regular", "link", "unsafe", "limit"})
+EXCLUDED_CODES = frozenset({"secret", "too_large", "binary", "empty", "not_regular", "link", "unsafe", "limit",
+                            "repository"})
 
 
 def _row_key(row: dict[str, Any]) -> tuple[str, ...] | None:

@@ -283,3 +283,50 @@ def test_force_added_files_are_selected_under_a_directory_whose_name_is_a_glob(t
     git(root, "add", "-f", "data[1]/a.txt")
     assert [s.rel for s in walk_directory(root / "data[1]", IngestOptions())[0]] == ["a.txt"]
     assert [s.rel for s in walk_directory(root, IngestOptions())[0]] == [".gitignore", "data[1]/a.txt"]
+
+
+@pytest.mark.parametrize(("ignore", "files"), [
+    ("logs/**\n!logs/.gitkeep\n", ["logs/.gitkeep", "logs/a.log"]),  # logs/ itself is entered
+    ("*\n!*/\n!*.md\n", ["d/b.md", "d/c.txt", "top.md"]),  # the whitelist idiom
+    ("data/**\n!data/**/\n!data/**/*.md\n", ["data/a.md", "data/s/b.md", "data/s/c.txt"]),
+    ("x/**/\n", ["x/a", "x/y/b"]),
+    ("?\n!/x\n", ["x/b/f.txt", "x/cc/g.txt", "z.txt"]),  # the negation re-includes x, not what lies below it
+    ("**/**/\n", ["a", "d/e"]),
+])
+def test_selection_in_a_repository_is_gits_own(tmp_path, git, ignore, files):
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / ".gitignore").write_text(ignore)
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("text\n")
+    assert {s.rel for s in walk_directory(root, IngestOptions())[0]} == git_selection(root, git)
+
+
+def test_a_repository_inside_a_repository_is_one_entry_skipped_with_its_reason(tmp_path, git):
+    root = tmp_path / "repo"
+    (root / "nested").mkdir(parents=True)
+    git(root, "init", "-q")
+    git(root / "nested", "init", "-q")
+    (root / "a.txt").write_text("top\n")
+    (root / "nested" / "n.txt").write_text("inside\n")
+    selected, skipped = walk_directory(root, IngestOptions())
+    assert [s.rel for s in selected] == ["a.txt"] and "nested/" in git_selection(root, git)
+    assert [(s.source, s.code) for s in skipped] == [("nested", "repository")]
+    assert "pass its path to read it" in skipped[0].reason
+    assert [s.rel for s in walk_directory(root / "nested", IngestOptions())[0]] == ["n.txt"]
+
+
+def test_a_linked_worktree_is_read_as_git_lists_it(tmp_path, git):
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / ".gitignore").write_text("*.log\n")
+    (root / "a.txt").write_text("tracked\n")
+    git(root, "add", ".")
+    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "one")
+    git(root, "worktree", "add", "-q", str(tmp_path / "wt"))
+    (tmp_path / "wt" / "new.txt").write_text("untracked\n")
+    (tmp_path / "wt" / "x.log").write_text("ignored\n")
+    assert [s.rel for s in walk_directory(tmp_path / "wt", IngestOptions())[0]] == [".gitignore", "a.txt", "new.txt"]

@@ -1,13 +1,14 @@
 """Choosing the files of a directory the way git would, plus the ignores a prompt needs on top.
 
-The selection equals `git ls-files --cached --others --exclude-standard` (for a tree whose tracked
-files are not ignored) minus DEFAULT_IGNORE_DIRS/FILES and secret files: nested `.gitignore` files
-with negations, `.git/info/exclude`, and the `.gitignore` files of enclosing directories up to the
-repository root. Ignored directories are never entered, which is also how git makes a negation
-inside an ignored directory ineffective. Files in git's index are selected whatever the ignore rules
-say, as `git ls-files` lists them (a file force-added despite a matching rule, `git add -f`): the
-index is read with `git ls-files` itself when git is installed (`_tracked`), since its format is
-git's own; without git such files are left out.
+The selection equals `git ls-files --cached --others --exclude-standard` minus DEFAULT_IGNORE_DIRS/
+FILES and secret files. Inside a repository, with git installed, git itself lists the files
+(`_git_listed`): its ignore rules have corners a reimplementation keeps missing (a directory
+re-included by `!*/` after `*`, `logs/**` that leaves `logs/` itself to be entered, global excludes,
+a linked worktree's `.git` file), and a submodule or an untracked repository inside it is one entry
+there, skipped here with that reason. Elsewhere (no repository, no git, `--no-gitignore` aside) the
+same rules are applied by `_Rules`: nested `.gitignore` files with negations, `.git/info/exclude`,
+and the `.gitignore` files of enclosing directories up to the repository root; ignored directories
+are never entered, which is also how git makes a negation inside an ignored directory ineffective.
 """
 
 from __future__ import annotations
@@ -176,15 +177,16 @@ def _repo_top(directory: Path) -> Path | None:
     return None
 
 
-def _initial_rules(directory: Path, use_gitignore: bool) -> tuple[_Rules, str]:
-    """Rules from the repository top down to `directory`, and `directory`'s path relative to the top.
+def _initial_rules(directory: Path, use_gitignore: bool) -> tuple[_Rules, str, Path | None]:
+    """Rules from the repository top down to `directory`, `directory`'s path relative to the top, and
+    the top of the repository it is read in (None outside one).
 
     A directory the enclosing repository ignores (say `.venv/lib/.../pkg`) was still named by the
     user on purpose, so it is then read as a root of its own with only its own ignore files.
     """
     if not use_gitignore:
-        return _Rules(), ""
-    top = _repo_top(directory)
+        return _Rules(), "", None
+    top = repo = _repo_top(directory)
     if top is None:  # not a repository: still honour the .gitignore files the directory carries
         top = directory
     rules = _Rules()
@@ -201,36 +203,47 @@ def _initial_rules(directory: Path, use_gitignore: bool) -> tuple[_Rules, str]:
                 own = _Rules()
                 if (directory / ".gitignore").is_file():
                     own = own.with_file("", directory / ".gitignore")
-                return own, ""
+                return own, "", None
         if (current / ".gitignore").is_file():
             rules = rules.with_file(base, current / ".gitignore")
-    return rules, prefix
+    return rules, prefix, repo
 
 
 GIT_TIMEOUT_S = 30
 
 
-def _tracked(directory: Path) -> tuple[frozenset[str], frozenset[str]]:
-    """(files, directories holding them) of git's index under `directory`, relative to it; empty
-    outside a repository, without git, or when git refuses the repository (another owner). The
-    repository is the user's, but not necessarily trusted: hooks and fsmonitor are switched off."""
-    top = _repo_top(directory)
+@dataclass(frozen=True)
+class _Listed:
+    """What `git ls-files --cached --others --exclude-standard` lists under a directory, relative to it."""
+
+    files: frozenset[str]  # a submodule is one of them, though a directory on disk
+    dirs: frozenset[str]  # the directories holding them
+    repos: frozenset[str]  # untracked repositories inside it, which git lists whole ("nested/")
+
+
+def _git_listed(top: Path, directory: Path) -> _Listed | None:
+    """git's own selection under `directory` of the repository at `top`: every ignore rule as git reads
+    them (global excludes, a linked worktree's, files in the index whatever the rules say); None
+    without git, or when git refuses the repository (another owner). The repository is the user's,
+    but not necessarily trusted: hooks and fsmonitor are switched off."""
     git = shutil.which("git")
-    if top is None or git is None:
-        return frozenset(), frozenset()
+    if git is None:
+        return None
     try:
         listed = subprocess.run(
-            # the whole index, cut to `directory` below: a directory named "data[1]" would be a glob as a pathspec
+            # the whole repository, cut to `directory` below: a directory named "data[1]" would be a glob as a pathspec
             [git, "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-C", str(top), "ls-files", "-z",
-             "--cached"],
+             "--cached", "--others", "--exclude-standard"],
             capture_output=True, timeout=GIT_TIMEOUT_S, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return frozenset(), frozenset()
+        return None
     under = "" if directory == top else directory.relative_to(top).as_posix() + "/"
-    files = {name[len(under):] for name in map(os.fsdecode, listed.split(b"\0")) if name.startswith(under) and name != under}
-    dirs = {str(parent) for f in files for parent in PurePosixPath(f).parents if str(parent) != "."}
-    return frozenset(files), frozenset(dirs)
+    names = {name[len(under):] for name in map(os.fsdecode, listed.split(b"\0")) if name.startswith(under) and name != under}
+    files = {n for n in names if n and not n.endswith("/")}
+    repos = {n.rstrip("/") for n in names if n.endswith("/")}
+    dirs = {str(parent) for f in files | repos for parent in PurePosixPath(f).parents if str(parent) != "."}
+    return _Listed(frozenset(files), frozenset(dirs), frozenset(repos))
 
 
 @dataclass
@@ -246,8 +259,8 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
     silently: listing every node_modules file as "skipped" would bury the skips that matter.
     """
     directory = directory.resolve()
-    rules, prefix = _initial_rules(directory, options.gitignore)
-    tracked, tracked_dirs = _tracked(directory) if options.gitignore else (frozenset(), frozenset())
+    rules, prefix, repo = _initial_rules(directory, options.gitignore)
+    git = _git_listed(repo, directory) if repo is not None else None  # else the rules decide, as git would
     include = Matcher(options.include) if options.include else None
     exclude = Matcher(options.exclude) if options.exclude else None
     selected: list[Selected] = []
@@ -273,7 +286,11 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
             if is_dir:
                 if is_default_ignored_dir(entry.name, entry.path):
                     continue
-                if rules.ignored(_join(prefix, rel), True) and rel not in tracked_dirs:
+                if git is not None and (rel in git.repos or rel in git.files):
+                    skipped.append(Skip(display_name(rel), f"a git {'repository' if rel in git.repos else 'submodule'} "
+                                        "of its own, which git lists as one entry; pass its path to read it", "repository"))
+                    continue
+                if (rel not in git.dirs) if git is not None else rules.ignored(_join(prefix, rel), True):
                     continue
                 if exclude and exclude.match_file(rel + "/"):
                     continue
@@ -281,7 +298,7 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
                 continue
             if entry.name in DEFAULT_IGNORE_FILES:
                 continue
-            if rules.ignored(_join(prefix, rel), False) and rel not in tracked:
+            if (rel not in git.files) if git is not None else rules.ignored(_join(prefix, rel), False):
                 continue
             if exclude and exclude.match_file(rel):
                 continue
