@@ -134,3 +134,37 @@ def test_corpus_comments_are_read(corpus):
     document = read_docx("comments.docx", data)
     assert "[comment 0, Steve Canny] Text with hyperlink" in document.text
     assert "Some text worthy of note.[comment 0]" in document.text
+
+
+def _run(text: str, tag: str = "w:t") -> str:
+    return f'<w:r><{tag} xml:space="preserve">{text}</{tag.split()[0]}></w:r>'
+
+
+def test_runs_inside_changes_controls_fields_and_tags_are_read_as_word_shows_them(tmp_path):
+    """A tracked insertion is read and a deletion left out (changes accepted); a content control, a
+    simple field and a smart tag keep their text; a content control around paragraphs, a table
+    nested in a cell and a change inside a cell are read too."""
+    document = docx.Document()
+    add = document.element.body.sectPr.addprevious  # blocks go before the section properties, as Word keeps them
+    add(parse_xml(
+        f'<w:p {NS}>{_run("Notice period is ")}<w:del w:id="1" w:author="Ana">{_run("30 days", "w:delText")}</w:del>'
+        f'<w:ins w:id="2" w:author="Ana">{_run("60 days")}</w:ins>{_run(" after notice.")}</w:p>'))
+    add(parse_xml(
+        f'<w:p {NS}>{_run("Client: ")}<w:sdt><w:sdtPr><w:alias w:val="Name"/></w:sdtPr><w:sdtContent>{_run("ACME")}'
+        f'</w:sdtContent></w:sdt> <w:fldSimple w:instr="DOCPROPERTY City">{_run(" of Cork")}</w:fldSimple>'
+        f'<w:smartTag w:uri="x" w:element="place">{_run(", Ireland")}</w:smartTag><w:moveFrom w:id="3" w:author="Ana">'
+        f'{_run(" MOVED AWAY")}</w:moveFrom></w:p>'))
+    add(parse_xml(f'<w:sdt {NS}><w:sdtContent><w:p>{_run("Inside a content control.")}</w:p></w:sdtContent></w:sdt>'))
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text = "outer"
+    table.cell(0, 0)._tc.append(parse_xml(
+        f'<w:tbl {NS}><w:tr><w:tc><w:p>{_run("in A")}</w:p></w:tc><w:tc><w:p>{_run("in B")}</w:p></w:tc></w:tr></w:tbl>'))
+    table.cell(0, 1)._tc.append(parse_xml(f'<w:p {NS}><w:ins w:id="4" w:author="Ana">{_run("added")}</w:ins></w:p>'))
+    path = tmp_path / "changes.docx"
+    document.save(str(path))
+    (doc,) = load_sources([path]).documents
+    text = "\n".join(s.text for s in doc.segments)
+    assert "Notice period is 60 days after notice." in text and "30 days" not in text
+    assert "Client: ACME of Cork, Ireland" in text and "MOVED AWAY" not in text
+    assert "Inside a content control." in text
+    assert "| outer in A; in B | added |" in text

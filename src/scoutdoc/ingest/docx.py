@@ -9,6 +9,7 @@ segment ("table 2 row 3") so an answer can cite a row.
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -166,7 +167,35 @@ def _heading_level(paragraph: Paragraph, styles: _StyleCache) -> int:
     return 0
 
 
-def _table_rows(table: Table) -> list[str]:
+_P, _TBL, _SDT_CONTENT = qn("w:p"), qn("w:tbl"), qn("w:sdtContent")
+_WRAPPERS = {qn("w:sdt"), _SDT_CONTENT, qn("w:customXml")}  # content controls and custom XML around blocks
+
+
+def _blocks(element, parent) -> Iterator[Paragraph | Table]:
+    """The paragraphs and tables of a body, cell, header or footer in document order, also those
+    inside a content control (`w:sdt`), which python-docx's `iter_inner_content` passes over."""
+    for child in element.iterchildren():
+        if child.tag == _P:
+            yield Paragraph(child, parent)
+        elif child.tag == _TBL:
+            yield Table(child, parent)
+        elif child.tag in _WRAPPERS:
+            yield from _blocks(child, parent)
+
+
+def _cell_text(cell) -> str:
+    """A cell's paragraphs and, for a table nested in it, its rows ("a; b / c; d"), on one line."""
+    parts = []
+    for block in _blocks(cell._tc, cell):
+        if isinstance(block, Table):
+            parts.append(" / ".join("; ".join(cells) for cells in _rows(block)))
+        else:
+            parts.append(paragraph_text(block))
+    return " ".join(" ".join(parts).split())
+
+
+def _rows(table: Table) -> list[list[str]]:
+    """Each row's cell texts, rows without any text left out."""
     rows = []
     for row in table.rows:
         cells, seen = [], set()
@@ -174,10 +203,14 @@ def _table_rows(table: Table) -> list[str]:
             if id(cell._tc) in seen:  # a merged cell is returned once per grid column it spans
                 continue
             seen.add(id(cell._tc))
-            cells.append(" ".join(cell.text.split()))
+            cells.append(_cell_text(cell))
         if any(cells):
-            rows.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
     return rows
+
+
+def _table_rows(table: Table) -> list[str]:
+    return ["| " + " | ".join(cells) + " |" for cells in _rows(table)]
 
 
 def _hdr_ftr_segments(document) -> list[Segment]:
@@ -193,9 +226,10 @@ def _hdr_ftr_segments(document) -> list[Segment]:
         ):
             if part.is_linked_to_previous:
                 continue
-            text = "\n".join(p.text for p in part.paragraphs if p.text.strip())
-            for table in part.tables:
-                text += ("\n" if text else "") + "\n".join(_table_rows(table))
+            lines = []
+            for block in _blocks(part._element, part):
+                lines += _table_rows(block) if isinstance(block, Table) else [paragraph_text(block)]
+            text = "\n".join(line for line in lines if line.strip())
             if text.strip() and text not in seen:
                 seen.add(text)
                 segments.append(Segment(text, f"{label}, section {index}"))
@@ -233,7 +267,7 @@ def read_docx(source: str, data: bytes) -> Document:
             block.clear()
 
     try:
-        for item in document.iter_inner_content():
+        for item in _blocks(document.element.body, document._body):
             if isinstance(item, Table):
                 flush()
                 table_no += 1

@@ -1,10 +1,13 @@
-"""Word text that python-docx's paragraph API does not reach: text boxes, footnotes, endnotes, comments.
+"""Word text that python-docx's paragraph API does not reach: text boxes, footnotes, endnotes, comments,
+and runs wrapped in other elements.
 
-`Paragraph.text` reads only a paragraph's own runs, so text in a text box (a drawing anchored in a
-run) and the notes and comments kept in their own package parts were dropped without a word. Each
-comes back here with a marker saying what it is (`[text box]`, `[footnote 2]`, `[comment 1, Ana]`),
-and a reference in the body keeps its place as the same marker, so the model can tie a note to the
-sentence it annotates.
+`Paragraph.text` reads only a paragraph's own runs and hyperlinks, so a tracked insertion (`w:ins`),
+a content control (`w:sdt`), a field (`w:fldSimple`) or a smart tag lost its text: a contract under
+review read "Notice period is  after notice." `paragraph_text` walks the paragraph instead, leaving
+out only tracked deletions and moves away, and text boxes. Text in a text box (a drawing anchored in
+a run) and the notes and comments kept in their own package parts come back with a marker saying
+what they are (`[text box]`, `[footnote 2]`, `[comment 1, Ana]`), and a reference in the body keeps
+its place as the same marker, so the model can tie a note to the sentence it annotates.
 """
 
 from docx.opc.constants import RELATIONSHIP_TYPE as RT
@@ -28,19 +31,36 @@ def _marker(label: str, note_id: str | None) -> str:
     return f"[{label} {note_id}]" if note_id is not None else f"[{label}]"
 
 
-def paragraph_text(paragraph: Paragraph) -> str:
-    """The paragraph's text, with `[footnote N]`-style markers where it references a note or comment.
+# Not read: deleted and moved-away text, text boxes (`text_boxes`), Word's second copy of a drawing,
+# and the property elements, which hold no text of the document's.
+_LEFT_OUT = frozenset(qn(t) for t in ("w:del", "w:moveFrom", "w:txbxContent", "w:pPr", "w:rPr", "w:sdtPr")) | {_MC_FALLBACK}
+_CHARACTERS = {qn("w:tab"): "\t", qn("w:br"): "\n", qn("w:cr"): "\n", qn("w:noBreakHyphen"): "-"}
+_TEXT = qn("w:t")
 
-    Paragraphs without references (nearly all) return python-docx's own `text` unchanged.
-    """
-    p = paragraph._p
-    if next(p.iter(*_REFERENCE_LABELS), None) is None:
-        return paragraph.text
-    pieces = []
-    for child in p.xpath("w:r | w:hyperlink"):
-        pieces.append(child.text)
-        for ref in child.iter(*_REFERENCE_LABELS):
-            pieces.append(_marker(_REFERENCE_LABELS[ref.tag], ref.get(qn("w:id"))))
+
+def paragraph_text(paragraph: Paragraph) -> str:
+    """The paragraph's text as Word shows it with changes accepted, with `[footnote N]`-style markers
+    where it references a note or comment."""
+    return element_text(paragraph._p)
+
+
+def element_text(element) -> str:
+    """The text of a paragraph element (or of any element holding runs), in document order."""
+    pieces: list[str] = []
+
+    def walk(node) -> None:
+        for child in node:
+            tag = child.tag
+            if tag == _TEXT:
+                pieces.append(child.text or "")
+            elif tag in _CHARACTERS:
+                pieces.append(_CHARACTERS[tag])
+            elif tag in _REFERENCE_LABELS:
+                pieces.append(_marker(_REFERENCE_LABELS[tag], child.get(qn("w:id"))))
+            elif tag not in _LEFT_OUT:
+                walk(child)
+
+    walk(element)
     return "".join(pieces)
 
 
@@ -54,7 +74,7 @@ def text_boxes(paragraph: Paragraph) -> list[str]:
     for content in paragraph._p.iter(qn("w:txbxContent")):
         if any(a.tag == _MC_FALLBACK for a in content.iterancestors()):
             continue
-        lines = [Paragraph(p, paragraph._parent).text.strip() for p in content.iterchildren(qn("w:p"))]
+        lines = [element_text(p).strip() for p in content.iterchildren(qn("w:p"))]
         text = "\n".join(line for line in lines if line)
         if text:
             boxes.append(text)
@@ -73,7 +93,7 @@ def note_segments(document) -> list[Segment]:
             for note in root.iterchildren(qn(tag)):
                 if note.get(qn("w:type")) not in (None, "normal"):  # separator lines, not notes
                     continue
-                lines = [Paragraph(p, None).text.strip() for p in note.iter(qn("w:p"))]
+                lines = [element_text(p).strip() for p in note.iter(qn("w:p"))]
                 text = "\n".join(line for line in lines if line)
                 if not text:
                     continue
