@@ -15,7 +15,7 @@ from .document import Unreadable
 
 SECRET_FILE_GLOBS = (
     ".env*", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa", "id_dsa",
-    "id_ecdsa", "id_ed25519", ".netrc", ".pgpass", ".htpasswd", "credentials", "credentials.*",
+    "id_ecdsa", "id_ed25519", "*.ppk", ".netrc", ".pgpass", ".htpasswd", "credentials", "credentials.*",
     "*credentials*.json", "secrets.yml", "secrets.yaml", "secrets.json", "*.secret", "*.secrets",
     # package registries, git, containers and cloud CLIs
     ".npmrc", ".yarnrc.yml", ".pypirc", ".git-credentials", ".dockercfg", ".s3cfg", ".boto", ".vault-token",
@@ -54,7 +54,9 @@ class _Rule:
 
 
 _RULES = (
-    _Rule("a private key", ("PRIVATE KEY-----",), re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
+    _Rule("a private key", ("PRIVATE KEY", "PuTTY-User-Key-File"),
+          re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|^PuTTY-User-Key-File-\d+:", re.M)),
+    _Rule("a Stripe key", ("sk_test_", "rk_live_", "rk_test_"), re.compile(r"\b[sr]k_(?:test|live)_[A-Za-z0-9]{16,}")),
     _Rule("an npm auth token", ("_auth", "npm_"), re.compile(r"(?m)(?:_authToken|^\s*_auth)\s*=\s*\S{8,}|\bnpm_[A-Za-z0-9]{36}\b")),
     _Rule("a PyPI token", ("pypi-",), re.compile(r"\bpypi-AgE[A-Za-z0-9_-]{40,}")),
     _Rule("an AWS key", ("AKIA", "ASIA", "aws_secret_access_key"),
