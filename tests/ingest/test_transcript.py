@@ -68,6 +68,23 @@ def test_prose_is_not_mistaken_for_a_transcript():
     assert parse_timed_text("Meeting at 10:30 today.\nBring the slides.\nAnd coffee.\n") is None
 
 
+def test_a_table_or_a_log_with_times_keeps_its_lines(tmp_path):
+    rows = "time,train,platform\n08:15,Express A,2\n08:45,Local B,3\n09:10,Express C,1\n"
+    (tmp_path / "timetable.csv").write_text(rows)
+    (tmp_path / "app.log").write_text("10:15:05 ERROR Database: down\n10:15:09 INFO Database: up\n")
+    table, log = load_sources([tmp_path / "timetable.csv", tmp_path / "app.log"]).documents
+    assert table.kind == log.kind == "text"
+    assert table.text.startswith("time,train,platform\n08:15,Express A,2") and "ERROR Database: down" in log.text
+
+
+def test_the_lines_before_a_transcripts_first_time_are_kept(tmp_path):
+    path = tmp_path / "minutes.txt"
+    path.write_text("Weekly sync, all present\n[00:00:01] Ana: Morning.\n[00:00:05] Tom: Hi.\n")
+    (document,) = load_sources([path]).documents
+    assert document.kind == "transcript" and "Weekly sync, all present" in document.text.splitlines()[0]
+    assert [c["speaker"] for c in document.meta["cues"]] == ["", "Ana", "Tom"]
+
+
 CORPUS_SUBS = sorted(p for p in CORPUS.joinpath("subtitles").iterdir()) if CORPUS.is_dir() else []
 
 

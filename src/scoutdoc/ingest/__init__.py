@@ -11,7 +11,7 @@ import errno
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..errors import IngestError
@@ -232,6 +232,12 @@ def _ingest_bytes(
         out.skipped.append(Skip(source, *failure_reason(kind, exc)))
 
 
+# Plain text that may be a transcript with its times at the line starts ("[00:01:02] Ana: ..."); a
+# table (.csv), a log or data keep their lines: read as a transcript, a timetable's "08:15,Express A"
+# lost its header row and became a cue at minute 8.
+TIMED_TEXT_SUFFIXES = ("", ".txt", ".text", ".md", ".transcript")
+
+
 def _read_text_kinds(source: str, data: bytes, kind: str, detail: str, options: IngestOptions, explicit: bool, verbatim: bool) -> Document:
     """Subtitles, timestamped text, prose and code: everything that is decoded text."""
     text = decode_or_skip(data)
@@ -241,7 +247,7 @@ def _read_text_kinds(source: str, data: bytes, kind: str, detail: str, options: 
         from .transcript import read_subtitles
 
         return read_subtitles(source, data, text, detail)
-    if kind in ("text", "unknown") and not verbatim:
+    if kind in ("text", "unknown") and not verbatim and PurePosixPath(source.split("!")[-1].lower()).suffix in TIMED_TEXT_SUFFIXES:
         cues = parse_timed_text(text)
         if cues:
             return transcript_document(source, data, cues)

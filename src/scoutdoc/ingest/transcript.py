@@ -101,6 +101,7 @@ def parse_timed_text(text: str) -> list[Cue] | None:
     if sum(1 for m in matches if m) < 0.6 * len(lines):
         return None
     raw: list[tuple[float, float | None, str]] = []
+    lead: list[str] = []  # lines before the first time (a title, who was there): kept, at that time
     for line, match in zip(lines, matches):
         if match:
             end = parse_time(match.group(2)) if match.group(2) else None
@@ -108,6 +109,10 @@ def parse_timed_text(text: str) -> list[Cue] | None:
         elif raw:  # a continuation line belongs to the previous cue
             start, end, body = raw[-1]
             raw[-1] = (start, end, f"{body} {line.strip()}")
+        else:
+            lead.append(line.strip())
+    if lead and raw:
+        raw.insert(0, (raw[0][0], raw[0][0], " ".join(lead)))
     cues = []
     for i, (start, end, body) in enumerate(raw):
         if end is None:
