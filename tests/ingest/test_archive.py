@@ -161,3 +161,26 @@ def test_corrupt_archive_is_a_clean_skip(tmp_path):
     result = load_sources([tmp_path / "broken.zip", tmp_path / "broken.tar.gz"])
     assert not result.documents
     assert [s.reason.split(" (")[0] for s in result.skipped] == ["not a readable zip archive", "not a readable tar archive"]
+
+
+def test_a_wrong_password_that_passes_zipcryptos_check_byte_does_not_stop_the_right_one(tmp_path):
+    """ZipCrypto checks one byte of the password: about 1 wrong password in 256 passes, and the member
+    then decrypts to noise (a CRC or inflate error); the next password is still tried."""
+    from hostile.builders import zipcrypto
+
+    archive = zipcrypto(tmp_path / "locked.zip", "inside.txt", b"The vault code is 4417.\n", b"s3cret")
+    with zipfile.ZipFile(archive) as z:
+        info = z.infolist()[0]
+
+        def passes_the_check(pwd: str) -> bool:
+            try:
+                z.open(info, pwd=pwd.encode()).close()
+                return True
+            except RuntimeError:
+                return False
+
+        fooling = next(f"wrong{n}" for n in range(100_000) if passes_the_check(f"wrong{n}"))
+    opened = load_sources([archive], IngestOptions(passwords=(fooling, "s3cret")))
+    assert "vault code is 4417" in opened.documents[0].text
+    alone = load_sources([archive], IngestOptions(passwords=(fooling,)))
+    assert not alone.documents and alone.skipped[0].code != "encrypted"  # decrypted noise reads as damage

@@ -141,14 +141,21 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int
             return handle.read(limit)
     if not passwords:
         raise Unreadable("encrypted zip member; pass its password with --password", "encrypted")
+    garbled: Exception | None = None
     for password in passwords:
         try:
             with archive.open(info, pwd=password.encode("utf-8")) as handle:
                 return handle.read(limit)
         except RuntimeError:  # zipfile's "Bad password"
             continue
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            # ZipCrypto checks one byte: 1 wrong password in 256 passes it and decrypts noise; the next may be right
+            garbled = exc
+            continue
         except NotImplementedError as exc:  # AES (WinZip) encryption: zipfile only decrypts ZipCrypto
             raise Unreadable("encrypted with AES, which Python's zipfile cannot open; extract it with 7-Zip and pass the file", "encrypted") from exc
+    if garbled is not None:
+        raise garbled  # none opened it cleanly: a damaged member (or that 1-in-256 wrong password), as the caller says
     raise Unreadable("encrypted zip member, and no --password given opened it; check --password", "encrypted")
 
 
