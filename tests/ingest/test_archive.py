@@ -184,3 +184,23 @@ def test_a_wrong_password_that_passes_zipcryptos_check_byte_does_not_stop_the_ri
     assert "vault code is 4417" in opened.documents[0].text
     alone = load_sources([archive], IngestOptions(passwords=(fooling,)))
     assert not alone.documents and alone.skipped[0].code != "encrypted"  # decrypted noise reads as damage
+
+
+def test_an_archive_stops_holding_text_at_the_runs_cap_member_by_member(tmp_path, monkeypatch):
+    import scoutdoc.ingest as ingest
+
+    members = {f"m{i:02d}.txt": (f"member {i} " * 40).encode() for i in range(12)}  # 400 characters each
+    path = tmp_path / "many.zip"
+    path.write_bytes(zip_bytes(members))
+    held = []  # how many documents the run holds after each member
+    keep = ingest._keep
+
+    def counting(out, document, cap):
+        keep(out, document, cap)
+        held.append(len(out.documents))
+
+    monkeypatch.setattr(ingest, "_keep", counting)
+    result = load_sources([path], IngestOptions(max_total_chars=1000))
+    assert [d.source.rsplit("!", 1)[1] for d in result.documents] == ["m00.txt", "m01.txt"]
+    assert len(result.skipped) == 10 and {s.code for s in result.skipped} == {"limit"}
+    assert max(held) == 2  # never all twelve members' text at once

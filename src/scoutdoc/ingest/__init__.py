@@ -51,6 +51,7 @@ class _Work:
 class _Collected:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    chars: int = 0  # the text of the documents kept so far (`_keep`)
 
 
 def load_sources(
@@ -88,12 +89,11 @@ def load_sources(
         else:
             out.skipped.append(Skip(display_name(str(raw)), "not a regular file or directory (device, socket or pipe); pass a file", "not_regular"))
     per_group: dict[int, list[str]] = {}
-    chars = 0
     for done, item in enumerate(work, start=1):
         before = len(out.documents)
         try:
             with open(item.path, "rb") as handle:
-                if _surely_over(handle, item.source, options.max_total_chars - chars):
+                if _surely_over(handle, item.source, options.max_total_chars - out.chars):
                     raise _OverTotal
                 data = handle.read()
         except _OverTotal:
@@ -103,7 +103,6 @@ def load_sources(
         else:
             _ingest_bytes(item.source, data, options, depth=0, explicit=item.explicit, budget=None, out=out, verbatim=item.group >= 0)
             del data
-            chars = _within_total(out, before, chars, options.max_total_chars)
             if on_document:
                 out.documents[before:] = map(on_document, out.documents[before:])
         if item.group >= 0 and len(out.documents) > before:
@@ -143,19 +142,17 @@ def _over_total_reason(cap: int) -> str:
             "select fewer or smaller files (--include/--exclude) or split the run")
 
 
-def _within_total(out: _Collected, before: int, chars: int, cap: int) -> int:
-    """Keep the documents just read while the text of the run stays within `cap` characters; the
-    rest become skips. Memory grows about 25-fold over the text (segments, the packed prompt, token
-    ids, the search index): 152 MB of text took 4.5 GB before this cap."""
-    kept: list[Document] = []
-    for document in out.documents[before:]:
-        if chars + document.chars > cap:
-            out.skipped.append(Skip(document.source, _over_total_reason(cap), "limit"))
-            continue
-        chars += document.chars
-        kept.append(document)
-    out.documents[before:] = kept
-    return chars
+def _keep(out: _Collected, document: Document, cap: int) -> None:
+    """Keep a document just read while the text of the run stays within `cap` characters; else it is
+    a skip. Memory grows about 25-fold over the text (segments, the packed prompt, token ids, the
+    search index): 152 MB of text took 4.5 GB before this cap. Each document counts as soon as it is
+    read, an archive's members one by one, so an archive of many large members stops holding text
+    at the cap instead of after its last member (240 members of 4 MB took 730 MB)."""
+    if out.chars + document.chars > cap:
+        out.skipped.append(Skip(document.source, _over_total_reason(cap), "limit"))
+        return
+    out.chars += document.chars
+    out.documents.append(document)
 
 
 def require_documents(result: IngestResult) -> IngestResult:
@@ -225,7 +222,7 @@ def _ingest_bytes(
             document = _read_text_kinds(source, data, kind, detail, options, explicit, verbatim)
         if kind in ("pdf", "docx") and not explicit and not options.include_secrets:
             refuse_secrets(document.text)  # a key pasted into a Word file or a PDF is a key too
-        out.documents.append(check_garbled(document, options.strict))
+        _keep(out, check_garbled(document, options.strict), options.max_total_chars)
     except Unreadable as exc:
         out.skipped.append(Skip(source, str(exc), exc.code))
     except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - parsers raise anything on hostile input
@@ -279,6 +276,9 @@ def _ingest_archive(source: str, data: bytes, suffix: str, options: IngestOption
             continue
         if not options.include_secrets and is_secret_path(member.name):
             out.skipped.append(Skip(member_source, SECRET_SKIP_REASON, "secret"))
+            continue
+        if out.chars >= options.max_total_chars:  # full: not even decoded
+            out.skipped.append(Skip(member_source, _over_total_reason(options.max_total_chars), "limit"))
             continue
         _ingest_bytes(member_source, member.data, options, depth + 1, False, budget, out)
 
