@@ -137,3 +137,17 @@ def test_subtitles_inside_a_codebase_are_packed_as_written(tmp_path):
     assert timed.kind == "text" and timed.text.startswith("[00:00.000 --> 00:04.000] Good morning.")
     (alone,) = load_sources([repo / "fixtures" / "styled.vtt"]).documents  # named on its own: a transcript
     assert alone.kind == "transcript"
+
+
+def test_cues_out_of_order_are_not_merged_into_a_range_that_runs_backwards(tmp_path):
+    path = tmp_path / "jumbled.srt"
+    path.write_text("1\n00:05:00,000 --> 00:05:02,000\nLater line.\n\n2\n00:00:00,500 --> 00:00:02,000\nEarlier line.\n")
+    (document,) = load_sources([path]).documents
+    assert [s.where for s in document.segments] == ["00:05:00.000-00:05:02.000", "00:00:00.500-00:00:02.000"]
+
+
+def test_subtitles_whose_times_cannot_be_read_say_so(tmp_path):
+    path = tmp_path / "odd.vtt"
+    path.write_text("WEBVTT\n\n00:01,000 --> 00:02,000\nHello there.\n")
+    result = load_sources([path])
+    assert not result.documents and "cue times could not be read" in result.skipped[0].reason

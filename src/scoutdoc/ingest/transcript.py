@@ -139,6 +139,7 @@ def merge_cues(cues: list[Cue]) -> list[Segment]:
     for cue in cues:
         if group and (
             cue.speaker != group[-1].speaker
+            or cue.start < group[-1].start  # out of order: a segment's times run forward, its range too
             or cue.start - group[-1].end > MERGE_GAP_S
             or sum(len(c.text) for c in group) + len(cue.text) > MERGE_MAX_CHARS
         ):
@@ -165,4 +166,8 @@ def transcript_document(source: str, data: bytes, cues: list[Cue]) -> Document:
 
 
 def read_subtitles(source: str, data: bytes, text: str, fmt: str) -> Document:
-    return transcript_document(source, data, parse_subtitles(text, fmt))
+    cues = parse_subtitles(text, fmt)
+    if not cues and "-->" in text:  # cues there, but none whose times read
+        raise Unreadable("its cue times could not be read (they should look like 00:01:02.500 --> 00:01:05.000, "
+                         "with a comma instead of the point in SRT); check or re-export the file", "damaged")
+    return transcript_document(source, data, cues)
