@@ -204,3 +204,18 @@ def test_an_archive_stops_holding_text_at_the_runs_cap_member_by_member(tmp_path
     assert [d.source.rsplit("!", 1)[1] for d in result.documents] == ["m00.txt", "m01.txt"]
     assert len(result.skipped) == 10 and {s.code for s in result.skipped} == {"limit"}
     assert max(held) == 2  # never all twelve members' text at once
+
+
+def test_an_empty_archive_says_so_and_a_zip_is_read_whatever_its_name(tmp_path):
+    empty = tmp_path / "empty.zip"
+    empty.write_bytes(zip_bytes({}))
+    only_dirs = tmp_path / "dirs.tar.gz"
+    info = tarfile.TarInfo("folder")
+    info.type = tarfile.DIRTYPE
+    only_dirs.write_bytes(tar_bytes([info]))
+    result = load_sources([empty, only_dirs])
+    assert [(s.reason, s.code) for s in result.skipped] == [("the archive holds no files", "empty")] * 2
+    misnamed = tmp_path / "really-a-zip.tar.gz"
+    misnamed.write_bytes(zip_bytes({"a.txt": b"hello from a zip\n"}))
+    (document,) = load_sources([misnamed]).documents
+    assert document.source.endswith("really-a-zip.tar.gz!a.txt") and "hello from a zip" in document.text

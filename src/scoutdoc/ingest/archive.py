@@ -71,10 +71,16 @@ def iter_members(
 
     `passwords` are tried in order on encrypted zip members (ZipCrypto, what zipfile can decrypt).
     """
-    if suffix == ".zip":
-        yield from _zip_members(data, limits, max_member, budget, passwords)
+    if suffix == ".zip" or data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip by its bytes, whatever its name
+        entries = _zip_members(data, limits, max_member, budget, passwords)
     else:
-        yield from _tar_members(data, limits, max_member, budget)
+        entries = _tar_members(data, limits, max_member, budget)
+    empty = True
+    for entry in entries:
+        empty = False
+        yield entry
+    if empty:
+        raise Unreadable("the archive holds no files", "empty")
 
 
 def _size_problem(size: int, max_member: int, budget: Budget) -> tuple[str, str] | None:
