@@ -99,3 +99,10 @@ def test_version(tmp_path):
 def test_help_still_exits_0(tmp_path):
     proc = run(tmp_path, "ask", "--help")
     assert proc.returncode == 0 and "--max-tokens" in proc.stdout
+
+
+def test_a_long_question_without_spaces_is_a_question_not_a_path():
+    from scoutdoc.cli.answer import _split_ask_args
+
+    question = "这份合同的终止通知期是多久" * 25 + "？"  # over 255 bytes: no file name can be that long
+    assert _split_ask_args(["contract.pdf", question]) == (["contract.pdf"], question)

@@ -159,3 +159,11 @@ def test_long_runs_that_look_like_code_stay_linear(run):
     started = time.perf_counter()
     unsupported(f"See {run}", "nothing")
     assert time.perf_counter() - started < 2  # quadratic would take minutes
+
+
+@pytest.mark.parametrize("answer", [
+    "Pay at **https://pay.contoso.com/checkout**.", "Pay at `https://pay.contoso.com/checkout`.",
+    "Pay at _https://pay.contoso.com/checkout_.", "The supplier is __Contoso Ltd__.",
+])
+def test_markdown_around_an_address_or_a_name_is_not_part_of_it(answer):
+    assert unsupported(answer, "Pay at https://pay.contoso.com/checkout to Contoso Ltd.") == []

@@ -527,6 +527,9 @@ def test_a_last_word_cut_by_the_token_limit_is_not_noted(store, notes):
     ask(store, SaysEngine(says), [notes], run=whole)
     assert cut.notices[-1] == 'the answer names "Zephyr", which the documents do not contain: check it against them'
     assert whole.notices[-1] == 'the answer names "Zephyr" and "Bak", which the documents do not contain: check it against them'
+    lines = Run()  # the last word only, also after a line break: "7777" of a column of numbers
+    ask(store, SaysEngine("Fees:\n9999\n8888\n7777\n6666"), [notes], run=lines, params=GenerationParams(max_tokens=4))
+    assert lines.notices[-1] == 'the answer names "9999" and "8888", which the documents do not contain: check it against them'
 
 
 def test_a_second_follow_up_on_one_session_waits_for_the_first_and_sees_its_turn(store, notes):

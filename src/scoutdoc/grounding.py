@@ -42,16 +42,16 @@ TOKEN = re.compile(
 # What a model invents besides names, written in lower case as often as not: web addresses, e-mail
 # addresses and code (snake_case, lowerCamel, dotted.names, a call's "()"), each looked up whole.
 CODE = re.compile(
-    r"(?:https?://|www\.)[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?]"
+    r"(?:https?://|www\.)[^\s<>\"'()\[\]{}`*]*[^\s<>\"'()\[\]{}`*_.,;:!?]"  # not markdown's ** ` _ around it
     r"|(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
-    r"|(?<![\w.@/])(?:[^\W\d]\w*(?:\.[^\W\d]\w+)+|[^\W\d]\w*(?:_\w+)+|[a-z]+[A-Z]\w*|[^\W\d]\w*(?=\(\)))"
+    r"|(?<![\w.@/])(?:[^\W\d_]\w*(?:\.[^\W\d_]\w+)+|[^\W\d_][^\W_]*(?:_[^\W_]+)+|[a-z]+[A-Z]\w*|[^\W\d_]\w*(?=\(\)))"
 )
 OPENERS = set(".!?:;\"“”'‘<>#|")  # after one of these (and spaces) a capital starts a sentence, not a name
 BULLETS = set("-–—*•+")  # likewise one of these with a space after it ("- Item"); "**Name**" is a name
 # A list item's start ("- ", "1) ", "(a) ") and a markdown label or heading in bold at the start of a
 # line ("**Summary:**", "- **Key points**" alone): the words after it or in it start a sentence.
 LIST_START = re.compile(r"[ \t]*(?:[-–—*•+]|\(?(?:\d{1,3}|[^\W\d_])[.)])[ \t]+")
-LABEL = re.compile(rf"(?:{LIST_START.pattern})?\*\*[^*\n]+?(?::\*\*|\*\*[ \t]*(?::|$))", re.M)
+LABEL = re.compile(rf"^(?:{LIST_START.pattern})?\*\*[^*\n]+?(?::\*\*|\*\*[ \t]*(?::|$))", re.M)
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "jr", "sr", "gen", "col", "capt", "lt", "sgt", "rev", "hon"}
 # A title or an initial before a name does not end a sentence ("Dr. Maréchal", "J. R. R. Tolkien").
 ABBREVIATION = re.compile(rf"(?:^|\W)(?:[^\W\d_]|{'|'.join(t.capitalize() for t in sorted(TITLES))})\.$")
@@ -78,7 +78,8 @@ def unsupported(answer: str, documents: str, asked: Iterable[str] = ()) -> list[
     words = CODE.sub(_blank, text)  # a code's words are looked up with it, not one by one
     known = set().union(*(_keys(CITATION.sub(_blank, _normal(question))) for question in asked))
     claims = [(span, key) for span, key in _codes(text) if key not in known]
-    claims += [(m.span(), key) for m in TOKEN.finditer(words) if (key := _key(m)) not in known and _is_claim(words, m)]
+    labels = {m.start(): m.end() for m in LABEL.finditer(words)}  # found once: per word, a long line took seconds
+    claims += [(m.span(), key) for m in TOKEN.finditer(words) if (key := _key(m)) not in known and _is_claim(words, m, labels)]
     claims.sort()
     checked = set(list(dict.fromkeys(key for _, key in claims))[:CHECKED])
     found = _occurring(checked, documents)
@@ -153,17 +154,17 @@ def _key(m: re.Match) -> str:
     return f"#{first}{''.join(rest)}" + (f".{decimals}" if decimals else "")
 
 
-def _is_claim(text: str, m: re.Match) -> bool:
+def _is_claim(text: str, m: re.Match, labels: dict[int, int]) -> bool:
     """A number (but a list item's "1." at the start of a line), or a capitalised word of two letters
-    or more that does not start a sentence, and neither on a markdown heading's line."""
+    or more that does not start a sentence or a list item, and neither on a markdown heading's line
+    nor in a bold label at a line's start (`labels`: where each such label ends, by line start)."""
     word = m.group("word")
     if word is not None and (len(word.split("'")[0]) < 2 or not word[0].isupper() or _is_title(text, m)):
         return False  # nor "I'm" and its kind
     line_start = text.rfind("\n", 0, m.start()) + 1
     if text.startswith("#", line_start):
         return False
-    label = LABEL.match(text, line_start)
-    if word is not None and (LIST_START.fullmatch(text, line_start, m.start()) or (label and m.end() <= label.end())):
+    if word is not None and (LIST_START.fullmatch(text, line_start, m.start()) or m.end() <= labels.get(line_start, -1)):
         return False
     before = text[max(line_start, m.start() - LOOK_BACK): m.start()]
     stripped = before.rstrip()

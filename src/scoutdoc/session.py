@@ -19,6 +19,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -217,10 +218,13 @@ def unsupported_names(answer: str, system: str, asked: list[str]) -> list[str]:
     return grounding.unsupported(answer, without_locators(documents), [*asked, instructions])
 
 
+_LAST_WORD = re.compile(r"\S+\s*$")
+
+
 def _check_answer(answer: str, system: str, asked: list[str], notice: Notice, cut: bool = False) -> list[str]:
     """Tell the user what `unsupported_names` finds: what to check before trusting the answer. An
     answer `cut` by --max-tokens is checked without its last word, which may be cut short ("Bak")."""
-    missing = unsupported_names(answer.rstrip().rpartition(" ")[0] if cut else answer, system, asked)
+    missing = unsupported_names(_LAST_WORD.sub("", answer) if cut else answer, system, asked)
     if missing:
         notice(grounding.note(missing))
     return missing

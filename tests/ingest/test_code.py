@@ -345,3 +345,17 @@ def test_a_linked_worktree_is_read_as_git_lists_it(tmp_path, git):
     (tmp_path / "wt" / "new.txt").write_text("untracked\n")
     (tmp_path / "wt" / "x.log").write_text("ignored\n")
     assert [s.rel for s in walk_directory(tmp_path / "wt", IngestOptions())[0]] == [".gitignore", "a.txt", "new.txt"]
+
+
+def test_a_directory_git_ignores_by_a_global_exclude_is_read_when_named(tmp_path, git, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "generated" / "gen").mkdir(parents=True)
+    git(root, "init", "-q")
+    (root / "generated" / "gen" / "out.py").write_text("x = 1\n")
+    excludes = tmp_path / "global-ignore"
+    excludes.write_text("generated/\n")
+    config = tmp_path / "gitconfig"
+    config.write_text(f"[core]\n\texcludesFile = {excludes}\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    assert [s.rel for s in walk_directory(root, IngestOptions())[0]] == []  # git's own selection leaves it out
+    assert [s.rel for s in walk_directory(root / "generated" / "gen", IngestOptions())[0]] == ["out.py"]

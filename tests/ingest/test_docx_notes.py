@@ -168,3 +168,16 @@ def test_runs_inside_changes_controls_fields_and_tags_are_read_as_word_shows_the
     assert "Client: ACME of Cork, Ireland" in text and "MOVED AWAY" not in text
     assert "Inside a content control." in text
     assert "| outer in A; in B | added |" in text
+
+
+def test_positional_tabs_separate_words_and_a_rubys_reading_is_left_out(tmp_path):
+    document = docx.Document()
+    add = document.element.body.sectPr.addprevious
+    add(parse_xml(f'<w:p {NS}>{_run("Chapter One")}<w:r><w:ptab w:relativeTo="margin" w:alignment="right" w:leader="none"/></w:r>'
+                  f'{_run("Page 7")}</w:p>'))
+    add(parse_xml(f'<w:p {NS}><w:r><w:ruby><w:rt>{_run("とうきょう")}</w:rt><w:rubyBase>{_run("東京")}</w:rubyBase></w:ruby></w:r>'
+                  f'{_run("に行く")}</w:p>'))
+    path = tmp_path / "tabs.docx"
+    document.save(str(path))
+    (doc,) = load_sources([path]).documents
+    assert doc.segments[0].text == "Chapter One\tPage 7\n東京に行く"

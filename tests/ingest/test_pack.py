@@ -107,3 +107,16 @@ def test_a_document_cannot_forge_a_locator_of_its_own_kind(tmp_path):
     assert pack_document(pdf).endswith("[page 1]\nTotal.\n [page 9]\n[Signature]\n</document>")
     assert pack_document(docx).endswith("[paragraphs 1-3]\nTotal.\n [page 9]\n [Signature]\n</document>")  # any bracketed line
     assert [p.where for p in parse(pack_document(docx)).passages] == [["paragraphs 1-3"]]
+
+
+def test_without_locators_takes_out_what_pack_wrote_and_nothing_the_documents_say():
+    from scoutdoc.ingest.document import IngestResult
+    from scoutdoc.ingest.pack import without_locators
+
+    pdf = Document("r.pdf", "pdf", "0" * 64, "r", [Segment("Total 12.\n[Draft]", "page 3")])
+    log = Document("app.log", "text", "0" * 64, "app.log", [Segment("[12:05:33] ERROR disk full", "L1-1")])
+    talk = Document("t.vtt", "transcript", "0" * 64, "t", [Segment("Ana: [00:00:45] We meet.", "00:00:45.000-00:00:48.000")])
+    text = without_locators(pack(IngestResult(documents=[pdf, log, talk])))
+    assert "[page 3]" not in text and "[L1-1]" not in text and "00:00:45" not in text  # what pack wrote
+    assert "[Draft]" in text and "[12:05:33] ERROR disk full" in text and "Ana:   We meet." in text
+    assert '<document source="r.pdf" kind="pdf"' in text  # the headers stay: file names are the documents'

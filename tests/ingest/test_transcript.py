@@ -151,3 +151,10 @@ def test_subtitles_whose_times_cannot_be_read_say_so(tmp_path):
     path.write_text("WEBVTT\n\n00:01,000 --> 00:02,000\nHello there.\n")
     result = load_sources([path])
     assert not result.documents and "cue times could not be read" in result.skipped[0].reason
+
+
+def test_subtitles_with_times_but_no_text_say_that(tmp_path):
+    path = tmp_path / "blank.vtt"
+    path.write_text("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<i></i>\n")
+    result = load_sources([path])
+    assert not result.documents and result.skipped[0].code == "no_text" and "no cues with text" in result.skipped[0].reason

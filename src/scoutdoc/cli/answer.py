@@ -5,6 +5,7 @@ and with `--json` stdout holds one object instead.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -138,7 +139,7 @@ def _split_ask_args(args: list[str]) -> tuple[list[str], str]:
         raise UsageError('give one or more paths and then the question, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
     if not args[-1].strip():
         raise UsageError('the question is empty; put it last, in quotes, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
-    if not any(c.isspace() for c in args[-1]) and Path(args[-1]).exists():  # a forgotten question, not a one-word one
+    if not any(c.isspace() for c in args[-1]) and os.path.exists(args[-1]):  # a forgotten question, not a one-word one
         raise UsageError(f"the last argument, {display_name(args[-1])}, is a file, not a question; put the question "
                          'last, in quotes, e.g. scoutdoc ask contract.pdf "Who are the parties?"')
     return args[:-1], utf8_text(args[-1], "the question")

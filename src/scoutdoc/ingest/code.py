@@ -246,6 +246,21 @@ def _git_listed(top: Path, directory: Path) -> _Listed | None:
     return _Listed(frozenset(files), frozenset(dirs), frozenset(repos))
 
 
+def _git_ignores(top: Path, directory: Path) -> bool:
+    """Whether git ignores `directory` itself (the path on stdin: no pathspec magic in its name)."""
+    rel = directory.relative_to(top).as_posix()
+    if rel == ".":
+        return False
+    try:
+        return subprocess.run(
+            [shutil.which("git") or "git", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-C", str(top),
+             "check-ignore", "-q", "--stdin", "-z"],
+            input=os.fsencode(rel + "/") + b"\0", capture_output=True, timeout=GIT_TIMEOUT_S,
+        ).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 @dataclass
 class Selected:
     path: str | Path  # on disk (symlinks to files inside the directory resolved)
@@ -261,6 +276,8 @@ def walk_directory(directory: Path, options: IngestOptions) -> tuple[list[Select
     directory = directory.resolve()
     rules, prefix, repo = _initial_rules(directory, options.gitignore)
     git = _git_listed(repo, directory) if repo is not None else None  # else the rules decide, as git would
+    if git is not None and not (git.files or git.repos) and _git_ignores(repo, directory):
+        git = None  # a directory git ignores (a global exclude too) was named on purpose: the rules read it
     include = Matcher(options.include) if options.include else None
     exclude = Matcher(options.exclude) if options.exclude else None
     selected: list[Selected] = []

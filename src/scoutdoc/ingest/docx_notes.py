@@ -33,8 +33,9 @@ def _marker(label: str, note_id: str | None) -> str:
 
 # Not read: deleted and moved-away text, text boxes (`text_boxes`), Word's second copy of a drawing,
 # and the property elements, which hold no text of the document's.
-_LEFT_OUT = frozenset(qn(t) for t in ("w:del", "w:moveFrom", "w:txbxContent", "w:pPr", "w:rPr", "w:sdtPr")) | {_MC_FALLBACK}
-_CHARACTERS = {qn("w:tab"): "\t", qn("w:br"): "\n", qn("w:cr"): "\n", qn("w:noBreakHyphen"): "-"}
+# A ruby's reading (`w:rt`, furigana) is left out too: its base text is what the sentence says.
+_LEFT_OUT = frozenset(qn(t) for t in ("w:del", "w:moveFrom", "w:txbxContent", "w:pPr", "w:rPr", "w:sdtPr", "w:rt")) | {_MC_FALLBACK}
+_CHARACTERS = {qn("w:tab"): "\t", qn("w:ptab"): "\t", qn("w:br"): "\n", qn("w:cr"): "\n", qn("w:noBreakHyphen"): "-"}
 _TEXT = qn("w:t")
 
 

@@ -34,14 +34,21 @@ _MARKER_LIKE = re.compile(r"^(?=\[([^\[\]\n]{1,120})\]$)", re.M)
 
 # A transcript's text keeps each cue's start in brackets after its speaker ("Ana: [00:00:01] Morning").
 INLINE_TIME = re.compile(r"\[\d+:\d\d:\d\d(?:[.,]\d+)?\]")
+_DOCUMENT = re.compile(r'^(<document [^\n]*?\bkind="([^"]*)"[^\n]*>\n)(.*?)^(?=</document>)', re.M | re.S)
 
 
 def without_locators(packed: str) -> str:
-    """The documents of `pack`'s output without the locators scoutdoc wrote into them: the lines in
-    brackets before each segment and a transcript's cue times. What the documents *say* holds
-    neither, so nothing is taken from them as said: every number up to a PDF's page count, and in
-    a transcript every number from 0 to 59, would otherwise count as found in it."""
-    return INLINE_TIME.sub(" ", MARKER.sub("\n", packed))
+    """`pack`'s output without the locators it wrote: each document's marker lines (those its kind
+    reads as markers, which its own text cannot forge, see `_inert`) and a transcript's cue times.
+    What the documents *say* holds neither, so nothing is taken from them as said: every number up
+    to a PDF's page count, and in a transcript every number from 0 to 59, would otherwise count as
+    found in it. A log's own [12:05:33] or a "[Draft]" line in a PDF stays."""
+    def one(m: re.Match) -> str:
+        kind, body = m.group(2), m.group(3)
+        body = MARKER.sub(lambda line: "\n" if is_marker(kind, line.group(1)) else line.group(0), body)
+        return m.group(1) + (INLINE_TIME.sub(" ", body) if kind == "transcript" else body)
+
+    return _DOCUMENT.sub(one, packed)
 
 
 def is_marker(kind: str, label: str) -> bool:

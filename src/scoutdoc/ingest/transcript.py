@@ -84,6 +84,9 @@ def parse_subtitles(text: str, fmt: str) -> list[Cue]:
         captions = webvtt.from_buffer(io.StringIO(text), format=fmt).captions
     except (MalformedFileError, MalformedCaptionError) as exc:
         raise Unreadable(f"not a valid {fmt.upper()} file ({exc}); fix the file or save it as plain text", "damaged") from exc
+    if not captions and "-->" in text:  # cues there, but none whose times read
+        raise Unreadable("its cue times could not be read (they should look like 00:01:02.500 --> 00:01:05.000, "
+                         "with a comma instead of the point in SRT); check or re-export the file", "damaged")
     cues = []
     for caption in captions:
         speaker, body = _split_speaker(caption.text, caption.voice)
@@ -166,8 +169,4 @@ def transcript_document(source: str, data: bytes, cues: list[Cue]) -> Document:
 
 
 def read_subtitles(source: str, data: bytes, text: str, fmt: str) -> Document:
-    cues = parse_subtitles(text, fmt)
-    if not cues and "-->" in text:  # cues there, but none whose times read
-        raise Unreadable("its cue times could not be read (they should look like 00:01:02.500 --> 00:01:05.000, "
-                         "with a comma instead of the point in SRT); check or re-export the file", "damaged")
-    return transcript_document(source, data, cues)
+    return transcript_document(source, data, parse_subtitles(text, fmt))
