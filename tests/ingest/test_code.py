@@ -134,24 +134,9 @@ def test_private_key_content_is_excluded(tmp_path):
     assert "private key" in result.skipped[0].reason
 
 
-def test_pgp_and_putty_private_keys_and_stripe_keys_are_excluded(tmp_path):
-    root = tmp_path / "proj"
-    (root / "keys").mkdir(parents=True)
-    (root / "keys" / "private.asc").write_text("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\n")
-    (root / "keys" / "server.txt").write_text("PuTTY-User-Key-File-3: ssh-ed25519\nPrivate-Lines: 1\nAAAA\n")
-    (root / "keys" / "named.ppk").write_text("anything\n")
-    (root / "pay.py").write_text("STRIPE = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'\n")
-    (root / "ok.py").write_text("x = 1\n")
-    result = load_sources([root])
-    assert [d.source for d in result.documents] == ["ok.py"]
-    reasons = {s.source: s.reason for s in result.skipped}
-    assert "private key" in reasons["keys/private.asc"] and "private key" in reasons["keys/server.txt"]
-    assert "Stripe key" in reasons["pay.py"] and "--include-secrets" in reasons["keys/named.ppk"]
-
-
 def test_keys_in_documents_urls_and_env_files_found_in_a_directory_are_excluded(tmp_path):
     """The content scan covered plain text only: a key pasted into a Word file went into the prompt,
-    and so did `.envrc` and a database URL with its password."""
+    and so did `.envrc`, a database URL with its password, and PGP or PuTTY private keys."""
     import docx
 
     root = tmp_path / "proj"
@@ -162,11 +147,18 @@ def test_keys_in_documents_urls_and_env_files_found_in_a_directory_are_excluded(
     (root / ".envrc").write_text("export DB_PASSWORD=hunter2hunter2\n")
     (root / "db.py").write_text("URL = 'postgresql://admin:Sup3rS3cret@db.example.com/app'\n")
     (root / "docs.md").write_text("Connect with postgresql://user:password@localhost/app (your own values).\n")
+    (root / "keys").mkdir()  # PGP and PuTTY private keys by content or name, a Stripe key
+    (root / "keys" / "private.asc").write_text("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\n")
+    (root / "keys" / "server.txt").write_text("PuTTY-User-Key-File-3: ssh-ed25519\nPrivate-Lines: 1\nAAAA\n")
+    (root / "keys" / "named.ppk").write_text("anything\n")
+    (root / "pay.py").write_text("STRIPE = 'sk_test_4eC39HqLyjWDarjtT1zdp7dc'\n")
     result = load_sources([root])
     assert [d.source for d in result.documents] == ["docs.md"]
     reasons = {s.source: s.reason for s in result.skipped}
     assert "AWS key" in reasons["keys.docx"] and "password in a URL" in reasons["db.py"]
-    assert "--include-secrets" in reasons[".envrc"]
+    assert "--include-secrets" in reasons[".envrc"] and "--include-secrets" in reasons["keys/named.ppk"]
+    assert "private key" in reasons["keys/private.asc"] and "private key" in reasons["keys/server.txt"]
+    assert "Stripe key" in reasons["pay.py"]
     assert len(load_sources([root / "keys.docx"]).documents) == 1  # named on purpose: read as asked
 
 
