@@ -304,3 +304,30 @@ def test_inputs_with_nothing_to_read_are_a_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="hold no files"):
         batch([tmp_path / "empty"], tmp_path / "out.jsonl", FakeEngine(), db=tmp_path / "b.db")
+
+
+def test_the_command_exits_9_when_no_document_could_be_answered_and_0_when_some_were(docs, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from scoutdoc.cli import batch as batch_cli
+    from scoutdoc.cli import main
+
+    def run(engine, *args: str) -> int:
+        monkeypatch.setattr(batch_cli, "open_engine_for", lambda choice: engine)
+        monkeypatch.setattr(sys, "argv", ["scoutdoc", "batch", *args, "--db", str(tmp_path / "b.db")])
+        try:
+            main()
+        except SystemExit as exc:
+            return exc.code or 0
+        return 0
+
+    def always_fails(prompt: Prompt) -> None:
+        raise RuntimeError("the device fell over")
+
+    out = tmp_path / "all-failed.jsonl"
+    assert run(FakeEngine(on_prefill=always_fails), str(docs / "0-ana.txt"), str(docs / "1-priya.txt"), "-q", QUESTION, "-o", str(out)) == 9
+    assert "no document could be answered (2 failures" in capsys.readouterr().err
+    assert [r["status"] for r in lines(out)] == ["error", "error"]  # each reason kept
+    some = tmp_path / "some.jsonl"
+    assert run(FakeEngine(context_limit=300, on_prefill=explode_on_kaboom), str(docs), "-q", QUESTION, "-o", str(some),
+               "--max-tokens", "8") == 0  # three answered, three failed

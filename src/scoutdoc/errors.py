@@ -47,4 +47,10 @@ class MemoryPlanError(ScoutdocError):
     exit_code = 8
 
 
+class BatchError(ScoutdocError):
+    """A batch answered no document: each failed (the reasons are in its results file)."""
+
+    exit_code = 9
+
+
 INTERRUPTED_EXIT_CODE = 130

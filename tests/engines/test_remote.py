@@ -357,6 +357,54 @@ def test_vllm_errors_map_to_clear_messages():
         assert eng.count_tokens("abcd" * 10) == 10
 
 
+def test_what_real_servers_and_gateways_do_that_must_not_break_an_answer(monkeypatch):
+    """A key echoed in a streamed error is redacted; optional routes behind a gateway's 403 page or a
+    redirect do not stop the engine; the finish reason and usage after the last allowed piece are
+    read; an aborted answer is not taken as whole; a server that does not stream says so."""
+    key = "sk-test-0123456789abcdef"
+
+    def leaking(body: dict) -> bytes:
+        return sse(chunk("The"), {"error": {"message": f"OOM; headers: Authorization: Bearer {key}"}})
+
+    with RemoteEngine("http://gpu:8000", api_key=key, transport=vllm_server([], chat=leaking)) as eng:
+        with pytest.raises(EngineError) as caught:
+            list(eng.generate(eng.prefill(prompt("Code?")), SHORT))
+    assert key not in str(caught.value) and "[redacted]" in str(caught.value)
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.startswith("/v1/"):
+            return httpx.Response(403, headers={"content-type": "text/html"}, text="<html>Forbidden</html>")
+        if request.url.path == "/v1/models" and request.url.params.get("r") != "1":
+            return httpx.Response(307, headers={"location": "http://gpu:8000/v1/models?r=1"})
+        return vllm_server([]).handle_request(request)
+
+    with RemoteEngine("http://gpu:8000", transport=httpx.MockTransport(gateway)) as eng:
+        assert eng.token_count_method == "estimate" and eng.context_limit == 1_000_000
+        state = eng.prefill(prompt("Code?"))
+        assert "".join(eng.generate(state, GenerationParams(max_tokens=3))) == "The code is 4417."  # 3 pieces, then stop
+    assert state.stats.finish_reason == "stop" and state.stats.cached_tokens == 899_840  # read after the last piece
+
+    def aborted(body: dict) -> bytes:
+        return sse(chunk("The"), chunk(finish="abort"), "[DONE]")
+
+    with RemoteEngine("http://gpu:8000", transport=vllm_server([], chat=aborted)) as eng:
+        with pytest.raises(EngineError, match="finish reason 'abort'"):
+            list(eng.generate(eng.prefill(prompt("Code?")), SHORT))
+
+    def not_streaming(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/chat/completions":
+            return httpx.Response(200, json={"choices": [{"message": {"content": "The code is 4417."}, "finish_reason": "stop"}]})
+        return vllm_server([]).handle_request(request)
+
+    with RemoteEngine("http://gpu:8000", transport=httpx.MockTransport(not_streaming)) as eng:
+        with pytest.raises(EngineError, match="without a stream"):
+            list(eng.generate(eng.prefill(prompt("Code?")), SHORT))
+
+    monkeypatch.setenv("SCOUTDOC_API_KEY", key + "\r")  # read from a key file with Windows line ends
+    with pytest.raises(UsageError, match="an HTTP header cannot carry"):
+        RemoteEngine("http://gpu:8000", transport=vllm_server([]))
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 FACTS = {

@@ -5,8 +5,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import BatchError, UsageError
 from ..ingest import IngestOptions
+from ..wording import plural
 from .common import check_paths, err, notice, open_store
 from .engine import open_engine_for
 from .options import ENGINE, GENERATION, INGEST, DbOpt, EngineChoice, Generation, expand_options, utf8_text
@@ -45,8 +46,11 @@ def batch(
         workers = 1
     with open_store(db) as store:
         db_file = store.path
-    run_batch(
+    tally = run_batch(
         inputs, engine=eng, db=db_file, out=out, question=question, params=gen.params, options=options,
         system=gen.system, resume=resume, concurrency=workers, model_ref=choice.model or "", console=err,
         keep_snapshot=snapshot, force=force, fit=gen.fit,
     )
+    if tally.failed and not (tally.ok or tally.skipped):  # some answered: the run did its job, failures are in `out`
+        raise BatchError(f"no document could be answered ({plural(tally.failed, 'failure')}, listed above and in {out}); "
+                         "fix the cause and run the same command with --resume")

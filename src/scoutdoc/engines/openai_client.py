@@ -215,6 +215,9 @@ class OpenAIHttp:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         api_key = api_key or os.environ.get(API_KEY_ENV) or None
+        if api_key and not _HEADER_SAFE.fullmatch(api_key):  # e.g. a line end read from a key file: retried as a network fault
+            raise UsageError(f"the API key (--api-key or {API_KEY_ENV}) holds a space, a line end or a character outside "
+                             "ASCII, which an HTTP header cannot carry; check how it was copied")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.secrets = [s for s in (api_key, *(urls.auth or ())) if s and len(s) >= 4]
         self.client = httpx.Client(
@@ -223,6 +226,7 @@ class OpenAIHttp:
             timeout=httpx.Timeout(deadlines.first_byte, connect=deadlines.connect),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
             transport=transport,
+            follow_redirects=True,  # http -> https, a trailing slash; httpx drops the key when the host changes
         )
 
     def close(self) -> None:
@@ -278,13 +282,32 @@ class OpenAIHttp:
                 continue
             raise _error_for(response.status_code, redact(_server_message(response), self.secrets), url, self.urls.root)
 
-    def get_json(self, url: str, allow: tuple[int, ...] = ()) -> Any:
-        response = self.request("GET", url, allow=allow)
-        return None if response.status_code in allow else _json(response, url)
+    def get_json(self, url: str) -> Any:
+        return _json(self.request("GET", url), url)
 
-    def post_json(self, url: str, body: Any, allow: tuple[int, ...] = ()) -> Any:
-        response = self.request("POST", url, json_body=body, allow=allow)
-        return None if response.status_code in allow else _json(response, url)
+    def post_json(self, url: str, body: Any) -> Any:
+        return _json(self.request("POST", url, json_body=body), url)
+
+    def probe_json(self, method: str, url: str, body: Any = None) -> Any:
+        """An optional route's JSON answer (`/props`, `/tokenize`), or None whatever went wrong with it,
+        without retries: a gateway that lets only /v1 through answers the other paths with a 403 or an
+        HTML page, which said nothing about the key and made the server unusable."""
+        try:
+            response = self.request(method, url, json_body=body, allow=_ANY_FAILURE)
+        except EngineError:
+            return None
+        if response.status_code >= 300:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+
+_ANY_FAILURE = tuple(range(300, 600))
+
+
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 def _json(response: httpx.Response, url: str) -> Any:
@@ -311,7 +334,7 @@ def _card_context_limit(card: dict) -> int | None:
 
 def _props_context_limit(http: OpenAIHttp) -> int | None:
     """llama.cpp's own server reports the slot context it was started with under /props."""
-    props = http.get_json(http.urls.root + "/props", allow=(404, 405, 501))
+    props = http.probe_json("GET", http.urls.root + "/props")
     if not isinstance(props, dict):
         return None
     settings = props.get("default_generation_settings")

@@ -39,9 +39,14 @@ from ..prompt import Prompt
 from .base import GenerationParams, RemoteDeadlines, Stats
 from .chat import as_dicts
 from .openai_client import (
-    CONTEXT_ERROR, DEFAULT_MAX_RETRIES, OpenAIHttp, ServedModel, StreamWatch, fetch_models, split_base_url,
+    CONTEXT_ERROR, DEFAULT_MAX_RETRIES, OpenAIHttp, ServedModel, StreamWatch, fetch_models, redact, split_base_url,
     token_count,
 )
+
+# Finish reasons of an answer that ended as the model wrote it; a server also sends "abort" (vLLM,
+# SGLang: the request was cancelled) or "error", after which the answer is not whole.
+FINISHED = ("stop", "length", "content_filter", "tool_calls", "function_call", "eos", "eos_token", "stop_sequence")
+AFTER_CAP_EVENTS = 8  # events read past --max-tokens for the finish reason and usage that follow the last piece
 
 # Chat templates wrap each message in a few special tokens (role header, end-of-turn) and end with
 # an assistant header. Used only when neither a local tokenizer nor the server can render the
@@ -201,14 +206,13 @@ class RemoteEngine:
         """Which tokenize endpoint the server has: vLLM's (and SGLang's) `/tokenize` answers with a
         `count`, llama.cpp's `/tokenize` with `tokens`, llama-cpp-python's is `/extras/tokenize`."""
         root = self._http.urls.root
-        missing = (400, 404, 405, 422, 501)
         probe = {"model": self.model, "prompt": "Hello", "content": "Hello", "add_special_tokens": False}
-        answer = self._http.post_json(root + "/tokenize", probe, allow=missing)
+        answer = self._http.probe_json("POST", root + "/tokenize", probe)
         if isinstance(answer, dict) and isinstance(answer.get("count"), int):
             return "vllm"
         if isinstance(answer, dict) and answer.get("tokens"):
             return "llama.cpp"
-        answer = self._http.post_json(root + "/extras/tokenize", {"model": self.model, "input": "Hello"}, allow=missing)
+        answer = self._http.probe_json("POST", root + "/extras/tokenize", {"model": self.model, "input": "Hello"})
         if isinstance(answer, dict) and isinstance(answer.get("tokens"), list):
             return "llama-cpp-python"
         return None
@@ -275,7 +279,12 @@ class RemoteEngine:
         usage: dict | None = None
         cap = body["max_tokens"]  # a server that never stops is stopped here: each delta carries a token or more
         watch = StreamWatch(response, self.deadlines, clock)
+        past_cap = 0
         try:
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise EngineError(f"{url} answered a streamed request without a stream "
+                                  f"({response.headers.get('content-type') or 'no content type'}); scoutdoc needs a "
+                                  "server that streams (stream: true), as vLLM, SGLang and llama.cpp do")
             for event in EventSource(response).iter_sse():
                 watch.heard()
                 if event.data.strip() == "[DONE]":
@@ -285,18 +294,20 @@ class RemoteEngine:
                 chunk = json.loads(event.data)
                 if isinstance(chunk, dict) and chunk.get("error"):
                     error = chunk["error"]
-                    message = str(error.get("message") if isinstance(error, dict) else error)
+                    message = redact(str(error.get("message") if isinstance(error, dict) else error), self._http.secrets)
                     if CONTEXT_ERROR.search(message):
                         raise ContextTooLongError(f"the server says the prompt does not fit the model's context ({message})")
                     raise EngineError(f"the server stopped the answer with an error: {message}")
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
-                if len(pieces) >= cap and not finish:
-                    finish = "length"
-                    break
+                if len(pieces) >= cap:  # the finish reason and usage may still follow; more text may not
+                    past_cap += 1
+                    if past_cap > AFTER_CAP_EVENTS or any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+                        finish = finish or "length"
+                        break
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content")
-                    if isinstance(text, str) and text:
+                    if isinstance(text, str) and text and len(pieces) < cap:
                         if first is None:
                             first = time.perf_counter()
                         pieces.append(text)
@@ -332,6 +343,11 @@ class RemoteEngine:
                 "reason (the server stopped or failed: see its log, e.g. for a prompt over its context; "
                 "llama-cpp-python also cuts streams for new requests unless started with --interrupt_requests "
                 "False); the answer was not recorded, ask again"
+            )
+        if finish not in FINISHED:
+            raise EngineError(
+                f"the server ended the answer with finish reason {finish!r} after {len(pieces)} pieces (it was cancelled "
+                "or failed there: see the server's log); the answer is incomplete and was not recorded, ask again"
             )
         ended = time.perf_counter()
         answer = "".join(pieces)
