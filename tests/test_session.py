@@ -347,11 +347,27 @@ def test_a_changed_source_is_noticed_and_the_old_text_answers(store, notes):
     assert store.session(sid)["prefix"] == prefix and result.stats.cached_tokens > 0
 
 
-def test_a_deleted_source_counts_as_changed(store, notes):
+def test_a_deleted_source_counts_as_changed_and_is_named_gone(store, notes):
     engine = FakeEngine()
     sid = ask(store, engine, [notes]).session_id
     notes.unlink()
     assert conv.changed_sources(store, sid) == [str(notes)]
+    run = Run()
+    follow(store, engine, run=run)
+    assert run.notices[0] == f"1 source gone since this session started ({notes}); answering from the text read then"
+
+
+def test_deleting_a_session_waits_for_the_follow_up_under_way_on_it(store, notes, tmp_path):
+    from scoutdoc.cli.sessions import sessions_delete
+
+    sid = ask(store, FakeEngine(), [notes]).session_id
+    done = threading.Event()
+    with conv.one_turn_at_a_time(store, sid, lambda message: None):  # a follow-up holds the session
+        deleting = threading.Thread(target=lambda: (sessions_delete(sid, db=store.path), done.set()))
+        deleting.start()
+        assert not done.wait(0.3) and store.session(sid)["id"] == sid
+    deleting.join(10)
+    assert done.is_set() and not store.sessions(10)
 
 
 @pytest.mark.parametrize("replacement", ["pipe", "endless"])

@@ -121,6 +121,12 @@ def _sources_json(records: list[SourceRecord] | list[dict]) -> list[dict[str, An
     return out
 
 
+def _missing_sources(store: Store, session_id: str) -> set[str]:
+    """The sources (archives named once) whose file is no longer there at all: deleted or moved."""
+    return {src["path"].split("!", 1)[0] for src in store.sources(session_id)
+            if src["abs_path"] and not os.path.lexists(src["abs_path"])}
+
+
 def changed_sources(store: Store, session_id: str) -> list[str]:
     """Sources whose file on disk no longer has the sha256 recorded when they were read: a file, or an
     archive (named once, however many of its members the session holds)."""
@@ -446,7 +452,8 @@ def _refresh(
         return prefix
     for old in store.drop_snapshots(sid):
         remove_snapshot_file(old)
-    what = [(changed, "changed"), (sorted(after - before), "added"), (sorted(before - after), "removed")]
+    removed = sorted(before - after)
+    what = [([c for c in changed if c not in removed], "changed"), (sorted(after - before), "added"), (removed, "removed")]
     notice("re-read the sources: " + ("; ".join(f"{label} {', '.join(names)}" for names, label in what if names)
                                       or "their text changed"))
     return prefix
@@ -502,10 +509,14 @@ def continue_session(
             prefix = _refresh(store, engine, session, changed, passwords, notice)
             changed = []
         elif changed:
-            notice(
-                f"{plural(len(changed), 'source')} changed since this session started ({', '.join(changed)}); "
-                "answering from the text read then — pass --refresh to re-read them"
-            )
+            gone = _missing_sources(store, sid)
+            for names, what in (([n for n in changed if n not in gone], "changed"), ([n for n in changed if n in gone], "gone")):
+                if names:
+                    notice(
+                        f"{plural(len(names), 'source')} {what} since this session started ({', '.join(names)}); "
+                        "answering from the text read then"
+                        + (" — pass --refresh to re-read them" if what == "changed" else "")
+                    )
         turns = store.turns(sid)  # none is added until this turn's own record: the session is held
         earlier = history(store, sid, turns)
         asked_before = next((t["text"] for t in reversed(turns) if t["role"] == "user"), "")

@@ -168,9 +168,12 @@ def sessions_delete(
     db: DbOpt = None,
 ) -> None:
     """Delete a session, its turns and its KV snapshot files."""
+    from ..session import one_turn_at_a_time
+
     with open_store(db) as store:
         sid = store.session(session_id)["id"]
-        removed = store.delete_session(sid)
+        with one_turn_at_a_time(store, sid, lambda message: err.print(f"note: {message}", highlight=False)):
+            removed = store.delete_session(sid)  # after a follow-up under way on it has been recorded
     if as_json:
         sys.stdout.write(json.dumps({"deleted": sid, "snapshot_files_removed": len(removed)}) + "\n")
         return
