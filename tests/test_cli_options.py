@@ -2,6 +2,7 @@
 
 from typing import Annotated
 
+import json
 import pytest
 import typer
 from typer.main import get_command
@@ -97,3 +98,17 @@ def test_follow_up_takes_engine_model_and_server_from_its_session():
     assert (mine.model, mine.base_url) == ("mine", "http://other/v1")
     local = EngineChoice().for_session({"engine": "", "model": "", "base_url": "http://h/v1", "context_limit": 9})
     assert (local.engine, local.model, local.base_url, local.context_limit) == ("embedded", None, None, None)
+
+
+def test_follow_up_runs_the_embedded_engine_as_its_session_did_unless_told_otherwise():
+    from scoutdoc.engines import RuntimeOptions
+
+    started = EngineChoice(runtime=RuntimeOptions(dtype="float32", quantize="none", kv_dtype="bfloat16"))
+    record = {"engine": "embedded", "model": "", "base_url": "", "context_limit": 8192,
+              "runtime": json.dumps(started.runtime_record())}
+    follow = EngineChoice().for_session(record).runtime
+    assert (follow.dtype, follow.quantize, follow.kv_dtype) == ("float32", "none", "bfloat16")
+    told = EngineChoice(runtime=RuntimeOptions(dtype="bfloat16")).for_session(record).runtime
+    assert (told.dtype, told.quantize) == ("bfloat16", "none")  # what the follow-up names wins
+    older = EngineChoice().for_session({**record, "runtime": ""}).runtime  # a session from before v7
+    assert (older.dtype, older.quantize) == (RuntimeOptions().dtype, RuntimeOptions().quantize)

@@ -208,8 +208,8 @@ def test_processes_opening_a_new_database_together_all_get_in(tmp_path):
 
 def test_a_version_1_database_gains_the_later_columns(tmp_path):
     """Databases written before sessions recorded their server (v2), sources the digest of their
-    file (v3), answers the names the documents lack (v5) and batch answers their settings (v6) are
-    migrated in place, rows kept."""
+    file (v3), answers the names the documents lack (v5), batch answers their settings (v6) and
+    sessions how the engine ran (v7) are migrated in place, rows kept."""
     import sqlite_utils
 
     from scoutdoc.store import MIGRATIONS
@@ -230,4 +230,5 @@ def test_a_version_1_database_gains_the_later_columns(tmp_path):
         assert [t["unsupported"] for t in store.turns("s1")] == ["", '["Zephyr"]']  # v5
         store.record_batch_item(source="a", sha256="h", question="Q", model="m", status="ok", result={}, settings="{}")
         assert store.answered_batch_item("h", "Q", "m", "{}")["settings"] == "{}"  # v6
+        assert store.session("s1")["runtime"] == ""  # v7: a session from before runs as a follow-up says
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

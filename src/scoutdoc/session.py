@@ -357,6 +357,7 @@ def start_session(
     system: str | None = None,
     command: str = "ask",
     model_ref: str = "",
+    runtime: dict[str, Any] | None = None,
     result: IngestResult | None = None,
     progress: Progress | None = None,
     prefill_progress: Progress | None = None,
@@ -370,7 +371,8 @@ def start_session(
     `fit` is the strategy for documents longer than the window (`fit.STRATEGIES`); `summary` says the
     question asks for a summary, which `auto` then answers by map-reduce rather than retrieval.
     `keep_snapshot=False` (`--no-snapshot`, and batch's default) keeps no KV snapshot: a follow-up then
-    recomputes the documents."""
+    recomputes the documents. `runtime` is how the engine was asked to run (`EngineChoice.runtime_record`),
+    kept so that a follow-up runs the same way."""
     if keep_snapshot:
         snapshot_budget()  # a bad SCOUTDOC_SNAPSHOT_BUDGET stops here, not after the answer it would lose
     result = result if result is not None else ingest(paths, options, notice, progress)
@@ -395,7 +397,7 @@ def start_session(
         base_url=engine.base_url or "",
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
         options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
-        sources=records, session_id=session_id,
+        sources=records, session_id=session_id, runtime=runtime,
         exchange=(*_turn_records(engine, question_text, answer, state, fitted, missing), snap),
     )
     kept = _within_budget(store, snap, notice) if snap else ""

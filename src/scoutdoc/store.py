@@ -238,6 +238,7 @@ class Store:
         options: dict[str, Any] | None = None,
         session_id: str | None = None,
         base_url: str = "",
+        runtime: dict[str, Any] | None = None,
         exchange: tuple[TurnRecord, TurnRecord, dict[str, Any] | None] | None = None,
     ) -> str:
         """Record a new session with its sources and, given `exchange` (question, answer, snapshot),
@@ -252,6 +253,7 @@ class Store:
                     model=model, model_id=model_id, system=system, prefix=prefix,
                     inputs=json.dumps(inputs or []), options=json.dumps(options or {}),
                     prefix_tokens=prefix_tokens, context_limit=context_limit, base_url=base_url,
+                    runtime=json.dumps(runtime) if runtime else "",
                 ),
             )
             self._insert_sources(sid, sources)

@@ -155,5 +155,11 @@ def _v6(db: sqlite_utils.Database) -> None:
     db["batch_items"].add_column("settings", str, not_null_default="")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: sqlite_utils.Database) -> None:
+    """How the embedded engine ran a session (`runtime`: --dtype, --quantize and --kv-dtype as JSON),
+    so a follow-up runs the same way and its KV snapshot still applies. Sessions from before have none."""
+    db["sessions"].add_column("runtime", str, not_null_default="")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -124,7 +124,8 @@ def _answer(
             eng = open_engine_for(choice)
             result = conv.start_session(
                 store, eng, paths=paths, options=options, question=question, params=gen.params, on_text=sink,
-                notice=note, system=gen.system, command=command, model_ref=choice.model or "", result=result_docs,
+                notice=note, system=gen.system, command=command, model_ref=choice.model or "",
+                runtime=choice.runtime_record(), result=result_docs,
                 prefill_progress=_PrefillBar(), keep_snapshot=not no_snapshot, fit=gen.fit,
                 summary=command == "summarize",
             )
@@ -234,7 +235,8 @@ def chat(
                 result = conv.start_session(
                     store, eng, paths=list(paths or []), options=options, question=question, params=gen.params,
                     on_text=_stream_to_stdout, notice=notice, system=gen.system, command="chat",
-                    model_ref=choice.model or "", result=result_docs, prefill_progress=_PrefillBar(),
+                    model_ref=choice.model or "", runtime=choice.runtime_record(), result=result_docs,
+                    prefill_progress=_PrefillBar(),
                     keep_snapshot=not no_snapshot, fit=gen.fit,
                 )
                 sid = result.session_id

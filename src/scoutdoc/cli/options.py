@@ -9,6 +9,7 @@ every command using it; defaults come from the library's dataclasses, so the CLI
 """
 
 import functools
+import json
 import inspect
 import re
 from collections.abc import Callable
@@ -162,14 +163,28 @@ class EngineChoice:
 
     def for_session(self, record: dict) -> "EngineChoice":
         """A follow-up runs where its session started unless told otherwise: the engine and model,
-        and for a remote one the server's URL and context limit, come from the session record. The
-        API key never does (it comes from --api-key or SCOUTDOC_API_KEY, not from the database)."""
+        for a remote one the server's URL and context limit, and for the embedded one --dtype,
+        --quantize and --kv-dtype (else `ask -c` after `--quantize none --dtype float32` ran 4-bit
+        bfloat16, and its KV snapshot no longer applied), come from the session record. The API key
+        never does (it comes from --api-key or SCOUTDOC_API_KEY, not from the database)."""
         engine = self.engine or record["engine"] or "embedded"
         base_url, context_limit = self.base_url, self.context_limit
         if engine == "remote":
             base_url = base_url or record["base_url"] or None
             context_limit = context_limit or record["context_limit"] or None
-        return replace(self, engine=engine, model=self.model or record["model"] or None, base_url=base_url, context_limit=context_limit)
+        stored = json.loads(record.get("runtime") or "{}")
+        defaults = RuntimeOptions()
+        runtime = replace(self.runtime, **{key: value for key, value in stored.items()
+                                           if key in SESSION_RUNTIME and getattr(self.runtime, key) == getattr(defaults, key)})
+        return replace(self, engine=engine, model=self.model or record["model"] or None, base_url=base_url,
+                       context_limit=context_limit, runtime=runtime)
+
+    def runtime_record(self) -> dict[str, Any]:
+        """What a new session keeps of how the embedded engine runs (see `for_session`)."""
+        return {key: getattr(self.runtime, key) for key in SESSION_RUNTIME}
+
+
+SESSION_RUNTIME = ("dtype", "quantize", "kv_dtype")  # what changes a session's numbers and its KV snapshot
 
 
 def _check_deadlines(text: Optional[str]) -> Optional[str]:
