@@ -120,6 +120,8 @@ def test_a_summary_of_a_long_document_reads_every_part_then_combines(store, long
     combined = system_of(final)
     assert 'source="partial answers"' in combined and combined.count("\n[L") == len(parts)
     assert result.answer.startswith("Answer ")
+    read = sum(len(p.ids) for p in engine.prefills)  # every pass's prompt counts, not the combining one's alone
+    assert result.stats.prompt_tokens == read > len(final.ids)
     # each part answers in at most 128 tokens (1/64 of a window of 4,000 is less); the combining pass in all 1,000
     long = ask(store, engine, [long_notes], "Summarize these documents.", summary=True,
                params=GenerationParams(max_tokens=1000))
