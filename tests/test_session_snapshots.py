@@ -76,3 +76,22 @@ def test_a_session_records_the_model_by_the_name_users_know(engine, setup):
     store, doc = setup
     sid = _ask(store, engine, doc, []).session_id  # no --model: the default, recorded by its catalog name
     assert store.session(sid)["model"] == engine.model_name
+
+
+def test_an_interrupt_while_the_snapshot_is_saved_keeps_the_answer(engine, setup):
+    """The answer is on the screen by then: it is recorded before the snapshot is written, so Ctrl-C
+    (or a crash) during a long save loses the snapshot, not the turn."""
+    store, doc = setup
+    first = _ask(store, engine, doc, [])
+
+    def interrupted(state, path):
+        raise KeyboardInterrupt
+
+    engine.save = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        continue_session(store, engine, session_id=first.session_id, question="When?", params=PARAMS,
+                         on_text=lambda piece: None, notice=lambda text: None)
+    assert [t["text"] for t in store.turns(first.session_id) if t["role"] == "user"] == ["Where?", "When?"]
+    with pytest.raises(KeyboardInterrupt):
+        _ask(store, engine, doc, [])
+    assert len(store.sessions(10)) == 2 and len(store.turns(store.latest_session()["id"])) == 2

@@ -335,11 +335,11 @@ def _record(
     store: Store, engine: Engine, session_id: str, question: str, answer: str, state: Any, turn_no: int,
     notice: Notice, fitted: fitting.Fitted, keep_snapshot: bool, unsupported: list[str],
 ) -> str:
+    store.add_exchange(session_id, *_turn_records(engine, question, answer, state, fitted, unsupported))
     snap = _snapshot_if_whole(store, engine, session_id, state, turn_no, notice, fitted, keep_snapshot)
-    store.add_exchange(session_id, *_turn_records(engine, question, answer, state, fitted, unsupported),
-                       snapshot=snap)
     if not snap:
         return ""
+    store.add_snapshot(session_id, snap)
     keep = store.latest_snapshot(session_id)
     for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
         remove_snapshot_file(old)
@@ -407,15 +407,17 @@ def start_session(
     records = source_records(engine, documents, inputs)
     title = ", ".join(d.source for d in documents[:3]) + (f" +{len(documents) - 3}" if len(documents) > 3 else "")
     session_id = new_session_id()  # the session and its first turn are recorded in one transaction
-    snap = _snapshot_if_whole(store, engine, session_id, state, 1, notice, fitted, keep_snapshot)
     store.create_session(
         title=title, command=command, engine=engine.name, model=model_ref or engine.model_name, model_id=engine.model_id,
         base_url=engine.base_url or "",
         system=system or "", prefix=prompt.prefix[0].content, inputs=[str(p) for p in inputs] + [CWD_MARK + os.getcwd()],
         options=options_to_json(options), prefix_tokens=engine.prefix_tokens(prompt), context_limit=engine.context_limit,
         sources=records, session_id=session_id, runtime=runtime,
-        exchange=(*_turn_records(engine, question_text, answer, state, fitted, missing), snap),
+        exchange=(*_turn_records(engine, question_text, answer, state, fitted, missing), None),
     )
+    snap = _snapshot_if_whole(store, engine, session_id, state, 1, notice, fitted, keep_snapshot)  # after: see _record
+    if snap:
+        store.add_snapshot(session_id, snap)
     kept = _within_budget(store, snap, notice) if snap else ""
     return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=kept, fit=fitted.stats)
 

@@ -280,6 +280,13 @@ class Store:
         with self.transaction():
             return self._exchange_rows(session_id, question, answer, snapshot, now=time.time())
 
+    def add_snapshot(self, session_id: str, snapshot: dict[str, Any]) -> None:
+        """Record the KV snapshot taken after the session's newest turn (saved once the turn is
+        recorded, so that an interrupted or failed save loses the snapshot, never the answer)."""
+        with self.transaction():
+            turn_id = self.db.execute("SELECT MAX(id) FROM turns WHERE session_id = ?", [session_id]).fetchone()[0]
+            self._insert("snapshots", dict(session_id=session_id, turn_id=turn_id, created_at=time.time(), **snapshot))
+
     def _exchange_rows(
         self, session_id: str, question: TurnRecord, answer: TurnRecord, snapshot: dict[str, Any] | None, *, now: float
     ) -> int:
