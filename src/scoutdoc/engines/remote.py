@@ -43,9 +43,9 @@ from .openai_client import (
     token_count,
 )
 
-# Finish reasons of an answer that ended as the model wrote it; a server also sends "abort" (vLLM,
-# SGLang: the request was cancelled) or "error", after which the answer is not whole.
-FINISHED = ("stop", "length", "content_filter", "tool_calls", "function_call", "eos", "eos_token", "stop_sequence")
+# Finish reasons after which the answer is not whole: vLLM and SGLang send "abort" for a cancelled
+# request; others "error". Any other reason ("stop", "length", a server's own) ends a whole answer.
+UNFINISHED = ("abort", "aborted", "error", "cancelled", "canceled")
 AFTER_CAP_EVENTS = 8  # events read past --max-tokens for the finish reason and usage that follow the last piece
 
 # Chat templates wrap each message in a few special tokens (role header, end-of-turn) and end with
@@ -344,7 +344,7 @@ class RemoteEngine:
                 "llama-cpp-python also cuts streams for new requests unless started with --interrupt_requests "
                 "False); the answer was not recorded, ask again"
             )
-        if finish not in FINISHED:
+        if finish.lower() in UNFINISHED:
             raise EngineError(
                 f"the server ended the answer with finish reason {finish!r} after {len(pieces)} pieces (it was cancelled "
                 "or failed there: see the server's log); the answer is incomplete and was not recorded, ask again"
