@@ -158,3 +158,12 @@ def test_subtitles_with_times_but_no_text_say_that(tmp_path):
     path.write_text("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<i></i>\n")
     result = load_sources([path])
     assert not result.documents and result.skipped[0].code == "no_text" and "no cues with text" in result.skipped[0].reason
+
+
+def test_character_references_and_ssa_overrides_are_not_left_in_the_text(tmp_path):
+    vtt, srt = tmp_path / "a.vtt", tmp_path / "b.srt"
+    vtt.write_text("WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nSmith &amp; Sons &lt;Ltd&gt;\n")
+    srt.write_text("1\n00:00:01,000 --> 00:00:02,000\n{\\an8}Up here.\n")
+    first, second = load_sources([vtt, srt]).documents
+    assert "Smith & Sons <Ltd>" in first.text and "&amp;" not in first.text
+    assert "Up here." in second.text and "an8" not in second.text

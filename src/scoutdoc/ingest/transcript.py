@@ -6,6 +6,7 @@ range is its `where`, so an answer can still cite the moment something was said.
 """
 
 import hashlib
+import html
 import io
 import re
 from dataclasses import dataclass
@@ -74,6 +75,14 @@ def number_srt_cues(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
+_OVERRIDE = re.compile(r"\{\\[^{}\n]*\}")  # an SSA override in SRT text: {\an8} places the line at the top
+
+
+def _plain(caption: str) -> str:
+    """A caption's words: WebVTT's character references read ("&amp;" is "&"), SRT's SSA overrides gone."""
+    return html.unescape(_OVERRIDE.sub("", caption))
+
+
 def parse_subtitles(text: str, fmt: str) -> list[Cue]:
     import webvtt  # only subtitle files need it; plain timestamped text does not
     from webvtt.errors import MalformedCaptionError, MalformedFileError
@@ -89,7 +98,7 @@ def parse_subtitles(text: str, fmt: str) -> list[Cue]:
                          "with a comma instead of the point in SRT); check or re-export the file", "damaged")
     cues = []
     for caption in captions:
-        speaker, body = _split_speaker(caption.text, caption.voice)
+        speaker, body = _split_speaker(_plain(caption.text), caption.voice)
         if body:
             cues.append(Cue(parse_time(caption.start), parse_time(caption.end), speaker, body))
     return cues
