@@ -280,8 +280,8 @@ def run_fitted(
         step = fitting.combine(step, partials, window(engine, params, earlier))
     prompt = Prompt([Message("system", step.system)], [*earlier, Message("user", step.question)])
     answer, state = run_turn(engine, prompt, params, on_text, snapshot=snapshot, progress=progress, stop_event=stop_event)
+    total = state.stats
     for part in spent:
-        total = state.stats
         total.prompt_tokens += part.prompt_tokens
         total.cached_tokens += part.cached_tokens
         total.prefilled_tokens += part.prefilled_tokens
@@ -324,11 +324,15 @@ def _snapshot_if_whole(
     store: Store, engine: Engine, session_id: str, state: Any, turn_no: int, notice: Notice, fitted: fitting.Fitted,
     keep_snapshot: bool,
 ) -> dict | None:
-    """A snapshot only of a turn that saw the whole prompt: a retrieved or map-reduced one's KV holds
-    another prefix, which no follow-up could reuse."""
+    """Save and record the KV snapshot of the turn just recorded, only of one that saw the whole
+    prompt: a retrieved or map-reduced one's KV holds another prefix, which no follow-up could reuse.
+    It comes after the turn's record, so an interrupted or failed save loses the snapshot, never the answer."""
     fit = fitted.stats
     whole = fit.strategy == "full" or fit.passages_used == fit.passages_total and fit.windows == 1
-    return _save_snapshot(store, engine, session_id, state, turn_no, notice) if whole and keep_snapshot else None
+    snap = _save_snapshot(store, engine, session_id, state, turn_no, notice) if whole and keep_snapshot else None
+    if snap:
+        store.add_snapshot(session_id, snap)
+    return snap
 
 
 def _record(
@@ -339,7 +343,6 @@ def _record(
     snap = _snapshot_if_whole(store, engine, session_id, state, turn_no, notice, fitted, keep_snapshot)
     if not snap:
         return ""
-    store.add_snapshot(session_id, snap)
     keep = store.latest_snapshot(session_id)
     for old in store.drop_snapshots(session_id, keep_id=keep["id"] if keep else None):
         remove_snapshot_file(old)
@@ -415,9 +418,7 @@ def start_session(
         sources=records, session_id=session_id, runtime=runtime,
         exchange=(*_turn_records(engine, question_text, answer, state, fitted, missing), None),
     )
-    snap = _snapshot_if_whole(store, engine, session_id, state, 1, notice, fitted, keep_snapshot)  # after: see _record
-    if snap:
-        store.add_snapshot(session_id, snap)
+    snap = _snapshot_if_whole(store, engine, session_id, state, 1, notice, fitted, keep_snapshot)
     kept = _within_budget(store, snap, notice) if snap else ""
     return TurnResult(session_id, answer, state.stats, _sources_json(records), snapshot=kept, fit=fitted.stats)
 
